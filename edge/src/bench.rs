@@ -1,0 +1,176 @@
+//! `svit-edge bench`: per-stage latency of the bundle on this board, dense against pruned,
+//! over a sweep of thresholds and thread counts, every configuration on the same frames.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use svit_runtime::{Model, Pruning, RunOptions};
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Pct {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub mean: f64,
+}
+
+pub fn pct(v: &[f64]) -> Pct {
+    if v.is_empty() {
+        return Pct::default();
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    // Nearest-rank percentiles.
+    let at = |p: f64| s[(((p / 100.0) * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
+    Pct { p50: at(50.0), p95: at(95.0), p99: at(99.0), mean: s.iter().sum::<f64>() / s.len() as f64 }
+}
+
+#[derive(Debug, Serialize)]
+pub struct KPoint {
+    pub k: usize,
+    pub frames: usize,
+    pub block_ms: f64,
+    pub block_gmacs: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Config {
+    pub engine: &'static str,
+    pub precision: String,
+    pub threshold: f32,
+    pub mode: &'static str,
+    pub threads: usize,
+    pub frames: usize,
+    pub warmup_frames: usize,
+    pub warmup_ms: f64,
+    pub total_ms: Pct,
+    pub backbone_ms: Pct,
+    pub preprocess_ms: Pct,
+    pub embed_ms: Pct,
+    pub gates_ms: Pct,
+    pub gather_scatter_ms: Pct,
+    pub blocks_ms: Vec<Pct>,
+    pub head_ms: Pct,
+    pub postprocess_ms: Pct,
+    pub kept_fraction: f64,
+    pub kept_per_block: Vec<f64>,
+    pub gmacs: f64,
+    pub gflops_per_s: f64,
+    /// Block latency against its token count (all blocks pooled, K rounded to 16).
+    pub block_time_vs_k: Vec<KPoint>,
+    /// Gates + gather/scatter as a fraction of the backbone (the pruning overhead).
+    pub overhead_fraction: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub bundle: String,
+    pub cpu: String,
+    pub cpu_mhz: Option<u32>,
+    pub temperature_c: Option<f32>,
+    pub configs: Vec<Config>,
+}
+
+pub fn cpu_model() -> String {
+    let s = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    for key in ["model name", "Model", "Hardware", "CPU part"] {
+        if let Some(v) = s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split(':').nth(1)) {
+            return v.trim().to_string();
+        }
+    }
+    std::env::consts::ARCH.to_string()
+}
+
+pub fn run(bundle: &Path, precision: &str, frames: usize, warmup: usize, thresholds: &[f32], threads: &[usize], progress: &dyn Fn(&str)) -> Result<Report> {
+    let model = Model::load(bundle, precision).with_context(|| format!("loading {}", bundle.display()))?;
+    let cfg = model.config().clone();
+    let size = cfg.image_size;
+    // The same frames for every configuration.
+    let scfg = svit_scenes::SceneConfig::square(size);
+    let distinct = frames.clamp(1, 64);
+    let images: Vec<Vec<u8>> = (0..distinct).map(|i| svit_scenes::generate(&scfg, 777, i as u64).rgb).collect();
+    let mut configs = Vec::new();
+    for &th in threads {
+        svit_runtime::set_threads(th);
+        for &thr in thresholds {
+            progress(&format!("threads {th}, threshold {thr}"));
+            let base = model.default_options();
+            let min_keep = match base.pruning {
+                Pruning::Threshold { min_keep, .. } => min_keep,
+                _ => 1,
+            };
+            let pruning = if thr <= 0.0 { Pruning::Dense } else { Pruning::Threshold { threshold: thr, min_keep } };
+            let opts = RunOptions { pruning, ..base };
+            let mut st = model.new_state()?;
+            let t0 = std::time::Instant::now();
+            for i in 0..warmup {
+                model.run_rgb(&mut st, &images[i % distinct], size, size, &opts)?;
+            }
+            let warmup_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let mut outs = Vec::with_capacity(frames);
+            for i in 0..frames {
+                outs.push(model.run_rgb(&mut st, &images[i % distinct], size, size, &opts)?);
+            }
+            let col = |f: &dyn Fn(&svit_runtime::FrameOutput) -> f64| pct(&outs.iter().map(f).collect::<Vec<_>>());
+            let n = outs.len().max(1) as f64;
+            let gmacs = outs.iter().map(|o| o.gmacs).sum::<f64>() / n;
+            let total = col(&|o| o.timings.total());
+            let backbone = col(&|o| o.timings.backbone());
+            let overhead = outs.iter().map(|o| o.timings.gates + o.timings.gather_scatter).sum::<f64>()
+                / outs.iter().map(|o| o.timings.backbone()).sum::<f64>().max(1e-9);
+            let mut buckets: std::collections::BTreeMap<usize, (usize, f64, f64)> = Default::default();
+            for o in &outs {
+                for (b, &k) in o.kept.iter().enumerate() {
+                    let e = buckets.entry(k.div_ceil(16) * 16).or_default();
+                    e.0 += 1;
+                    e.1 += o.timings.blocks[b];
+                    e.2 += cfg.block_macs(k) as f64 / 1e9;
+                }
+            }
+            configs.push(Config {
+                engine: "tract",
+                precision: precision.into(),
+                threshold: thr,
+                mode: if thr <= 0.0 { "dense" } else { "pruned" },
+                threads: th,
+                frames,
+                warmup_frames: warmup,
+                warmup_ms,
+                backbone_ms: backbone,
+                preprocess_ms: col(&|o| o.timings.preprocess),
+                embed_ms: col(&|o| o.timings.embed),
+                gates_ms: col(&|o| o.timings.gates),
+                gather_scatter_ms: col(&|o| o.timings.gather_scatter),
+                blocks_ms: (0..cfg.depth).map(|b| col(&|o| o.timings.blocks[b])).collect(),
+                head_ms: col(&|o| o.timings.head),
+                postprocess_ms: col(&|o| o.timings.postprocess),
+                kept_fraction: outs.iter().map(|o| o.kept_fraction(cfg.tokens())).sum::<f64>() / n,
+                kept_per_block: (0..cfg.depth).map(|b| outs.iter().map(|o| o.kept[b] as f64).sum::<f64>() / n).collect(),
+                gmacs,
+                gflops_per_s: 2.0 * gmacs / (total.mean / 1e3).max(1e-9),
+                block_time_vs_k: buckets
+                    .into_iter()
+                    .map(|(k, (c, ms, g))| KPoint { k, frames: c, block_ms: ms / c as f64, block_gmacs: g / c as f64 })
+                    .collect(),
+                overhead_fraction: overhead,
+                total_ms: total,
+            });
+        }
+    }
+    let h = crate::health::sample(std::time::Instant::now(), 0, 0);
+    Ok(Report { bundle: bundle.display().to_string(), cpu: cpu_model(), cpu_mhz: h.cpu_mhz, temperature_c: h.cpu_temp_c, configs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let p = pct(&v);
+        assert_eq!((p.p50, p.p95, p.p99), (50.0, 95.0, 99.0));
+        assert!((p.mean - 50.5).abs() < 1e-9);
+    }
+}

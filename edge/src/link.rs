@@ -1,0 +1,195 @@
+//! Where frames go: a host over TCP (connecting out, reconnecting with backoff) or stdout as
+//! JSON lines. The sender only ever waits on its own queue: inference never waits on the link.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
+
+use crate::pipeline::{Control, Queue, Stats};
+
+/// Prints one JSON line per frame (for scripts) until the queue closes.
+pub fn stdout_loop(q: Arc<Queue<EdgeMsg>>, labels: Vec<String>) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    while let Some(msg) = q.pop() {
+        if let EdgeMsg::Frame(f) = msg {
+            let t = &f.times;
+            let total_us = t.preprocess + t.embed + t.gates + t.gather_scatter + t.blocks.iter().sum::<u32>() + t.head + t.postprocess;
+            let dets: Vec<_> = f
+                .detections
+                .iter()
+                .map(|d| serde_json::json!({"label": labels.get(d.class as usize), "score": d.score, "bbox": d.bbox}))
+                .collect();
+            let line = serde_json::json!({
+                "seq": f.seq, "kept": f.kept, "gmacs": f.gmacs, "total_ms": total_us as f64 / 1000.0,
+                "dropped": f.dropped_total, "detections": dets,
+            });
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Reads the host's hello (and, with a key, its `Auth`, then answers with ours); returns the
+/// bytes that followed (control the host already sent).
+fn handshake(stream: &mut TcpStream, ours: &proto::Hello, key: Option<&[u8]>) -> Result<Vec<u8>> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut dec = FrameDecoder::new(64 * 1024);
+    let mut buf = [0u8; 4096];
+    let mut host_nonce: Option<[u8; 16]> = None;
+    loop {
+        let n = stream.read(&mut buf).context("waiting for the host's hello")?;
+        if n == 0 {
+            bail!("host closed the connection during the hello (wrong key?)");
+        }
+        let mut input = &buf[..n];
+        loop {
+            let (msg, rest) = match dec.feed::<HostMsg>(input) {
+                proto::Feed::Pending => break,
+                proto::Feed::Error { err, .. } => bail!("host sent a bad frame during the hello: {err}"),
+                proto::Feed::Message { msg, rest } => (msg, rest),
+            };
+            input = rest;
+            match (msg, host_nonce, key) {
+                (HostMsg::Hello(h), None, _) => {
+                    h.check(proto::Role::Host).map_err(|e| anyhow::anyhow!("host refused: {e}"))?;
+                    if key.is_none() {
+                        return Ok(rest.to_vec());
+                    }
+                    host_nonce = Some(h.nonce);
+                }
+                (HostMsg::Auth(a), Some(hn), Some(k)) => {
+                    if !proto::auth::verify(k, proto::Role::Host, &ours.nonce, &a.mac) {
+                        bail!("the host does not hold our key: not sending it anything");
+                    }
+                    let mine = EdgeMsg::Auth(proto::Auth { mac: proto::auth::mac(k, proto::Role::Edge, &hn) });
+                    stream.write_all(&proto::encode(&mine, MAX_FRAME).map_err(|e| anyhow::anyhow!("{e}"))?)?;
+                    return Ok(rest.to_vec());
+                }
+                (other, _, _) => bail!("unexpected {other:?} during the hello{}", if key.is_some() { " (the host sent no key proof: does it run with --key?)" } else { "" }),
+            }
+        }
+    }
+}
+
+fn spawn_control_reader(mut stream: TcpStream, ctl: Arc<Control>, leftover: Vec<u8>) {
+    std::thread::spawn(move || {
+        let _ = stream.set_read_timeout(None);
+        let mut dec = FrameDecoder::new(4096);
+        let mut buf = [0u8; 1024];
+        let mut first = Some(leftover);
+        loop {
+            let chunk = match first.take() {
+                Some(l) => l,
+                None => match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf[..n].to_vec(),
+                },
+            };
+            let mut input = &chunk[..];
+            loop {
+                match dec.feed::<HostMsg>(input) {
+                    proto::Feed::Pending => break,
+                    proto::Feed::Message { msg, rest } => {
+                        tracing::info!("control from host: {msg:?}");
+                        ctl.apply(&msg);
+                        input = rest;
+                    }
+                    proto::Feed::Error { err, rest } => {
+                        tracing::warn!("ignored a bad control frame: {err}");
+                        input = rest;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Sends queued messages to `addr`, reconnecting with backoff; returns when the queue closes
+/// and everything queued has been flushed (or the host cannot be reached for the final flush).
+/// `hello` is this edge's greeting; with `key`, host and edge prove they share it.
+pub fn tcp_loop(
+    addr: &str, q: Arc<Queue<EdgeMsg>>, hello: proto::Hello, key: Option<Vec<u8>>, ctl: Arc<Control>, stats: Arc<Stats>,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    let mut last_health = Instant::now() - Duration::from_secs(2);
+    let mut pending: Option<Vec<u8>> = None;
+    loop {
+        let (mut stream, leftover) = match connect(addr, &hello, key.as_deref()) {
+            Ok(s) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!("connected to host {addr}");
+                s
+            }
+            Err(e) => {
+                // Shutting down with no host to flush to: report what is lost, do not hang.
+                if q.is_closed() || ctl.stop.load(Ordering::Relaxed) {
+                    let mut lost = pending.take().map_or(0, |_| 1);
+                    while q.pop_timeout(Duration::ZERO).is_some() {
+                        lost += 1;
+                    }
+                    tracing::warn!("stopping with host {addr} unreachable ({e:#}); {lost} queued messages not delivered");
+                    return Ok(());
+                }
+                tracing::warn!("host {addr} unreachable ({e:#}); retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if let Ok(r) = stream.try_clone() {
+            spawn_control_reader(r, ctl.clone(), leftover);
+        }
+        loop {
+            if last_health.elapsed() >= Duration::from_secs(1) {
+                last_health = Instant::now();
+                let dropped = q.dropped.load(Ordering::Relaxed) + stats.camera_errors.load(Ordering::Relaxed);
+                let h = crate::health::sample(started, dropped, stats.camera_errors.load(Ordering::Relaxed));
+                let bytes = proto::encode(&EdgeMsg::Health(h), MAX_FRAME).map_err(|e| anyhow::anyhow!("{e}"))?;
+                if stream.write_all(&bytes).is_err() {
+                    break;
+                }
+            }
+            let bytes = match pending.take() {
+                Some(b) => b,
+                None => match q.pop_timeout(Duration::from_millis(200)) {
+                    Some(msg) => match proto::encode(&msg, MAX_FRAME) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::warn!("message not sent: {e}");
+                            continue;
+                        }
+                    },
+                    None if q.is_closed() => {
+                        let _ = stream.flush();
+                        let _ = stream.shutdown(Shutdown::Write);
+                        return Ok(());
+                    }
+                    None => continue,
+                },
+            };
+            if let Err(e) = stream.write_all(&bytes) {
+                tracing::warn!("link to {addr} lost: {e}");
+                pending = Some(bytes); // resend this one after reconnecting
+                break;
+            }
+        }
+    }
+}
+
+fn connect(addr: &str, hello: &proto::Hello, key: Option<&[u8]>) -> Result<(TcpStream, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    s.set_nodelay(true)?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut hello = hello.clone();
+    hello.nonce = proto::auth::nonce();
+    s.write_all(&proto::encode(&EdgeMsg::Hello(hello.clone()), MAX_FRAME).map_err(|e| anyhow::anyhow!("{e}"))?)?;
+    let leftover = handshake(&mut s, &hello, key)?;
+    Ok((s, leftover))
+}

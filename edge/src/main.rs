@@ -1,0 +1,200 @@
+//! `svit-edge`: runs on the board. Camera -> token-pruned SViT (tract) -> postcard frames to a
+//! host (or JSON lines on stdout), and `bench`, the on-device latency profiler.
+
+mod bench;
+mod health;
+mod link;
+mod pipeline;
+mod source;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use svit_runtime::Model;
+
+use pipeline::{Control, Queue, Stats};
+
+#[derive(Parser)]
+#[command(name = "svit-edge", version, about = "Run the token-pruned SViT detector on a board and stream what it sees")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Capture, detect and stream.
+    Run {
+        /// Bundle directory (models/demo ships with the repository).
+        #[arg(long, default_value = "models/demo")]
+        bundle: PathBuf,
+        /// Camera: `synthetic` or `file:PATH` (an image or a folder of images, looping).
+        #[arg(long, default_value = "synthetic")]
+        camera: String,
+        /// Host to stream to (HOST:PORT). Without it, one JSON line per frame goes to stdout.
+        #[arg(long)]
+        connect: Option<String>,
+        /// Stop after this many frames.
+        #[arg(long)]
+        frames: Option<u64>,
+        /// Pruning threshold (0 = dense); defaults to the bundle's.
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// Report detections scoring at least this (default: the bundle's).
+        #[arg(long)]
+        score_threshold: Option<f32>,
+        /// Pace software cameras (synthetic, files) to this rate (default: as fast as they go).
+        #[arg(long)]
+        fps: Option<f32>,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Name shown on the host (default: hostname).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "f32")]
+        precision: String,
+        /// Send a JPEG thumbnail of the frame this often (seconds; 0 = only on a snapshot request).
+        #[arg(long, default_value_t = 1.0)]
+        thumbnail_every: f64,
+        /// Pre-shared key file: only a host holding the same key gets frames or may send control.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Profile latency per stage: dense vs pruned, thresholds and thread counts, same frames.
+    Bench {
+        #[arg(long, default_value = "models/demo")]
+        bundle: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        frames: usize,
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+        #[arg(long, value_delimiter = ',', default_value = "0,0.5")]
+        thresholds: Vec<f32>,
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        threads: Vec<usize>,
+        #[arg(long, default_value = "f32")]
+        precision: String,
+        /// Write the report here as JSON (it is always printed as a table).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Run { bundle, camera, connect, frames, threshold, score_threshold, fps, threads, name, precision, thumbnail_every, key } => {
+            let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
+            let thumbs = (thumbnail_every > 0.0).then(|| std::time::Duration::from_secs_f64(thumbnail_every));
+            run(bundle, camera, connect, frames, threshold, score_threshold, fps, threads, name, precision, key, thumbs)
+        }
+        Cmd::Bench { bundle, frames, warmup, thresholds, threads, precision, json } => {
+            let bar = indicatif::ProgressBar::new_spinner();
+            let report = bench::run(&bundle, &precision, frames, warmup, &thresholds, &threads, &|m| bar.set_message(m.to_string()))?;
+            bar.finish_and_clear();
+            println!("cpu: {}", report.cpu);
+            println!("{:>7} {:>9} {:>7} {:>10} {:>10} {:>10} {:>11} {:>6} {:>6} {:>8}", "threads", "threshold", "mode", "total p50", "total p95", "backbone", "speedup", "kept", "GMACs", "overhead");
+            let dense: Vec<(usize, f64)> = report.configs.iter().filter(|c| c.mode == "dense").map(|c| (c.threads, c.backbone_ms.mean)).collect();
+            for c in &report.configs {
+                let speedup = dense.iter().find(|d| d.0 == c.threads).map(|d| d.1 / c.backbone_ms.mean).unwrap_or(f64::NAN);
+                println!(
+                    "{:>7} {:>9.2} {:>7} {:>10.2} {:>10.2} {:>10.2} {:>10.2}x {:>6.3} {:>6.3} {:>7.1}%",
+                    c.threads, c.threshold, c.mode, c.total_ms.p50, c.total_ms.p95, c.backbone_ms.mean, speedup, c.kept_fraction, c.gmacs, 100.0 * c.overhead_fraction
+                );
+            }
+            if let Some(j) = json {
+                std::fs::write(&j, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", j.display()))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    bundle: PathBuf, camera: String, connect: Option<String>, frames: Option<u64>, threshold: Option<f32>, score_threshold: Option<f32>,
+    fps: Option<f32>,
+    threads: usize, name: Option<String>, precision: String, key: Option<Vec<u8>>, thumbs: Option<std::time::Duration>,
+) -> Result<()> {
+    svit_runtime::set_threads(threads);
+    let model = Arc::new(Model::load(&bundle, &precision).with_context(|| format!("loading bundle {}", bundle.display()))?);
+    let cfg = model.config().clone();
+    let src = source::open(&camera, cfg.image_size, fps).with_context(|| format!("opening camera {camera}"))?;
+    tracing::info!("camera: {}; bundle {} ({} tokens, {} blocks)", src.describe(), model.manifest.name, cfg.tokens(), cfg.depth);
+    let ctl = Arc::new(Control::new(threshold.unwrap_or(model.manifest.defaults.threshold)));
+    let stats = Arc::new(Stats { camera_errors: Default::default(), frames_done: Default::default() });
+    // One decoded frame waiting is enough: a newer one replaces it.
+    let decoded = Arc::new(Queue::new(1));
+    let outgoing = Arc::new(Queue::new(32));
+
+    {
+        let ctl = ctl.clone();
+        let stop = move || ctl.stop.store(true, Ordering::Relaxed);
+        install_stop_handler(stop);
+    }
+    let cap = {
+        let (q, c, s) = (decoded.clone(), ctl.clone(), stats.clone());
+        std::thread::Builder::new().name("capture".into()).spawn(move || pipeline::capture_loop(src, q, c, s))?
+    };
+    let inf = {
+        let (m, i, o, c, s) = (model.clone(), decoded.clone(), outgoing.clone(), ctl.clone(), stats.clone());
+        std::thread::Builder::new().name("infer".into()).spawn(move || pipeline::infer_loop(m, i, o, c, s, frames, thumbs, score_threshold))?
+    };
+    let labels = model.manifest.labels.clone();
+    let sent = match connect {
+        None => link::stdout_loop(outgoing.clone(), labels),
+        Some(addr) => {
+            let hello = svit_protocol::Hello {
+                protocol_version: svit_protocol::PROTOCOL_VERSION,
+                schema_hash: svit_protocol::schema_hash(),
+                role: svit_protocol::Role::Edge,
+                device: name.unwrap_or_else(hostname),
+                bundle: model.manifest.name.clone(),
+                labels,
+                input_size: cfg.image_size as u16,
+                tokens: cfg.tokens() as u16,
+                blocks: cfg.depth as u16,
+                nonce: [0; 16],
+            };
+            link::tcp_loop(&addr, outgoing.clone(), hello, key, ctl.clone(), stats.clone())
+        }
+    };
+    ctl.stop.store(true, Ordering::Relaxed);
+    decoded.close();
+    let _ = cap.join();
+    inf.join().map_err(|_| anyhow::anyhow!("inference thread panicked"))??;
+    sent?;
+    tracing::info!(
+        frames = stats.frames_done.load(Ordering::Relaxed),
+        camera_errors = stats.camera_errors.load(Ordering::Relaxed),
+        dropped_before_inference = decoded.dropped.load(Ordering::Relaxed),
+        dropped_before_send = outgoing.dropped.load(Ordering::Relaxed),
+        "stopped"
+    );
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "edge".into())
+}
+
+/// SIGINT/SIGTERM set the stop flag; the loops then drain what is queued and exit.
+fn install_stop_handler(stop: impl Fn() + Send + Sync + 'static) {
+    static HANDLER: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>> = std::sync::OnceLock::new();
+    let _ = HANDLER.set(Box::new(stop));
+    extern "C" fn on_signal(_: libc::c_int) {
+        if let Some(h) = HANDLER.get() {
+            h();
+        }
+    }
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}

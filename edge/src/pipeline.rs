@@ -1,0 +1,272 @@
+//! The frame loop on three threads: capture + decode, inference, sending. Hand-offs are
+//! bounded and the newest frame wins, so a slow link or a slow model never makes the camera
+//! wait, and every frame dropped on the way is counted.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use svit_protocol as proto;
+use svit_runtime::{FrameOutput, Model, Pruning, RunOptions};
+
+use crate::source::{to_rgb, FrameSource};
+
+/// A bounded hand-off that drops the oldest item when full.
+pub struct Queue<T> {
+    inner: Mutex<(VecDeque<T>, bool)>,
+    ready: Condvar,
+    cap: usize,
+    pub dropped: AtomicU64,
+}
+
+impl<T> Queue<T> {
+    pub fn new(cap: usize) -> Self {
+        Queue { inner: Mutex::new((VecDeque::with_capacity(cap), false)), ready: Condvar::new(), cap: cap.max(1), dropped: AtomicU64::new(0) }
+    }
+    /// Returns false if an older item had to be dropped to make room.
+    pub fn push(&self, item: T) -> bool {
+        let mut g = self.inner.lock().expect("queue lock");
+        let mut kept_all = true;
+        if g.0.len() >= self.cap {
+            g.0.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            kept_all = false;
+        }
+        g.0.push_back(item);
+        self.ready.notify_one();
+        kept_all
+    }
+    /// Blocks for the next item; `None` once closed and drained.
+    pub fn pop(&self) -> Option<T> {
+        let mut g = self.inner.lock().expect("queue lock");
+        loop {
+            if let Some(x) = g.0.pop_front() {
+                return Some(x);
+            }
+            if g.1 {
+                return None;
+            }
+            g = self.ready.wait(g).expect("queue lock");
+        }
+    }
+    pub fn pop_timeout(&self, d: Duration) -> Option<T> {
+        let g = self.inner.lock().expect("queue lock");
+        let (mut g, _) = self.ready.wait_timeout_while(g, d, |g| g.0.is_empty() && !g.1).expect("queue lock");
+        g.0.pop_front()
+    }
+    pub fn close(&self) {
+        self.inner.lock().expect("queue lock").1 = true;
+        self.ready.notify_all();
+    }
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().expect("queue lock").1
+    }
+}
+
+/// Settings the host may change while running.
+pub struct Control {
+    pub threshold_bits: AtomicU32,
+    /// f32 bits of the fixed keep ratio; 0 = use the threshold.
+    pub ratio_bits: AtomicU32,
+    pub paused: AtomicBool,
+    pub snapshot: AtomicBool,
+    pub stop: AtomicBool,
+}
+
+impl Control {
+    pub fn new(threshold: f32) -> Self {
+        Control {
+            threshold_bits: AtomicU32::new(threshold.to_bits()),
+            ratio_bits: AtomicU32::new(0),
+            paused: AtomicBool::new(false),
+            snapshot: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        }
+    }
+    pub fn threshold(&self) -> f32 {
+        f32::from_bits(self.threshold_bits.load(Ordering::Relaxed))
+    }
+    pub fn apply(&self, msg: &proto::HostMsg) {
+        match msg {
+            proto::HostMsg::SetThreshold(t) if t.is_finite() => self.threshold_bits.store(t.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed),
+            proto::HostMsg::SetKeepRatio(r) => {
+                let v = r.filter(|r| r.is_finite() && *r > 0.0).map(|r| r.min(1.0)).unwrap_or(0.0);
+                self.ratio_bits.store(v.to_bits(), Ordering::Relaxed)
+            }
+            proto::HostMsg::Pause => self.paused.store(true, Ordering::Relaxed),
+            proto::HostMsg::Resume => self.paused.store(false, Ordering::Relaxed),
+            proto::HostMsg::Snapshot => self.snapshot.store(true, Ordering::Relaxed),
+            _ => {}
+        }
+    }
+}
+
+pub struct Decoded {
+    rgb: Vec<u8>,
+    width: usize,
+    height: usize,
+    capture_us: u64,
+    capture: Duration,
+    decode: Duration,
+}
+
+pub struct Stats {
+    pub camera_errors: AtomicU64,
+    pub frames_done: AtomicU64,
+}
+
+/// Capture thread body: capture, decode, hand over; counts camera errors and moves on.
+pub fn capture_loop(mut src: Box<dyn FrameSource>, out: Arc<Queue<Decoded>>, ctl: Arc<Control>, stats: Arc<Stats>) {
+    let mut consecutive = 0u32;
+    while !ctl.stop.load(Ordering::Relaxed) && !out.is_closed() {
+        if ctl.paused.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let res = src.capture().and_then(|c| {
+            let t = Instant::now();
+            let (rgb, width, height) = to_rgb(c.pixels)?;
+            Ok(Decoded { rgb, width, height, capture_us: c.capture_us, capture: c.capture_time, decode: t.elapsed() })
+        });
+        match res {
+            Ok(d) => {
+                consecutive = 0;
+                out.push(d);
+            }
+            Err(e) => {
+                stats.camera_errors.fetch_add(1, Ordering::Relaxed);
+                consecutive += 1;
+                tracing::warn!("frame skipped: {e}");
+                // Back off on a camera that keeps failing, without giving up on it.
+                std::thread::sleep(Duration::from_millis((10 * consecutive as u64).min(1000)));
+            }
+        }
+    }
+    out.close();
+}
+
+/// Inference thread body: runs the model on the newest decoded frame, converts to wire frames.
+pub fn infer_loop(
+    model: Arc<Model>,
+    input: Arc<Queue<Decoded>>,
+    out: Arc<Queue<proto::EdgeMsg>>,
+    ctl: Arc<Control>,
+    stats: Arc<Stats>,
+    max_frames: Option<u64>,
+    thumbnail_every: Option<Duration>,
+    score_threshold: Option<f32>,
+) -> anyhow::Result<()> {
+    let mut st = model.new_state()?;
+    let mut last_thumb: Option<Instant> = None;
+    let mut base = model.default_options();
+    if let Some(s) = score_threshold {
+        base.score_threshold = s;
+    }
+    let mut seq = 0u64;
+    while let Some(d) = input.pop() {
+        let ratio = f32::from_bits(ctl.ratio_bits.load(Ordering::Relaxed));
+        let threshold = ctl.threshold();
+        let pruning = if ratio > 0.0 {
+            Pruning::Ratio(ratio)
+        } else if let Pruning::Threshold { min_keep, .. } = base.pruning {
+            Pruning::Threshold { threshold, min_keep }
+        } else {
+            base.pruning
+        };
+        let opts = RunOptions { pruning, ..base };
+        let res = model.run_rgb(&mut st, &d.rgb, d.width, d.height, &opts);
+        let o = match res {
+            Ok(o) => o,
+            Err(e) => {
+                stats.camera_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("frame skipped: {e}");
+                continue;
+            }
+        };
+        let dropped = input.dropped.load(Ordering::Relaxed) + out.dropped.load(Ordering::Relaxed) + stats.camera_errors.load(Ordering::Relaxed);
+        let t = Instant::now();
+        let mut frame = to_wire(&o, seq, &d, threshold, dropped);
+        frame.times.encode = t.elapsed().as_micros() as u32;
+        out.push(proto::EdgeMsg::Frame(frame));
+        let snapshot = ctl.snapshot.swap(false, Ordering::Relaxed);
+        let due = thumbnail_every.is_some_and(|every| last_thumb.is_none_or(|t| t.elapsed() >= every));
+        if snapshot || due {
+            last_thumb = Some(Instant::now());
+            match jpeg(&d.rgb, d.width, d.height) {
+                Ok(jpeg) => {
+                    out.push(proto::EdgeMsg::Thumbnail(proto::Thumbnail { seq, jpeg }));
+                }
+                Err(e) => tracing::warn!("thumbnail not encoded: {e}"),
+            }
+        }
+        seq += 1;
+        stats.frames_done.store(seq, Ordering::Relaxed);
+        if max_frames.is_some_and(|n| seq >= n) {
+            ctl.stop.store(true, Ordering::Relaxed);
+            input.close();
+            break;
+        }
+    }
+    out.close();
+    Ok(())
+}
+
+/// The frame as a JPEG for the host's live view and `render` (quality 75).
+fn jpeg(rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>, image::ImageError> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 75).encode(rgb, w as u32, h as u32, image::ExtendedColorType::Rgb8)?;
+    Ok(out)
+}
+
+fn us(ms: f64) -> u32 {
+    (ms * 1000.0).round().clamp(0.0, u32::MAX as f64) as u32
+}
+
+/// Runtime output -> wire frame (the boundary where runtime types become protocol types).
+pub fn to_wire(o: &FrameOutput, seq: u64, d: &Decoded, threshold: f32, dropped_total: u64) -> proto::Frame {
+    let t = &o.timings;
+    proto::Frame {
+        seq,
+        capture_us: d.capture_us,
+        width: d.width as u16,
+        height: d.height as u16,
+        times: proto::StageTimes {
+            capture: d.capture.as_micros() as u32,
+            decode: d.decode.as_micros() as u32,
+            preprocess: us(t.preprocess),
+            embed: us(t.embed),
+            gates: us(t.gates),
+            gather_scatter: us(t.gather_scatter),
+            blocks: t.blocks.iter().map(|&b| us(b)).collect(),
+            head: us(t.head),
+            postprocess: us(t.postprocess),
+            encode: 0,
+        },
+        detections: o
+            .detections
+            .iter()
+            .map(|det| proto::Detection {
+                class: det.class as u16,
+                score: det.score,
+                bbox: det.bbox,
+                mask: proto::CompactMask {
+                    x0: det.mask.x0 as u16,
+                    y0: det.mask.y0 as u16,
+                    w: det.mask.w as u16,
+                    h: det.mask.h as u16,
+                    cell: det.mask.cell,
+                    bits: proto::pack_bits(det.mask.probs.iter().map(|&p| p >= 128)),
+                },
+            })
+            .collect(),
+        kept: o.kept.iter().map(|&k| k as u16).collect(),
+        // One entry per block: ungated blocks (and every block of a dense pass) get none.
+        keep_maps: std::iter::repeat_n(Vec::new(), o.kept.len().saturating_sub(o.keep_maps.len()))
+            .chain(o.keep_maps.iter().map(|m| proto::pack_bits(m.iter().copied())))
+            .collect(),
+        gmacs: o.gmacs as f32,
+        dropped_total,
+        threshold,
+    }
+}

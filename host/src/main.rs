@@ -1,0 +1,274 @@
+//! `svit-host`: collects from one or many `svit-edge` boards, records every message, reports.
+
+mod collector;
+mod record;
+mod render;
+mod report;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use svit_protocol::EdgeMsg;
+
+use collector::HostEvent;
+
+#[derive(Parser)]
+#[command(name = "svit-host", version, about = "Collect, record and report detections and latency from svit-edge boards")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Accept boards and print one JSON line per frame (and a summary table at the end).
+    Listen {
+        #[arg(default_value = "0.0.0.0:7878")]
+        addr: String,
+        /// Record every received message to this .svrec file.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long)]
+        duration: Option<f64>,
+        #[arg(long, default_value_t = 64)]
+        max_boards: u32,
+        /// Print nothing per frame.
+        #[arg(long)]
+        quiet: bool,
+        /// Pre-shared key file: boards must hold the same key (see `svit-edge run --key`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// The whole system on this machine, no hardware: this host plus two local svit-edge
+    /// processes (synthetic camera and a folder of images) on the demo bundle; prints the
+    /// summary table and writes a report.
+    Demo {
+        #[arg(long, default_value = "models/demo")]
+        bundle: PathBuf,
+        #[arg(long, default_value_t = 15.0)]
+        seconds: f64,
+        #[arg(long, default_value = "runs/demo-report")]
+        out: PathBuf,
+    },
+    /// Play a recording back as the JSON lines `listen` prints, at recorded speed or as fast
+    /// as possible, then print the summary table.
+    Replay {
+        recording: PathBuf,
+        /// Do not wait between records.
+        #[arg(long)]
+        max_speed: bool,
+    },
+    /// Draw one recorded frame: thumbnail, kept tokens of a block, masks and boxes (PNG).
+    Render {
+        recording: PathBuf,
+        #[arg(long)]
+        frame: u64,
+        /// Board name, when the recording holds several.
+        #[arg(long)]
+        device: Option<String>,
+        /// Block whose kept tokens to show (default: the last).
+        #[arg(long)]
+        block: Option<usize>,
+        #[arg(long, default_value = "frame.png")]
+        out: PathBuf,
+    },
+    /// Turn a recording into summary.json and frames.csv.
+    Report {
+        recording: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Listen { addr, record, duration, max_boards, quiet, key } => {
+            let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
+            listen(&addr, record, duration, max_boards, quiet, key)
+        }
+        Cmd::Demo { bundle, seconds, out } => demo(&bundle, seconds, &out),
+        Cmd::Render { recording, frame, device, block, out } => {
+            let rec = record::read(&recording)?;
+            let r = render::render(&rec.records, device.as_deref(), frame, block, &out)?;
+            println!("{} ({}x{}): {} detections", out.display(), r.width, r.height, r.legend.len());
+            for l in r.legend {
+                println!("  {l}");
+            }
+            Ok(())
+        }
+        Cmd::Replay { recording, max_speed } => {
+            let rec = record::read(&recording)?;
+            let mut prev: Option<u64> = None;
+            for r in &rec.records {
+                if let (Some(p), false) = (prev, max_speed) {
+                    std::thread::sleep(Duration::from_micros(r.recv_us.saturating_sub(p).min(5_000_000)));
+                }
+                prev = Some(r.recv_us);
+                if let EdgeMsg::Frame(f) = &r.msg {
+                    println!("{}", frame_line(&r.device, f));
+                }
+            }
+            print_table(&report::summarize(&rec.records));
+            Ok(())
+        }
+        Cmd::Report { recording, out } => {
+            let rec = record::read(&recording)?;
+            let s = report::write(&rec.records, &out)?;
+            print_table(&s);
+            if rec.bad_frames > 0 {
+                tracing::warn!("{} corrupt records skipped", rec.bad_frames);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_table(s: &report::Summary) {
+    println!("{:<20} {:>7} {:>7} {:>8} {:>7} {:>9} {:>9} {:>6}", "board", "frames", "missing", "dropped", "fps", "total p50", "total p99", "kept");
+    for b in &s.boards {
+        println!(
+            "{:<20} {:>7} {:>7} {:>8} {:>7.1} {:>9.2} {:>9.2} {:>6.3}",
+            b.device, b.frames, b.missing, b.dropped_on_board, b.fps, b.total_ms.p50, b.total_ms.p99, b.kept_fraction
+        );
+    }
+}
+
+fn listen(addr: &str, record: Option<PathBuf>, duration: Option<f64>, max_boards: u32, quiet: bool, key: Option<Vec<u8>>) -> Result<()> {
+    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    tracing::info!("listening on {}", listener.local_addr()?);
+    let stop = Arc::new(AtomicBool::new(false));
+    install_stop_handler(stop.clone());
+    let kept = collect(listener, record.as_deref(), duration, max_boards, quiet, stop, key)?;
+    print_table(&report::summarize(&kept));
+    Ok(())
+}
+
+fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path) -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
+    let addr = listener.local_addr()?.to_string();
+    let edge = std::env::current_exe()?.with_file_name("svit-edge");
+    anyhow::ensure!(edge.exists(), "{} not found: build the workspace first (cargo build --workspace)", edge.display());
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let cameras = [("edge-synthetic", "synthetic".to_string()), ("edge-files", "file:tests/data".to_string())];
+    let mut children = Vec::new();
+    for (name, cam) in &cameras {
+        let child = std::process::Command::new(&edge)
+            .args(["run", "--name", name, "--camera", cam, "--fps", "10", "--connect", &addr])
+            .arg("--bundle")
+            .arg(bundle)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", edge.display()))?;
+        children.push(child);
+    }
+    tracing::info!("demo: 2 boards streaming to {addr} for {seconds} s");
+    let stop = Arc::new(AtomicBool::new(false));
+    install_stop_handler(stop.clone());
+    let rec = out.join("demo.svrec");
+    let kept = collect(listener, Some(&rec), Some(seconds), 8, true, stop, None);
+    for c in &mut children {
+        // SIGTERM: the edge flushes what it queued and exits.
+        let _ = std::process::Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = c.wait();
+    }
+    kept?;
+    let r = record::read(&rec)?;
+    let s = report::write(&r.records, out)?;
+    print_table(&s);
+    println!("recording: {}\nreport: {}/summary.json, {}/frames.csv", rec.display(), out.display(), out.display());
+    Ok(())
+}
+
+/// Runs the collector until `stop`, `duration` or the acceptor ends; returns frames and hellos.
+fn collect(
+    listener: TcpListener, record: Option<&std::path::Path>, duration: Option<f64>, max_boards: u32, quiet: bool, stop: Arc<AtomicBool>,
+    key: Option<Vec<u8>>,
+) -> Result<Vec<record::Record>> {
+    let (tx, rx) = mpsc::sync_channel::<HostEvent>(4096);
+    {
+        let stop = stop.clone();
+        let key = key.map(Arc::new);
+        std::thread::spawn(move || collector::accept_loop(listener, tx, stop, max_boards, key));
+    }
+    let mut writer = record.map(record::Writer::create).transpose()?;
+    let mut kept: Vec<record::Record> = Vec::new();
+    let started = Instant::now();
+    let json_lines = !quiet;
+    while !stop.load(Ordering::Relaxed) && duration.is_none_or(|d| started.elapsed().as_secs_f64() < d) {
+        let ev = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(ev) => ev,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let rec = match ev {
+            HostEvent::Connected { conn, hello } => {
+                tracing::info!("board {} connected (#{conn}, bundle {})", hello.device, hello.bundle);
+                let device = hello.device.clone();
+                record::Record { recv_us: now_us(), conn, device, msg: EdgeMsg::Hello(hello) }
+            }
+            HostEvent::Refused { conn, reason } => {
+                tracing::warn!("connection #{conn} refused: {reason}");
+                continue;
+            }
+            HostEvent::Disconnected { conn, device, reason } => {
+                tracing::info!("board {device} (#{conn}) disconnected: {reason}");
+                continue;
+            }
+            HostEvent::Msg(r) => r,
+        };
+        if let (EdgeMsg::Frame(f), true) = (&rec.msg, json_lines) {
+            println!("{}", frame_line(&rec.device, f));
+        }
+        if let Some(w) = writer.as_mut() {
+            w.append(&rec).context("writing the recording")?;
+        }
+        // Summary at exit needs frames and hellos only; thumbnails are not kept in memory.
+        if matches!(rec.msg, EdgeMsg::Frame(_) | EdgeMsg::Hello(_)) && kept.len() < 1_000_000 {
+            kept.push(rec);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(mut w) = writer {
+        w.flush().context("flushing the recording")?;
+        tracing::info!(records = w.records, "recording closed: {}", record.map(|p| p.display().to_string()).unwrap_or_default());
+    }
+    Ok(kept)
+}
+
+/// The JSON line printed per frame by `listen` and `replay`.
+fn frame_line(device: &str, f: &svit_protocol::Frame) -> serde_json::Value {
+    serde_json::json!({
+        "device": device, "seq": f.seq, "detections": f.detections.len(),
+        "total_ms": report::total_ms(f), "kept": f.kept, "gmacs": f.gmacs, "dropped": f.dropped_total,
+    })
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// SIGINT/SIGTERM end the loop; the recording is flushed and closed before exit.
+fn install_stop_handler(stop: Arc<AtomicBool>) {
+    static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    let _ = STOP.set(stop);
+    extern "C" fn on_signal(_: libc::c_int) {
+        if let Some(s) = STOP.get() {
+            s.store(true, Ordering::Relaxed);
+        }
+    }
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}

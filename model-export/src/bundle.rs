@@ -1,0 +1,45 @@
+//! Writes an edge bundle: stage graphs per precision, `dense.onnx`, and a manifest with the
+//! SHA-256 of every file (see `svit_runtime::manifest` for the format).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use svit_runtime::manifest::{sha256_hex, Defaults, InputSpec, Manifest, FORMAT_VERSION, MANIFEST};
+
+use crate::model::Svit;
+use crate::targets::{MEAN, STD};
+
+pub struct BundleSpec<'a> {
+    pub name: &'a str,
+    pub labels: &'a [String],
+    pub provenance: Option<serde_json::Value>,
+}
+
+pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
+    let cfg = &net.cfg;
+    anyhow::ensure!(spec.labels.len() == cfg.num_classes, "{} labels for {} classes", spec.labels.len(), cfg.num_classes);
+    std::fs::create_dir_all(out.join("f32")).with_context(|| format!("creating {}", out.display()))?;
+    let mut files = BTreeMap::new();
+    for (name, bytes) in crate::onnx::export_all(net) {
+        let rel = if name == "dense.onnx" { name } else { format!("f32/{name}") };
+        let path = out.join(&rel);
+        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        files.insert(rel, sha256_hex(&bytes));
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        name: spec.name.into(),
+        config: cfg.clone(),
+        labels: spec.labels.to_vec(),
+        input: InputSpec { size: cfg.image_size, mean: MEAN, std: STD },
+        defaults: Defaults { threshold: 0.5, min_keep: (cfg.tokens() / 16).max(1), score_threshold: 0.3 },
+        precisions: vec!["f32".into()],
+        quantization: None,
+        provenance: spec.provenance.clone(),
+        files,
+    };
+    let path = out.join(MANIFEST);
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest)?).with_context(|| format!("writing {}", path.display()))?;
+    Ok(manifest)
+}

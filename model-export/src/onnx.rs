@@ -1,0 +1,347 @@
+//! Writes the trained model as ONNX: one graph per stage (embed, gate, block, head) for the
+//! runtime's pruned loop, and the whole dense model as one graph for any ONNX engine.
+//!
+//! The graphs use plain opset-17 ops (MatMul, Softmax, Erf, ReduceMean, ...): attention is
+//! MatMul/Softmax/MatMul, which tract 0.23 runs faster than its fused attention. A block's token
+//! count is the symbolic dimension `K`, so one optimised plan serves every K.
+
+use candle_core::Tensor;
+use prost::Message;
+use tract_onnx::pb;
+
+use crate::model::{Block, Gate, Head, LayerNorm, Linear, Svit, LN_EPS};
+
+pub const OPSET: i64 = 17;
+const FLOAT: i32 = 1;
+const INT64: i32 = 7;
+
+/// A graph under construction; names are made unique by a counter.
+pub struct Graph {
+    g: pb::GraphProto,
+    n: usize,
+}
+
+pub enum Dim {
+    Fixed(usize),
+    Sym(&'static str),
+}
+
+impl Graph {
+    pub fn new(name: &str) -> Self {
+        Graph { g: pb::GraphProto { name: name.into(), ..Default::default() }, n: 0 }
+    }
+
+    fn fresh(&mut self, hint: &str) -> String {
+        self.n += 1;
+        format!("{hint}_{}", self.n)
+    }
+
+    fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
+        use pb::tensor_shape_proto::{dimension::Value, Dimension};
+        let dim = dims
+            .iter()
+            .map(|d| Dimension {
+                value: Some(match d {
+                    Dim::Fixed(v) => Value::DimValue(*v as i64),
+                    Dim::Sym(s) => Value::DimParam(s.to_string()),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: FLOAT,
+                    shape: Some(pb::TensorShapeProto { dim }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn input(&mut self, name: &str, dims: &[Dim]) -> String {
+        self.g.input.push(Self::value_info(name, dims));
+        name.into()
+    }
+
+    pub fn output(&mut self, value: &str, name: &str, dims: &[Dim]) {
+        self.node("Identity", &[value], vec![], Some(name));
+        self.g.output.push(Self::value_info(name, dims));
+    }
+
+    pub fn f32_init(&mut self, hint: &str, dims: &[usize], data: Vec<f32>) -> String {
+        let name = self.fresh(hint);
+        assert_eq!(dims.iter().product::<usize>(), data.len(), "initializer {hint}");
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.g.initializer.push(pb::TensorProto {
+            name: name.clone(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: FLOAT,
+            raw_data: raw,
+            ..Default::default()
+        });
+        name
+    }
+
+    pub fn i64_init(&mut self, hint: &str, data: &[i64]) -> String {
+        let name = self.fresh(hint);
+        self.g.initializer.push(pb::TensorProto {
+            name: name.clone(),
+            dims: vec![data.len() as i64],
+            data_type: INT64,
+            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name
+    }
+
+    pub fn scalar(&mut self, v: f32) -> String {
+        self.f32_init("c", &[], vec![v])
+    }
+
+    pub fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>, out: Option<&str>) -> String {
+        let o = out.map(String::from).unwrap_or_else(|| self.fresh(&op.to_lowercase()));
+        let name = self.fresh(op);
+        self.g.node.push(pb::NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![o.clone()],
+            name,
+            op_type: op.into(),
+            attribute: attrs,
+            ..Default::default()
+        });
+        o
+    }
+
+    pub fn op(&mut self, op: &str, inputs: &[&str]) -> String {
+        self.node(op, inputs, vec![], None)
+    }
+
+    pub fn into_model(self) -> pb::ModelProto {
+        pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            producer_name: "svit-export".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            graph: Some(self.g),
+            ..Default::default()
+        }
+    }
+
+    pub fn encode(self) -> Vec<u8> {
+        self.into_model().encode_to_vec()
+    }
+}
+
+pub fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto { name: name.into(), r#type: 7, ints: v.to_vec(), ..Default::default() }
+}
+pub fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
+    pb::AttributeProto { name: name.into(), r#type: 2, i: v, ..Default::default() }
+}
+
+fn host(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("f32 weights on the CPU")
+}
+
+/// Writes model pieces as graph nodes. Weights are transposed to `(in, out)` for MatMul.
+pub struct Writer<'a> {
+    pub g: &'a mut Graph,
+}
+
+impl Writer<'_> {
+    pub fn linear(&mut self, x: &str, l: &Linear) -> String {
+        let (out, inp) = l.w.dims2().expect("2-D weight");
+        let wt = host(&l.w.t().and_then(|t| t.contiguous()).expect("transpose"));
+        let w = self.g.f32_init("w", &[inp, out], wt);
+        let b = self.g.f32_init("b", &[out], host(&l.b));
+        let y = self.g.op("MatMul", &[x, &w]);
+        self.g.op("Add", &[&y, &b])
+    }
+
+    pub fn layer_norm(&mut self, x: &str, ln: &LayerNorm) -> String {
+        let axes = vec![attr_ints("axes", &[-1])];
+        let mean = self.g.node("ReduceMean", &[x], axes.clone(), None);
+        let xc = self.g.op("Sub", &[x, &mean]);
+        let sq = self.g.op("Mul", &[&xc, &xc]);
+        let var = self.g.node("ReduceMean", &[&sq], axes, None);
+        let eps = self.g.scalar(LN_EPS as f32);
+        let ve = self.g.op("Add", &[&var, &eps]);
+        let sd = self.g.op("Sqrt", &[&ve]);
+        let xn = self.g.op("Div", &[&xc, &sd]);
+        let c = ln.w.dim(0).expect("1-D");
+        let w = self.g.f32_init("ln_w", &[c], host(&ln.w));
+        let b = self.g.f32_init("ln_b", &[c], host(&ln.b));
+        let y = self.g.op("Mul", &[&xn, &w]);
+        self.g.op("Add", &[&y, &b])
+    }
+
+    /// Exact (erf) GELU, the form tract recognises.
+    pub fn gelu(&mut self, x: &str) -> String {
+        let r = self.g.scalar(std::f32::consts::FRAC_1_SQRT_2);
+        let xs = self.g.op("Mul", &[x, &r]);
+        let e = self.g.op("Erf", &[&xs]);
+        let one = self.g.scalar(1.0);
+        let e1 = self.g.op("Add", &[&e, &one]);
+        let half = self.g.scalar(0.5);
+        let xh = self.g.op("Mul", &[x, &half]);
+        self.g.op("Mul", &[&xh, &e1])
+    }
+
+    fn reshape(&mut self, x: &str, shape: &[i64]) -> String {
+        let s = self.g.i64_init("shape", shape);
+        self.g.op("Reshape", &[x, &s])
+    }
+
+    fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
+        self.g.node("Transpose", &[x], vec![attr_ints("perm", perm)], None)
+    }
+
+    /// (1, K, C) -> (1, K, C): pre-norm attention and MLP on whatever tokens it is given.
+    pub fn block(&mut self, x: &str, b: &Block, heads: usize) -> String {
+        let c = b.proj.w.dim(0).expect("dim");
+        let hd = c / heads;
+        let a = self.layer_norm(x, &b.norm1);
+        // Split qkv into three projections so no Gather/Slice sits in the hot path.
+        let part = |i: usize| Linear {
+            w: b.qkv.w.narrow(0, i * c, c).expect("qkv rows"),
+            b: b.qkv.b.narrow(0, i * c, c).expect("qkv bias"),
+        };
+        let q = self.linear(&a, &part(0));
+        let k = self.linear(&a, &part(1));
+        let v = self.linear(&a, &part(2));
+        let shape = [1, -1, heads as i64, hd as i64];
+        let q = self.reshape(&q, &shape);
+        let q = self.transpose(&q, &[0, 2, 1, 3]);
+        let scale = self.g.scalar(1.0 / (hd as f32).sqrt());
+        let q = self.g.op("Mul", &[&q, &scale]);
+        let k = self.reshape(&k, &shape);
+        let k = self.transpose(&k, &[0, 2, 3, 1]);
+        let v = self.reshape(&v, &shape);
+        let v = self.transpose(&v, &[0, 2, 1, 3]);
+        let s = self.g.op("MatMul", &[&q, &k]);
+        let p = self.g.node("Softmax", &[&s], vec![attr_int("axis", -1)], None);
+        let y = self.g.op("MatMul", &[&p, &v]);
+        let y = self.transpose(&y, &[0, 2, 1, 3]);
+        let y = self.reshape(&y, &[1, -1, c as i64]);
+        let y = self.linear(&y, &b.proj);
+        let x1 = self.g.op("Add", &[x, &y]);
+        let m = self.layer_norm(&x1, &b.norm2);
+        let m = self.linear(&m, &b.fc1);
+        let m = self.gelu(&m);
+        let m = self.linear(&m, &b.fc2);
+        self.g.op("Add", &[&x1, &m])
+    }
+
+    /// (1, N, C) -> (1, N, 2) probabilities; channel 0 is "keep".
+    pub fn gate(&mut self, x: &str, gate: &Gate) -> String {
+        let h = self.layer_norm(x, &gate.norm);
+        let h = self.linear(&h, &gate.fc1);
+        let h = self.gelu(&h);
+        let h = self.linear(&h, &gate.fc2);
+        self.g.node("Softmax", &[&h], vec![attr_int("axis", -1)], None)
+    }
+
+    /// (1, 3, S, S) -> (1, N, C).
+    pub fn embed(&mut self, img: &str, net: &Svit) -> String {
+        let cfg = &net.cfg;
+        let p = cfg.patch as i64;
+        let w = self.g.f32_init("patch_w", &[cfg.dim, 3, cfg.patch, cfg.patch], host(&net.patch_w));
+        let b = self.g.f32_init("patch_b", &[cfg.dim], host(&net.patch_b));
+        let y = self.g.node("Conv", &[img, &w, &b], vec![attr_ints("kernel_shape", &[p, p]), attr_ints("strides", &[p, p])], None);
+        let y = self.reshape(&y, &[1, cfg.dim as i64, cfg.tokens() as i64]);
+        let y = self.transpose(&y, &[0, 2, 1]);
+        let pos = self.g.f32_init("pos", &[1, cfg.tokens(), cfg.dim], host(&net.pos));
+        self.g.op("Add", &[&y, &pos])
+    }
+
+    fn pixel_shuffle(&mut self, x: &str, g: usize, d: usize) -> String {
+        let (g, d) = (g as i64, d as i64);
+        let y = self.reshape(x, &[1, g, g, 2, 2, d]);
+        let y = self.transpose(&y, &[0, 1, 3, 2, 4, 5]);
+        self.reshape(&y, &[1, 4 * g * g, d])
+    }
+
+    /// (1, N, C) -> heat, boxes, coef, protos (names as the runtime reads them).
+    pub fn head(&mut self, x: &str, h: &Head, net: &Svit) -> [String; 4] {
+        let cfg = &net.cfg;
+        let y = self.layer_norm(x, &h.norm);
+        let u = self.linear(&y, &h.up);
+        let u = self.gelu(&u);
+        let u = self.pixel_shuffle(&u, cfg.grid(), cfg.head_dim);
+        let hd = self.linear(&u, &h.hidden);
+        let hd = self.gelu(&hd);
+        let pu = self.linear(&u, &h.proto_up);
+        let pu = self.gelu(&pu);
+        let pu = self.pixel_shuffle(&pu, cfg.grid() * 2, cfg.proto_dim);
+        [self.linear(&hd, &h.cls), self.linear(&hd, &h.boxes), self.linear(&hd, &h.coef), self.linear(&pu, &h.proto)]
+    }
+}
+
+/// Names and shapes of the head outputs, shared by the stage graph and dense.onnx.
+fn head_outputs(g: &mut Graph, outs: [String; 4], net: &Svit) {
+    let cfg = &net.cfg;
+    let n8 = 4 * cfg.tokens();
+    let dims = [
+        ("heat", cfg.num_classes, n8),
+        ("boxes", 4, n8),
+        ("coef", cfg.num_protos, n8),
+        ("protos", cfg.num_protos, 4 * n8),
+    ];
+    for (o, (name, ch, n)) in outs.iter().zip(dims) {
+        g.output(o, name, &[Dim::Fixed(1), Dim::Fixed(n), Dim::Fixed(ch)]);
+    }
+}
+
+/// Every stage graph of `net`, as `(file name, bytes)`, plus `dense.onnx`.
+pub fn export_all(net: &Svit) -> Vec<(String, Vec<u8>)> {
+    let cfg = &net.cfg;
+    let (n, c, s) = (cfg.tokens(), cfg.dim, cfg.image_size);
+    let img_dims = || [Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)];
+    let full = || [Dim::Fixed(1), Dim::Fixed(n), Dim::Fixed(c)];
+    let mut files = Vec::new();
+
+    let mut g = Graph::new("embed");
+    let i = g.input("image", &img_dims());
+    let y = Writer { g: &mut g }.embed(&i, net);
+    g.output(&y, "tokens", &full());
+    files.push(("embed.onnx".to_string(), g.encode()));
+
+    for (gi, gate) in net.gates.iter().enumerate() {
+        let block = cfg.first_gated + gi;
+        let mut g = Graph::new(&format!("gate_{block}"));
+        let i = g.input("tokens", &full());
+        let y = Writer { g: &mut g }.gate(&i, gate);
+        g.output(&y, "probs", &[Dim::Fixed(1), Dim::Fixed(n), Dim::Fixed(2)]);
+        files.push((format!("gate_{block}.onnx"), g.encode()));
+    }
+
+    for (bi, block) in net.blocks.iter().enumerate() {
+        let mut g = Graph::new(&format!("block_{bi}"));
+        let kdims = || [Dim::Fixed(1), Dim::Sym("K"), Dim::Fixed(c)];
+        let i = g.input("tokens", &kdims());
+        let y = Writer { g: &mut g }.block(&i, block, cfg.heads);
+        g.output(&y, "out", &kdims());
+        files.push((format!("block_{bi}.onnx"), g.encode()));
+    }
+
+    let mut g = Graph::new("head");
+    let i = g.input("tokens", &full());
+    let outs = Writer { g: &mut g }.head(&i, &net.head, net);
+    head_outputs(&mut g, outs, net);
+    files.push(("head.onnx".to_string(), g.encode()));
+
+    let mut g = Graph::new("dense");
+    let i = g.input("image", &img_dims());
+    let mut w = Writer { g: &mut g };
+    let mut x = w.embed(&i, net);
+    for block in &net.blocks {
+        x = w.block(&x, block, cfg.heads);
+    }
+    let outs = w.head(&x, &net.head, net);
+    head_outputs(&mut g, outs, net);
+    files.push(("dense.onnx".to_string(), g.encode()));
+    files
+}

@@ -1,0 +1,266 @@
+//! Training: dense first, then gated fine-tuning as SViT does it, with checkpoints and resume.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use serde::{Deserialize, Serialize};
+use svit_runtime::ModelConfig;
+
+use crate::model::{self, GateMode, Svit};
+use crate::targets::{self, Sample, Targets};
+
+/// Weight of the keep-ratio loss (SViT).
+pub const RATIO_WEIGHT: f64 = 4.0;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainPlan {
+    pub config: ModelConfig,
+    pub labels: Vec<String>,
+    pub dense_steps: usize,
+    pub gated_steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    /// Backbone and head learning rate during gated fine-tuning, as a fraction of `lr`.
+    pub finetune_lr_scale: f64,
+    pub warmup: usize,
+    pub seed: u64,
+}
+
+/// What `state.json` beside the weights records, so `--resume` continues where it stopped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub plan: TrainPlan,
+    pub step: usize,
+    pub seconds: f64,
+    pub last_loss: Option<f32>,
+}
+
+pub trait DataSource {
+    /// Sample `index` of the training stream, already at the model's input size.
+    fn sample(&mut self, index: u64) -> Result<Sample>;
+}
+
+pub struct Synthetic {
+    pub cfg: svit_scenes::SceneConfig,
+    pub seed: u64,
+}
+
+impl DataSource for Synthetic {
+    fn sample(&mut self, index: u64) -> Result<Sample> {
+        Ok(Sample::from_scene(svit_scenes::generate(&self.cfg, self.seed, index)))
+    }
+}
+
+pub struct Losses {
+    pub total: Tensor,
+    pub parts: [f32; 5], // heat, offset, size, mask, ratio
+}
+
+fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
+    // max(x, 0) + log(1 + exp(-|x|)), stable for large |x|.
+    x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?
+}
+
+pub fn losses(net: &Svit, t: &Targets, b: usize, mode: &GateMode, dev: &Device) -> Result<Losses> {
+    let cfg = &net.cfg;
+    let s = cfg.image_size;
+    let img = Tensor::from_slice(&t.images, (b, 3, s, s), dev)?;
+    let out = net.forward(&img, mode)?;
+    let h = &out.head;
+    let (g8, g4, nc, np) = (s / 8, s / 4, cfg.num_classes, cfg.num_protos);
+    let m = t.objects();
+    let npos = m.max(1) as f64;
+
+    // CenterNet focal loss, penalty-reduced around each peak.
+    let gt = Tensor::from_slice(&t.heat, (b, g8 * g8, nc), dev)?;
+    let z = h.heat.clamp(-12f32, 12f32)?;
+    let log_p = softplus(&z.neg()?)?.neg()?;
+    let log_1p = softplus(&z)?.neg()?;
+    let p = log_p.exp()?;
+    let pos = gt.ge(0.9999f32)?.to_dtype(DType::F32)?;
+    let neg = (1.0 - &pos)?;
+    let pos_l = ((1.0 - &p)?.sqr()? * &log_p)?.mul(&pos)?.sum_all()?;
+    let neg_w = (1.0 - &gt)?.powf(4.0)?;
+    let neg_l = (p.sqr()? * &log_1p)?.mul(&neg_w)?.mul(&neg)?.sum_all()?;
+    let heat = ((pos_l + neg_l)?.neg()? / npos)?;
+
+    let zero = Tensor::zeros((), DType::F32, dev)?;
+    let (off, size, mask) = if m == 0 {
+        (zero.clone(), zero.clone(), zero.clone())
+    } else {
+        let idx = Tensor::from_slice(&t.centre_idx, m, dev)?;
+        let pred = h.boxes.reshape((b * g8 * g8, 4))?.index_select(&idx, 0)?;
+        let tb = Tensor::from_slice(&t.boxes, (m, 4), dev)?;
+        let diff = (pred - tb)?.abs()?;
+        let off = diff.narrow(1, 0, 2)?.mean_all()?;
+        let size = diff.narrow(1, 2, 2)?.mean_all()?;
+        // YOLACT: mask logits = protos . coefficients, BCE inside the box crop.
+        let coef = h.coef.reshape((b * g8 * g8, np))?.index_select(&idx, 0)?; // (M, P)
+        let img_idx = Tensor::from_slice(&t.obj_img, m, dev)?;
+        let protos = h.protos.index_select(&img_idx, 0)?; // (M, G4², P)
+        let logits = protos.matmul(&coef.unsqueeze(2)?)?.squeeze(2)?; // (M, G4²)
+        let tm = Tensor::from_slice(&t.masks, (m, g4 * g4), dev)?;
+        let tw = Tensor::from_slice(&t.mask_w, (m, g4 * g4), dev)?;
+        let bce = (softplus(&logits)? - (&tm * &logits)?)?;
+        let per_obj = ((bce * &tw)?.sum(1)? / (tw.sum(1)? + 1.0)?)?;
+        (off, size, per_obj.mean_all()?)
+    };
+
+    // SViT keep-ratio loss: per image mean keep against the gate's target, squared.
+    let ratio = if out.policies.is_empty() {
+        zero
+    } else {
+        let mut acc = Vec::new();
+        for (g, pol) in out.policies.iter().enumerate() {
+            let keep = pol.mean(1)?;
+            acc.push((keep - cfg.keep_targets[g] as f64)?.sqr()?.mean_all()?);
+        }
+        (Tensor::stack(&acc, 0)?.mean_all()? * RATIO_WEIGHT)?
+    };
+    let total = ((((&heat + &off)? + &size)? + &mask)? + &ratio)?;
+    let parts = [heat.to_scalar()?, off.to_scalar()?, size.to_scalar()?, mask.to_scalar()?, ratio.to_scalar()?];
+    if parts.iter().any(|v: &f32| !v.is_finite()) {
+        bail!("loss is not finite ({parts:?}): lower the learning rate or check the data");
+    }
+    Ok(Losses { total, parts })
+}
+
+fn lr_at(plan: &TrainPlan, step: usize) -> f64 {
+    // Each phase: linear warm-up, then cosine down to 5%.
+    let (local, len) = if step < plan.dense_steps {
+        (step, plan.dense_steps)
+    } else {
+        (step - plan.dense_steps, plan.gated_steps)
+    };
+    let warm = plan.warmup.min(len / 4).max(1);
+    if local < warm {
+        return plan.lr * (local + 1) as f64 / warm as f64;
+    }
+    let t = (local - warm) as f64 / (len - warm).max(1) as f64;
+    plan.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+}
+
+pub struct Checkpoint {
+    pub dir: PathBuf,
+}
+
+impl Checkpoint {
+    pub fn weights(&self) -> PathBuf {
+        self.dir.join("model.safetensors")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    /// The model as it was when dense training ended, before gates were trained.
+    pub fn dense_weights(&self) -> PathBuf {
+        self.dir.join("dense.safetensors")
+    }
+    fn save(&self, vm: &VarMap, st: &CheckpointState) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        // Write then rename, so a kill mid-save leaves the previous checkpoint intact.
+        let tmp = self.dir.join("model.safetensors.tmp");
+        vm.save(&tmp).context("saving weights")?;
+        std::fs::rename(&tmp, self.weights())?;
+        let tmp = self.dir.join("state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(st)?)?;
+        std::fs::rename(&tmp, self.state())?;
+        Ok(())
+    }
+    pub fn load_state(&self) -> Result<CheckpointState> {
+        let p = self.state();
+        let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a training state", p.display()))
+    }
+}
+
+/// Loads a checkpoint's weights into a fresh model (for export and tests).
+pub fn load_model(weights: &Path, cfg: &ModelConfig, dev: &Device) -> Result<(VarMap, Svit)> {
+    let mut vm = VarMap::new();
+    let net = model::build(cfg, &vm, dev)?;
+    vm.load(weights).with_context(|| format!("loading weights from {}", weights.display()))?;
+    Ok((vm, net))
+}
+
+fn vars_by(vm: &VarMap, gate: bool) -> Vec<Var> {
+    let data = vm.data().lock().expect("varmap lock");
+    let mut named: Vec<(&String, &Var)> = data.iter().filter(|(k, _)| k.starts_with("gates.") == gate).collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    named.into_iter().map(|(_, v)| v.clone()).collect()
+}
+
+pub struct Progress<'a> {
+    pub on_step: &'a mut dyn FnMut(usize, &[f32; 5], f64),
+}
+
+/// Runs (or resumes) a training plan into `ckpt`. `init` optionally loads backbone weights.
+pub fn train(
+    plan: TrainPlan,
+    ckpt: &Checkpoint,
+    resume: bool,
+    init: Option<&Path>,
+    data: &mut dyn DataSource,
+    ckpt_every: usize,
+    progress: Progress,
+) -> Result<CheckpointState> {
+    plan.config.validate().map_err(anyhow::Error::msg)?;
+    let dev = Device::Cpu;
+    let mut vm = VarMap::new();
+    let net = model::build(&plan.config, &vm, &dev)?;
+    let mut state = CheckpointState { plan: plan.clone(), step: 0, seconds: 0.0, last_loss: None };
+    if resume {
+        let saved = ckpt.load_state()?;
+        if saved.plan.config != plan.config {
+            bail!("{} was trained with another model config; use a new --out or the same --preset", ckpt.state().display());
+        }
+        vm.load(ckpt.weights()).with_context(|| format!("loading {}", ckpt.weights().display()))?;
+        state.step = saved.step;
+        state.seconds = saved.seconds;
+        tracing::info!(step = state.step, "resumed from {}", ckpt.dir.display());
+    } else if let Some(init) = init {
+        crate::import::load_backbone(&mut vm, init, &plan.config)?;
+    }
+
+    let params = |lr| ParamsAdamW { lr, weight_decay: 0.01, ..Default::default() };
+    let mut opt_main = AdamW::new(vars_by(&vm, false), params(plan.lr))?;
+    let mut opt_gate = AdamW::new(vars_by(&vm, true), params(plan.lr))?;
+    let total = plan.dense_steps + plan.gated_steps;
+    let started = Instant::now();
+    let base_seconds = state.seconds;
+    while state.step < total {
+        let step = state.step;
+        let gated = step >= plan.dense_steps;
+        let batch: Vec<Sample> = (0..plan.batch)
+            .map(|i| data.sample((step * plan.batch + i) as u64))
+            .collect::<Result<_>>()?;
+        let t = targets::build(&plan.config, &batch);
+        let mode = if gated { GateMode::Gumbel } else { GateMode::Dense };
+        let l = losses(&net, &t, batch.len(), &mode, &dev)?;
+        let grads = l.total.backward()?;
+        let lr = lr_at(&plan, step);
+        opt_main.set_learning_rate(if gated { lr * plan.finetune_lr_scale } else { lr });
+        opt_main.step(&grads)?;
+        if gated {
+            opt_gate.set_learning_rate(lr);
+            opt_gate.step(&grads)?;
+        }
+        state.step += 1;
+        state.last_loss = Some(l.parts.iter().sum());
+        state.seconds = base_seconds + started.elapsed().as_secs_f64();
+        (progress.on_step)(state.step, &l.parts, lr);
+        if state.step == plan.dense_steps && plan.dense_steps > 0 {
+            ckpt.save(&vm, &state)?;
+            std::fs::copy(ckpt.weights(), ckpt.dense_weights())?;
+        } else if state.step % ckpt_every.max(1) == 0 || state.step == total {
+            ckpt.save(&vm, &state)?;
+        }
+    }
+    Ok(state)
+}
+
+/// Mean over a (B, N) keep policy per gate, for logging and tests.
+pub fn keep_means(policies: &[Tensor]) -> Result<Vec<f32>> {
+    policies.iter().map(|p| Ok(p.mean_all()?.to_scalar::<f32>()?)).collect()
+}

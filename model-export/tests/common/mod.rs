@@ -1,0 +1,32 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use svit_runtime::ModelConfig;
+
+/// A model small enough to build, export and run in well under a second.
+pub fn tiny_config() -> ModelConfig {
+    ModelConfig {
+        image_size: 64,
+        patch: 16,
+        dim: 32,
+        depth: 3,
+        heads: 2,
+        mlp_ratio: 2,
+        first_gated: 1,
+        num_classes: svit_scenes::CLASSES.len(),
+        head_dim: 16,
+        proto_dim: 8,
+        num_protos: 4,
+        keep_targets: vec![0.7, 0.5],
+    }
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("svit-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

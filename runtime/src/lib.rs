@@ -1,0 +1,19 @@
+//! Bundle loading and the token-pruned SViT forward pass on tract, shared by `svit-edge` (which
+//! runs it on the board) and `svit-export` (which evaluates exactly what the board runs).
+//!
+//! Architecture invariant: this crate knows nothing of the wire protocol, tokio or cameras.
+
+pub mod config;
+pub mod error;
+pub mod manifest;
+pub mod model;
+pub mod post;
+pub mod preprocess;
+pub mod prune;
+
+pub use config::ModelConfig;
+pub use error::{BundleError, RunError};
+pub use manifest::{Manifest, FORMAT_VERSION};
+pub use model::{set_threads, FrameOutput, FrameState, Model, Pruning, RunOptions, Timings};
+pub use post::{Detection, Mask};
+pub use prune::{select_tokens, top_k};

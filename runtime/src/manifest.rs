@@ -1,0 +1,124 @@
+//! The bundle manifest (`manifest.json`): an API boundary shared with every exported bundle.
+//! Bump `FORMAT_VERSION` whenever a field's meaning or a stage graph's signature changes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::BundleError;
+use crate::ModelConfig;
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const MANIFEST: &str = "manifest.json";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// Square side the embed graph takes; frames of other sizes are resized to it.
+    pub size: usize,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Defaults {
+    pub threshold: f32,
+    pub min_keep: usize,
+    pub score_threshold: f32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub name: String,
+    pub config: ModelConfig,
+    pub labels: Vec<String>,
+    pub input: InputSpec,
+    pub defaults: Defaults,
+    /// Precisions with a full set of stage graphs, e.g. `["f32"]`; each lives in a directory
+    /// of that name (`f32/embed.onnx`, `f32/gate_3.onnx`, `f32/block_0.onnx`, `f32/head.onnx`).
+    pub precisions: Vec<String>,
+    /// How int8/f16 graphs were made (scheme, calibration), when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<serde_json::Value>,
+    /// Where the weights came from (training plan, steps, seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<serde_json::Value>,
+    /// SHA-256 (hex) of every other file in the bundle, by relative path.
+    pub files: BTreeMap<String, String>,
+}
+
+/// The stage graph files of one precision.
+pub fn stage_files(cfg: &ModelConfig, precision: &str) -> Vec<String> {
+    let mut v = vec![format!("{precision}/embed.onnx")];
+    v.extend((cfg.first_gated..cfg.depth).map(|b| format!("{precision}/gate_{b}.onnx")));
+    v.extend((0..cfg.depth).map(|b| format!("{precision}/block_{b}.onnx")));
+    v.push(format!("{precision}/head.onnx"));
+    v
+}
+
+pub const DENSE_ONNX: &str = "dense.onnx";
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Manifest {
+    /// Reads and checks `dir/manifest.json` and every file it lists. Every problem names the
+    /// file: missing, unreadable, not JSON, wrong version, wrong hash, inconsistent config.
+    pub fn load_verified(dir: &Path) -> Result<Manifest, BundleError> {
+        let path = dir.join(MANIFEST);
+        let bytes = read(&path)?;
+        // Read the version first, so a future manifest fails on its version, not a field.
+        let probe: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| BundleError::Manifest { path: path.clone(), problem: e.to_string() })?;
+        let found = probe.get("format_version").and_then(|v| v.as_u64());
+        if found != Some(FORMAT_VERSION as u64) {
+            return Err(BundleError::Version { path, found, expected: FORMAT_VERSION });
+        }
+        let m: Manifest = serde_json::from_value(probe)
+            .map_err(|e| BundleError::Manifest { path: path.clone(), problem: e.to_string() })?;
+        let bad = |problem: String| BundleError::Manifest { path: path.clone(), problem };
+        m.config.validate().map_err(bad)?;
+        if m.labels.len() != m.config.num_classes {
+            return Err(bad(format!("{} labels for {} classes", m.labels.len(), m.config.num_classes)));
+        }
+        if m.input.size != m.config.image_size {
+            return Err(bad(format!("input size {} but the model takes {}", m.input.size, m.config.image_size)));
+        }
+        for p in &m.precisions {
+            for f in stage_files(&m.config, p) {
+                if !m.files.contains_key(&f) {
+                    return Err(bad(format!("precision {p} is listed but {f} is not")));
+                }
+            }
+        }
+        for (rel, want) in &m.files {
+            if rel.contains("..") || rel.starts_with('/') {
+                return Err(bad(format!("file entry {rel:?} leaves the bundle directory")));
+            }
+            let fp = dir.join(rel);
+            let got = sha256_hex(&read(&fp)?);
+            if &got != want {
+                return Err(BundleError::Hash { path: fp, expected: want.clone(), actual: got });
+            }
+        }
+        Ok(m)
+    }
+}
+
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, BundleError> {
+    std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            BundleError::Missing { path: path.to_path_buf() }
+        } else {
+            BundleError::Io { path: path.to_path_buf(), source }
+        }
+    })
+}
+
+/// Path of a listed file, for callers that open files themselves.
+pub fn file_path(dir: &Path, rel: &str) -> PathBuf {
+    dir.join(rel)
+}

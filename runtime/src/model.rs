@@ -1,0 +1,338 @@
+//! `Model` (immutable, optimised stage plans; `Send + Sync`) and `FrameState` (spawned tract
+//! states and scratch buffers, reused every frame): the pruned SViT forward pass.
+//!
+//! Per frame: embed -> for each block: gate scores all N tokens of the current map (pruned ones
+//! included, so they can come back) -> keep `p_keep >= threshold` (at least `min_keep`) ->
+//! gather K rows -> block on K tokens -> scatter back (pruned rows keep their last feature)
+//! -> head on the full map -> post-processing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tract_onnx::prelude::*;
+
+use crate::error::{tract_err, BundleError, RunError};
+use crate::manifest::{stage_files, Manifest};
+use crate::post::{self, Detection, HeadOutputs};
+use crate::prune;
+
+type Plan = Arc<TypedRunnableModel>;
+type State = TypedSimpleState;
+
+/// How a frame decides which tokens each gated block computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pruning {
+    /// SViT's dynamic rate: `p_keep >= threshold`, at least `min_keep`. Threshold 0 is dense.
+    Threshold { threshold: f32, min_keep: usize },
+    /// Ablation / latency control: the top `ratio * N` tokens at every gated block.
+    Ratio(f32),
+    /// Every block on all tokens, gates not run.
+    Dense,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    pub pruning: Pruning,
+    /// Detections below this score are dropped.
+    pub score_threshold: f32,
+    pub max_detections: usize,
+}
+
+/// Wall time of each stage of one frame, in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Timings {
+    pub preprocess: f64,
+    pub embed: f64,
+    pub gates: f64,
+    pub gather_scatter: f64,
+    pub blocks: Vec<f64>,
+    pub head: f64,
+    pub postprocess: f64,
+}
+
+impl Timings {
+    pub fn backbone(&self) -> f64 {
+        self.embed + self.gates + self.gather_scatter + self.blocks.iter().sum::<f64>()
+    }
+    pub fn total(&self) -> f64 {
+        self.preprocess + self.backbone() + self.head + self.postprocess
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FrameOutput {
+    pub detections: Vec<Detection>,
+    /// Tokens computed by each block.
+    pub kept: Vec<usize>,
+    /// Per gated block: which of the N tokens it computed (row-major grid), for heatmaps.
+    pub keep_maps: Vec<Vec<bool>>,
+    /// Executed multiply-accumulates, counted from each block's K.
+    pub gmacs: f64,
+    pub timings: Timings,
+}
+
+impl FrameOutput {
+    /// SViT's kept fraction: sum over blocks of K / (N * blocks), ungated blocks counting 1.
+    pub fn kept_fraction(&self, tokens: usize) -> f64 {
+        self.kept.iter().sum::<usize>() as f64 / (tokens * self.kept.len().max(1)) as f64
+    }
+}
+
+pub struct Model {
+    pub manifest: Manifest,
+    pub dir: PathBuf,
+    pub precision: String,
+    embed: Plan,
+    /// Indexed by block; `None` for ungated blocks.
+    gates: Vec<Option<Plan>>,
+    blocks: Vec<Plan>,
+    head: Plan,
+}
+
+/// Per-thread mutable state of a running model. Create with [`Model::new_state`].
+pub struct FrameState {
+    embed: State,
+    gates: Vec<Option<State>>,
+    blocks: Vec<State>,
+    head: State,
+    map: Vec<f32>,
+    gathered: Vec<f32>,
+    input: Vec<f32>,
+    head_out: [Vec<f32>; 4],
+}
+
+impl FrameState {
+    /// Raw head outputs of the last frame: heat, boxes, coef, protos (for checks and tools).
+    pub fn head_outputs(&self) -> &[Vec<f32>; 4] {
+        &self.head_out
+    }
+}
+
+fn load_plan(path: &Path) -> Result<Plan, BundleError> {
+    let graph = |e: TractError| BundleError::Graph { path: path.to_path_buf(), source: format!("{e:#}").into() };
+    let bytes = crate::manifest::read(path)?;
+    tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(graph)
+}
+
+/// Sets the number of threads tract's matrix products use (process-wide).
+pub fn set_threads(n: usize) {
+    let exec = tract_linalg::multithread::Executor::multithread(n.max(1));
+    tract_linalg::multithread::set_default_executor(exec);
+}
+
+impl Model {
+    /// Verifies the bundle (version, hashes, config) and optimises every stage graph once.
+    pub fn load(dir: &Path, precision: &str) -> Result<Model, BundleError> {
+        let manifest = Manifest::load_verified(dir)?;
+        if !manifest.precisions.iter().any(|p| p == precision) {
+            return Err(BundleError::Precision { requested: precision.into(), available: manifest.precisions.clone() });
+        }
+        let cfg = &manifest.config;
+        let files = stage_files(cfg, precision);
+        let plan = |rel: &str| load_plan(&dir.join(rel));
+        let embed = plan(&files[0])?;
+        let gates = (0..cfg.depth)
+            .map(|b| cfg.gated(b).then(|| plan(&format!("{precision}/gate_{b}.onnx"))).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        let blocks = (0..cfg.depth).map(|b| plan(&format!("{precision}/block_{b}.onnx"))).collect::<Result<Vec<_>, _>>()?;
+        let head = plan(&format!("{precision}/head.onnx"))?;
+        Ok(Model { manifest, dir: dir.to_path_buf(), precision: precision.into(), embed, gates, blocks, head })
+    }
+
+    pub fn config(&self) -> &crate::ModelConfig {
+        &self.manifest.config
+    }
+
+    pub fn default_options(&self) -> RunOptions {
+        let d = &self.manifest.defaults;
+        RunOptions {
+            pruning: Pruning::Threshold { threshold: d.threshold, min_keep: d.min_keep },
+            score_threshold: d.score_threshold,
+            max_detections: 100,
+        }
+    }
+
+    pub fn new_state(&self) -> Result<FrameState, RunError> {
+        let spawn = |p: &Plan, stage: &str| p.spawn().map_err(tract_err(stage));
+        let cfg = self.config();
+        Ok(FrameState {
+            embed: spawn(&self.embed, "embed")?,
+            gates: self
+                .gates
+                .iter()
+                .enumerate()
+                .map(|(b, g)| g.as_ref().map(|p| spawn(p, &format!("gate_{b}"))).transpose())
+                .collect::<Result<_, _>>()?,
+            blocks: self.blocks.iter().enumerate().map(|(b, p)| spawn(p, &format!("block_{b}"))).collect::<Result<_, _>>()?,
+            head: spawn(&self.head, "head")?,
+            map: vec![0.0; cfg.tokens() * cfg.dim],
+            gathered: Vec::with_capacity(cfg.tokens() * cfg.dim),
+            input: Vec::with_capacity(3 * cfg.image_size * cfg.image_size),
+            head_out: Default::default(),
+        })
+    }
+
+    /// Runs one interleaved RGB frame of any size (resized to the model input).
+    pub fn run_rgb(&self, st: &mut FrameState, rgb: &[u8], width: usize, height: usize, opts: &RunOptions) -> Result<FrameOutput, RunError> {
+        if width == 0 || height == 0 {
+            return Err(RunError::Input(format!("empty frame ({width}x{height})")));
+        }
+        if rgb.len() != width * height * 3 {
+            return Err(RunError::Input(format!(
+                "{} bytes for a {width}x{height} RGB frame (expected {}); is it RGB with 3 channels?",
+                rgb.len(),
+                width * height * 3
+            )));
+        }
+        let t0 = Instant::now();
+        let s = self.config().image_size;
+        let inp = &self.manifest.input;
+        crate::preprocess::resize_normalise(rgb, width, height, s, inp.mean, inp.std, &mut st.input);
+        let preprocess = ms(t0);
+        let mut out = self.run_normalised(st, opts)?;
+        out.timings.preprocess = preprocess;
+        let (sx, sy) = (width as f32 / s as f32, height as f32 / s as f32);
+        for d in &mut out.detections {
+            d.rescale(sx, sy);
+        }
+        Ok(out)
+    }
+
+    /// Runs the CHW-normalised input already in `st.input` (what `run_rgb` prepares).
+    pub fn run_tensor(&self, st: &mut FrameState, chw: &[f32], opts: &RunOptions) -> Result<FrameOutput, RunError> {
+        let s = self.config().image_size;
+        if chw.len() != 3 * s * s {
+            return Err(RunError::Input(format!("{} values for a 3x{s}x{s} input", chw.len())));
+        }
+        if chw.iter().any(|v| !v.is_finite()) {
+            return Err(RunError::NonFinite { stage: "input".into() });
+        }
+        st.input.clear();
+        st.input.extend_from_slice(chw);
+        self.run_normalised(st, opts)
+    }
+
+    fn run_normalised(&self, st: &mut FrameState, opts: &RunOptions) -> Result<FrameOutput, RunError> {
+        let cfg = self.config().clone();
+        let (n, c, s) = (cfg.tokens(), cfg.dim, cfg.image_size);
+        let mut t = Timings { blocks: Vec::with_capacity(cfg.depth), ..Default::default() };
+        let mut kept = Vec::with_capacity(cfg.depth);
+        let mut keep_maps = Vec::new();
+        let mut macs = cfg.embed_macs() + cfg.head_macs();
+
+        let t0 = Instant::now();
+        let img = tensor_from(&[1, 3, s, s], &st.input, "embed")?;
+        let y = st.embed.run(tvec!(img.into())).map_err(tract_err("embed"))?;
+        copy_out(&y[0], &mut st.map, "embed")?;
+        t.embed = ms(t0);
+
+        for b in 0..cfg.depth {
+            let stage = format!("block_{b}");
+            let mut keep: Option<Vec<usize>> = None; // None = all tokens
+            if let (Some(gate), false) = (st.gates[b].as_mut(), opts.pruning == Pruning::Dense) {
+                let tg = Instant::now();
+                let x = tensor_from(&[1, n, c], &st.map, "gate")?;
+                let probs = gate.run(tvec!(x.into())).map_err(tract_err(format!("gate_{b}")))?;
+                let probs = f32s(&probs[0]).map_err(tract_err(format!("gate_{b}")))?;
+                let p_keep: Vec<f32> = probs.chunks_exact(2).map(|p| p[0]).collect();
+                if p_keep.iter().any(|p| !p.is_finite()) {
+                    return Err(RunError::NonFinite { stage: format!("gate_{b}") });
+                }
+                let sel = match opts.pruning {
+                    Pruning::Threshold { threshold, min_keep } => prune::select_tokens(&p_keep, threshold, min_keep),
+                    Pruning::Ratio(r) => prune::top_k(&p_keep, ((r.clamp(0.0, 1.0) * n as f32).round() as usize).max(1)),
+                    Pruning::Dense => unreachable!("gates are skipped when dense"),
+                };
+                macs += cfg.gate_macs();
+                let mut m = vec![false; n];
+                for &i in &sel {
+                    m[i] = true;
+                }
+                keep_maps.push(m);
+                if sel.len() < n {
+                    keep = Some(sel);
+                }
+                t.gates += ms(tg);
+            }
+            let k = keep.as_ref().map_or(n, Vec::len);
+            kept.push(k);
+            macs += cfg.block_macs(k);
+            let tb = Instant::now();
+            match &keep {
+                None => {
+                    let x = tensor_from(&[1, n, c], &st.map, &stage)?;
+                    let y = st.blocks[b].run(tvec!(x.into())).map_err(tract_err(&stage))?;
+                    copy_out(&y[0], &mut st.map, &stage)?;
+                    t.blocks.push(ms(tb));
+                }
+                Some(idx) if idx.is_empty() => t.blocks.push(0.0),
+                Some(idx) => {
+                    let tgs = Instant::now();
+                    st.gathered.clear();
+                    for &i in idx {
+                        st.gathered.extend_from_slice(&st.map[i * c..(i + 1) * c]);
+                    }
+                    let x = tensor_from(&[1, idx.len(), c], &st.gathered, &stage)?;
+                    let mut gs = ms(tgs);
+                    let tr = Instant::now();
+                    let y = st.blocks[b].run(tvec!(x.into())).map_err(tract_err(&stage))?;
+                    t.blocks.push(ms(tr));
+                    let tsc = Instant::now();
+                    let ys = f32s(&y[0]).map_err(tract_err(&stage))?;
+                    if ys.len() != idx.len() * c || ys.iter().any(|v| !v.is_finite()) {
+                        return Err(RunError::NonFinite { stage });
+                    }
+                    for (r, &i) in idx.iter().enumerate() {
+                        st.map[i * c..(i + 1) * c].copy_from_slice(&ys[r * c..(r + 1) * c]);
+                    }
+                    gs += ms(tsc);
+                    t.gather_scatter += gs;
+                }
+            }
+        }
+
+        let th = Instant::now();
+        let x = tensor_from(&[1, n, c], &st.map, "head")?;
+        let y = st.head.run(tvec!(x.into())).map_err(tract_err("head"))?;
+        t.head = ms(th);
+        let tp = Instant::now();
+        let slice = |i: usize| f32s(&y[i]).map_err(tract_err("head"));
+        for (i, dst) in st.head_out.iter_mut().enumerate() {
+            dst.clear();
+            dst.extend_from_slice(slice(i)?);
+        }
+        let head = HeadOutputs { heat: slice(0)?, boxes: slice(1)?, coef: slice(2)?, protos: slice(3)? };
+        let detections = post::decode(&cfg, &head, opts.score_threshold, opts.max_detections)?;
+        t.postprocess = ms(tp);
+        Ok(FrameOutput { detections, kept, keep_maps, gmacs: macs as f64 / 1e9, timings: t })
+    }
+}
+
+fn f32s(t: &Tensor) -> TractResult<&[f32]> {
+    t.try_as_plain_ram()?.as_slice::<f32>()
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn tensor_from(shape: &[usize], data: &[f32], stage: &str) -> Result<Tensor, RunError> {
+    Tensor::from_shape(shape, data).map_err(tract_err(stage))
+}
+
+fn copy_out(t: &TValue, dst: &mut [f32], stage: &str) -> Result<(), RunError> {
+    let src = f32s(t).map_err(tract_err(stage))?;
+    if src.len() != dst.len() {
+        return Err(RunError::Tract { stage: stage.into(), source: format!("output has {} values, expected {}", src.len(), dst.len()).into() });
+    }
+    if src.iter().any(|v| !v.is_finite()) {
+        return Err(RunError::NonFinite { stage: stage.into() });
+    }
+    dst.copy_from_slice(src);
+    Ok(())
+}

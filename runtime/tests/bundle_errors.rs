@@ -1,0 +1,104 @@
+//! A broken bundle gets an error that names the file and the problem, never a panic.
+
+use std::path::{Path, PathBuf};
+
+use svit_runtime::{BundleError, Model, RunError};
+
+fn demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
+}
+
+fn copy_demo(name: &str) -> PathBuf {
+    let dst = std::env::temp_dir().join(format!("svit-bundle-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(dst.join("f32")).unwrap();
+    for rel in ["manifest.json", "dense.onnx"] {
+        std::fs::copy(demo().join(rel), dst.join(rel)).unwrap();
+    }
+    for e in std::fs::read_dir(demo().join("f32")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join("f32").join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("manifest.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn missing_bundle_names_the_manifest() {
+    let e = Model::load(Path::new("/nonexistent/bundle"), "f32").err().unwrap();
+    assert!(matches!(e, BundleError::Missing { .. }));
+    assert!(e.to_string().contains("/nonexistent/bundle/manifest.json"), "{e}");
+}
+
+#[test]
+fn corrupt_manifest_is_reported() {
+    let d = copy_demo("json");
+    std::fs::write(d.join("manifest.json"), b"{ not json").unwrap();
+    let e = Model::load(&d, "f32").err().unwrap();
+    assert!(matches!(e, BundleError::Manifest { .. }) && e.to_string().contains("manifest.json"), "{e}");
+}
+
+#[test]
+fn wrong_format_version_names_both() {
+    let d = copy_demo("version");
+    edit_manifest(&d, |v| v["format_version"] = 99.into());
+    let e = Model::load(&d, "f32").err().unwrap().to_string();
+    assert!(e.contains("99") && e.contains(&svit_runtime::FORMAT_VERSION.to_string()), "{e}");
+}
+
+#[test]
+fn changed_file_fails_its_hash() {
+    let d = copy_demo("hash");
+    let p = d.join("f32/block_3.onnx");
+    let mut bytes = std::fs::read(&p).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&p, bytes).unwrap();
+    let e = Model::load(&d, "f32").err().unwrap();
+    assert!(matches!(&e, BundleError::Hash { path, .. } if path.ends_with("f32/block_3.onnx")), "{e}");
+}
+
+#[test]
+fn missing_stage_file_is_named() {
+    let d = copy_demo("missing");
+    std::fs::remove_file(d.join("f32/gate_4.onnx")).unwrap();
+    let e = Model::load(&d, "f32").err().unwrap();
+    assert!(e.to_string().contains("gate_4.onnx") && e.to_string().contains("missing"), "{e}");
+}
+
+#[test]
+fn unknown_precision_lists_what_there_is() {
+    let e = Model::load(&demo(), "int8").err().unwrap().to_string();
+    assert!(e.contains("int8") && e.contains("f32"), "{e}");
+}
+
+#[test]
+fn inconsistent_config_is_refused() {
+    let d = copy_demo("config");
+    edit_manifest(&d, |v| v["labels"].as_array_mut().unwrap().pop().map(|_| ()).unwrap());
+    let e = Model::load(&d, "f32").err().unwrap().to_string();
+    assert!(e.contains("labels"), "{e}");
+}
+
+#[test]
+fn wrong_frame_shape_is_an_input_error() {
+    let m = Model::load(&demo(), "f32").unwrap();
+    let mut st = m.new_state().unwrap();
+    let opts = m.default_options();
+    let e = m.run_rgb(&mut st, &[0u8; 100], 10, 10, &opts).err().unwrap();
+    assert!(matches!(e, RunError::Input(_)) && e.to_string().contains("3 channels"), "{e}");
+    let e = m.run_rgb(&mut st, &[], 0, 0, &opts).err().unwrap();
+    assert!(matches!(e, RunError::Input(_)));
+    let mut chw = vec![0f32; 3 * 256 * 256];
+    chw[7] = f32::NAN;
+    assert!(matches!(m.run_tensor(&mut st, &chw, &opts), Err(RunError::NonFinite { .. })));
+    // A frame of another size is resized, not refused.
+    let out = m.run_rgb(&mut st, &vec![128u8; 320 * 240 * 3], 320, 240, &opts).unwrap();
+    assert!(out.detections.iter().all(|d| d.bbox[2] <= 320.0 && d.bbox[3] <= 240.0));
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Regenerates BENCHMARKS.md from measurements on this machine. Takes about 15 minutes on 2 cores.
+#   scripts/benchmarks.sh [BUNDLE]        (default models/demo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUNDLE=${1:-models/demo}
+OUT=runs/bench
+mkdir -p "$OUT"
+cargo build --workspace --quiet
+EXPORT=target/debug/svit-export
+EDGE=target/debug/svit-edge
+
+# Held-out scenes: seed 9000 is never used for training (training uses seed 1).
+[ -f data/val/instances.json ] || $EXPORT data --out data/val --scenes 1000 --seed 9000
+
+# Accuracy of the shipped bundle, dense (threshold 0) and pruned, as the board runs it.
+$EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val \
+  --thresholds 0,0.3,0.5,0.7 --json "$OUT/eval.json"
+
+# The model as it was after dense training, before gates were trained.
+if [ -f models/demo-ckpt/dense.safetensors ]; then
+  rm -rf "$OUT/dense-bundle" "$OUT/dense-trained"
+  mkdir -p "$OUT/ckpt-dense" && cp models/demo-ckpt/dense.safetensors models/demo-ckpt/state.json "$OUT/ckpt-dense/"
+  $EXPORT bundle --checkpoint "$OUT/ckpt-dense" --dense --out "$OUT/dense-bundle"
+  $EXPORT eval --bundle "$OUT/dense-bundle" --coco data/val/instances.json --images data/val \
+    --thresholds 0 --json "$OUT/dense-trained/eval.json"
+fi
+
+# Checked against the reference implementations (pycocotools, onnxruntime).
+python3 scripts/coco_check.py eval --coco data/val/instances.json --eval-json "$OUT/eval.json" > "$OUT/coco_check.txt"
+$EXPORT reference --bundle "$BUNDLE" --image data/val/000000.png --out "$OUT/reference"
+python3 scripts/ort_check.py "$BUNDLE" "$OUT/reference" > "$OUT/ort_check.txt"
+
+# Latency, pruned vs dense, same frames, one run.
+$EDGE bench --bundle "$BUNDLE" --frames 200 --warmup 20 --thresholds 0,0.3,0.5,0.7 --threads 1,2 --json "$OUT/bench.json"
+
+# Host: 16 simulated boards x 30 frames/s.
+scripts/host_load.sh > /dev/null
+
+python3 scripts/render_benchmarks.py "$OUT" > BENCHMARKS.md
+echo "wrote BENCHMARKS.md"

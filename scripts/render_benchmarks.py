@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Renders BENCHMARKS.md from the JSON files scripts/benchmarks.sh writes (argument: that dir)."""
+import json, os, platform, subprocess, sys
+
+d = sys.argv[1]
+ev = json.load(open(os.path.join(d, "eval.json")))
+bench = json.load(open(os.path.join(d, "bench.json")))
+dense_trained = os.path.join(d, "dense-trained", "eval.json")
+p = print
+
+p("# Benchmarks\n")
+p("Produced by `scripts/benchmarks.sh` (do not edit by hand). Machine: "
+  f"{bench['cpu']}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}.\n")
+p(f"Bundle: `{ev['bundle']}`. Validation: 1000 held-out synthetic scenes (`svit-export data --seed 9000`).\n")
+
+p("## Accuracy as the board runs it (`svit-export eval`)\n")
+p("COCO AP@[.5:.95] on the 0-100 scale; threshold 0 is the dense pass of the same bundle.\n")
+p("| threshold | box AP | mask AP | box AP50 | mask AP50 | kept fraction | GMACs |")
+p("|---|---|---|---|---|---|---|")
+for r in ev["runs"]:
+    p(f"| {r['threshold']:.2f} | {r['box_ap']:.2f} | {r['mask_ap']:.2f} | {r['box_ap50']:.2f} | "
+      f"{r['mask_ap50']:.2f} | {r['kept_fraction']:.3f} | {r['gmacs']:.3f} |")
+runs = {round(r["threshold"], 2): r for r in ev["runs"]}
+if 0.0 in runs and 0.5 in runs:
+    a, b = runs[0.0], runs[0.5]
+    p(f"\nAt the default threshold 0.5: box AP {b['box_ap'] - a['box_ap']:+.2f} and mask AP "
+      f"{b['mask_ap'] - a['mask_ap']:+.2f} against dense, keeping {b['kept_fraction']:.3f} of the tokens.")
+if os.path.exists(dense_trained):
+    r = json.load(open(dense_trained))["runs"][0]
+    p(f"\nThe model after dense training, before gated fine-tuning: box AP {r['box_ap']:.2f}, "
+      f"mask AP {r['mask_ap']:.2f} (dense pass).")
+p("\nAll 12 COCO summary numbers of every run above were re-computed with pycocotools "
+  "(`scripts/coco_check.py`):\n")
+p("```\n" + open(os.path.join(d, "coco_check.txt")).read().strip().splitlines()[-1] + "\n```\n")
+
+p("## Engines agree (`scripts/ort_check.py`)\n")
+p("```\n" + open(os.path.join(d, "ort_check.txt")).read().strip() + "\n```\n")
+
+p("## Latency, pruned vs dense (`svit-edge bench`, tract f32)\n")
+p("Same 200 frames for every configuration, 20 warm-up frames excluded. Milliseconds.\n")
+p("| threads | threshold | total p50 | total p95 | backbone mean | backbone speed-up vs dense | kept | GMACs | gates+gather/scatter |")
+p("|---|---|---|---|---|---|---|---|---|")
+dense = {c["threads"]: c["backbone_ms"]["mean"] for c in bench["configs"] if c["mode"] == "dense"}
+for c in bench["configs"]:
+    sp = dense[c["threads"]] / c["backbone_ms"]["mean"]
+    p(f"| {c['threads']} | {c['threshold']:.2f} | {c['total_ms']['p50']:.2f} | {c['total_ms']['p95']:.2f} | "
+      f"{c['backbone_ms']['mean']:.2f} | {sp:.2f}x | {c['kept_fraction']:.3f} | {c['gmacs']:.3f} | "
+      f"{100 * c['overhead_fraction']:.1f}% |")
+p("\nBlock time against its token count K (1 thread, threshold 0.5, all blocks pooled):\n")
+p("| K | blocks timed | ms per block | GMACs per block |")
+p("|---|---|---|---|")
+for c in bench["configs"]:
+    if c["threads"] == 1 and abs(c["threshold"] - 0.5) < 1e-6:
+        for k in c["block_time_vs_k"]:
+            p(f"| {k['k']} | {k['frames']} | {k['block_ms']:.3f} | {k['block_gmacs']:.4f} |")
+
+load = os.path.join(d, "host_load.json")
+if os.path.exists(load):
+    l = json.load(open(load))
+    p("\n## Host under load (`scripts/host_load.sh`)\n")
+    p(f"{l['boards']} simulated boards (`svit-loadgen`, real TCP and protocol) at {l['fps_per_board']} frames/s each "
+      f"for {l['seconds']} s, thumbnails off, recording on: {l['frames_sent']} frames sent, "
+      f"{l['frames_recorded']} recorded, {l['missing']} missing; the host used {l['host_cpu_cores']:.3f} CPU cores.")

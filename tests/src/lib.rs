@@ -1,0 +1,90 @@
+//! Helpers for the end-to-end tests in `tests/`: locating (and if needed building) the
+//! workspace binaries, and a minimal host side of the wire protocol.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use svit_protocol::{self as proto, EdgeMsg, Feed, FrameDecoder, HostMsg, MAX_FRAME};
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+}
+
+/// Path of a workspace binary, built once per test run (`cargo build --workspace --bins`,
+/// a no-op when `cargo test --workspace` already built everything).
+pub fn bin(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "--workspace", "--bins"])
+            .current_dir(workspace())
+            .status()
+            .expect("running cargo build");
+        assert!(st.success(), "building the workspace binaries failed");
+    });
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"));
+    let p = target.join("debug").join(name);
+    assert!(p.exists(), "{} was not built", p.display());
+    p
+}
+
+pub fn host_hello() -> HostMsg {
+    HostMsg::Hello(proto::Hello {
+        protocol_version: proto::PROTOCOL_VERSION,
+        schema_hash: proto::schema_hash(),
+        role: proto::Role::Host,
+        device: "test-host".into(),
+        bundle: String::new(),
+        labels: vec![],
+        input_size: 0,
+        tokens: 0,
+        blocks: 0,
+        nonce: [0; 16],
+    })
+}
+
+/// Reads edge messages until `until` says stop, the peer closes, or `timeout` passes.
+pub fn read_messages(s: &mut TcpStream, timeout: Duration, mut until: impl FnMut(&EdgeMsg) -> bool) -> (Vec<EdgeMsg>, usize) {
+    let deadline = Instant::now() + timeout;
+    s.set_read_timeout(Some(Duration::from_millis(200))).expect("socket");
+    let mut dec = FrameDecoder::new(MAX_FRAME);
+    let mut out = Vec::new();
+    let mut errors = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while Instant::now() < deadline {
+        let n = match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(_) => break,
+        };
+        let mut input = &buf[..n];
+        loop {
+            match dec.feed::<EdgeMsg>(input) {
+                Feed::Pending => break,
+                Feed::Message { msg, rest } => {
+                    let stop = until(&msg);
+                    out.push(msg);
+                    if stop {
+                        return (out, errors);
+                    }
+                    input = rest;
+                }
+                Feed::Error { rest, .. } => {
+                    errors += 1;
+                    input = rest;
+                }
+            }
+        }
+    }
+    (out, errors)
+}
+
+pub fn send(s: &mut TcpStream, msg: &HostMsg) {
+    s.write_all(&proto::encode(msg, MAX_FRAME).expect("encodable")).expect("send to edge");
+}

@@ -1,0 +1,197 @@
+//! Two real `svit-edge` processes stream to one real `svit-host` over loopback while it
+//! records; the report built from the recording must agree with what the edges sent.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use svit_e2e::{bin, workspace};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn host(port: u16, rec: &Path) -> Child {
+    Command::new(bin("svit-host"))
+        .args(["listen", &format!("127.0.0.1:{port}"), "--quiet", "--record"])
+        .arg(rec)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start svit-host")
+}
+
+fn edge(port: u16, name: &str, camera: &str, frames: u32) -> Child {
+    Command::new(bin("svit-edge"))
+        .args(["run", "--camera", camera, "--name", name, "--frames", &frames.to_string()])
+        .args(["--connect", &format!("127.0.0.1:{port}")])
+        .current_dir(workspace())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start svit-edge")
+}
+
+fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
+fn summary(rec: &Path, out: &Path) -> serde_json::Value {
+    let st = Command::new(bin("svit-host")).arg("report").arg(rec).arg("--out").arg(out).stdout(Stdio::null()).status().unwrap();
+    assert!(st.success(), "report failed");
+    serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("svit-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn two_boards_one_host_nothing_lost() {
+    let dir = tmp("two");
+    let port = free_port();
+    let rec = dir.join("run.svrec");
+    let mut h = host(port, &rec);
+    std::thread::sleep(Duration::from_millis(300));
+    let scene_dir = workspace().join("tests/data");
+    let mut a = edge(port, "board-a", "synthetic", 8);
+    let mut b = edge(port, "board-b", &format!("file:{}", scene_dir.display()), 8);
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&h, "-TERM");
+    assert!(h.wait().unwrap().success(), "host exits cleanly on SIGTERM");
+    let s = summary(&rec, &dir.join("report"));
+    let boards = s["boards"].as_array().unwrap();
+    assert_eq!(boards.len(), 2, "{s}");
+    for bd in boards {
+        assert_eq!(bd["frames"], 8, "every frame sent is recorded: {bd}");
+        assert_eq!(bd["missing"], 0);
+        assert!(bd["total_ms"]["p50"].as_f64().unwrap() > 0.0);
+        assert!(bd["kept_fraction"].as_f64().unwrap() > 0.0 && bd["kept_fraction"].as_f64().unwrap() <= 1.0);
+    }
+    let csv = std::fs::read_to_string(dir.join("report/frames.csv")).unwrap();
+    for name in ["board-a", "board-b"] {
+        let seqs: Vec<u64> = csv.lines().filter(|l| l.starts_with(name)).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+        assert_eq!(seqs, (0..8).collect::<Vec<_>>(), "{name}");
+    }
+    // Frame 0 always carries a thumbnail: it renders with its masks and kept-token map.
+    let png = dir.join("frame0.png");
+    let st = Command::new(bin("svit-host"))
+        .arg("render").arg(&rec).args(["--frame", "0", "--device", "board-b", "--block", "7", "--out"]).arg(&png)
+        .stdout(Stdio::null()).status().unwrap();
+    assert!(st.success());
+    let img = std::fs::read(&png).unwrap();
+    assert!(img.starts_with(b"\x89PNG") && img.len() > 1000);
+    let st = Command::new(bin("svit-host")).arg("render").arg(&rec).args(["--frame", "999", "--out"]).arg(&png)
+        .stderr(Stdio::null()).status().unwrap();
+    assert!(!st.success(), "a frame that is not recorded is an error");
+}
+
+#[test]
+fn recording_survives_kill_9() {
+    let dir = tmp("kill");
+    let port = free_port();
+    let rec = dir.join("run.svrec");
+    let mut h = host(port, &rec);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut e = edge(port, "board-k", "synthetic", 100_000);
+    let t = Instant::now();
+    while std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0) < 20_000 && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(&h, "-KILL");
+    let _ = h.wait();
+    let _ = e.kill();
+    let _ = e.wait();
+    let s = summary(&rec, &dir.join("report"));
+    let bd = &s["boards"][0];
+    assert!(bd["frames"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(bd["missing"], 0, "what was recorded before the kill is intact and contiguous");
+    let out = Command::new(bin("svit-host")).arg("replay").arg(&rec).arg("--max-speed").output().unwrap();
+    assert!(out.status.success());
+    let lines = String::from_utf8(out.stdout).unwrap().lines().filter(|l| l.starts_with('{')).count();
+    assert_eq!(lines as u64, bd["frames"].as_u64().unwrap(), "replay shows every recorded frame");
+}
+
+#[test]
+fn host_refuses_bad_peers_and_keeps_serving() {
+    use std::io::Write;
+    use svit_protocol as proto;
+    let dir = tmp("bad");
+    let port = free_port();
+    let rec = dir.join("run.svrec");
+    let mut h = host(port, &rec);
+    std::thread::sleep(Duration::from_millis(300));
+    let addr = format!("127.0.0.1:{port}");
+    // Garbage, an oversized frame, and a hello from another schema.
+    let mut g = std::net::TcpStream::connect(&addr).unwrap();
+    g.write_all(&[0xde, 0xad, 0xbe, 0xef, 0x00]).unwrap();
+    let mut big = std::net::TcpStream::connect(&addr).unwrap();
+    let _ = big.write_all(&vec![0x01u8; proto::MAX_FRAME + 10]);
+    let mut wrong = std::net::TcpStream::connect(&addr).unwrap();
+    let hello = proto::EdgeMsg::Hello(proto::Hello {
+        protocol_version: proto::PROTOCOL_VERSION,
+        schema_hash: proto::schema_hash() ^ 0xff,
+        role: proto::Role::Edge,
+        device: "impostor".into(),
+        bundle: String::new(),
+        labels: vec![],
+        input_size: 0,
+        tokens: 0,
+        blocks: 0,
+        nonce: [0; 16],
+    });
+    wrong.write_all(&proto::encode(&hello, proto::MAX_FRAME).unwrap()).unwrap();
+    let mut e = edge(port, "board-ok", "synthetic", 5);
+    assert!(e.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&h, "-TERM");
+    assert!(h.wait().unwrap().success());
+    let s = summary(&rec, &dir.join("report"));
+    let boards = s["boards"].as_array().unwrap();
+    assert_eq!(boards.len(), 1, "only the real board is recorded: {s}");
+    assert_eq!(boards[0]["device"], "board-ok");
+    assert_eq!(boards[0]["frames"], 5);
+}
+
+#[test]
+fn pre_shared_key_admits_only_its_holders() {
+    let dir = tmp("key");
+    let (good, bad) = (dir.join("good.key"), dir.join("bad.key"));
+    std::fs::write(&good, "correct horse battery staple\n").unwrap();
+    std::fs::write(&bad, "another key of enough length\n").unwrap();
+    let port = free_port();
+    let rec = dir.join("run.svrec");
+    let mut h = Command::new(bin("svit-host"))
+        .args(["listen", &format!("127.0.0.1:{port}"), "--quiet", "--record"])
+        .arg(&rec)
+        .arg("--key")
+        .arg(&good)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let with_key = |name: &str, key: Option<&Path>| {
+        let mut c = Command::new(bin("svit-edge"));
+        c.args(["run", "--camera", "synthetic", "--name", name, "--frames", "4", "--connect", &format!("127.0.0.1:{port}")]);
+        if let Some(k) = key {
+            c.arg("--key").arg(k);
+        }
+        c.current_dir(workspace()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    };
+    let mut a = with_key("holder", Some(&good));
+    let mut b = with_key("wrong-key", Some(&bad));
+    let mut c = with_key("no-key", None);
+    for e in [&mut a, &mut b, &mut c] {
+        assert!(e.wait().unwrap().success(), "an edge refused by the host still exits cleanly");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&h, "-TERM");
+    assert!(h.wait().unwrap().success());
+    let s = summary(&rec, &dir.join("report"));
+    let names: Vec<&str> = s["boards"].as_array().unwrap().iter().map(|b| b["device"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["holder"], "{s}");
+    assert_eq!(s["boards"][0]["frames"], 4);
+}
