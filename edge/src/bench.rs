@@ -23,7 +23,12 @@ pub fn pct(v: &[f64]) -> Pct {
     s.sort_by(f64::total_cmp);
     // Nearest-rank percentiles.
     let at = |p: f64| s[(((p / 100.0) * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
-    Pct { p50: at(50.0), p95: at(95.0), p99: at(99.0), mean: s.iter().sum::<f64>() / s.len() as f64 }
+    Pct {
+        p50: at(50.0),
+        p95: at(95.0),
+        p99: at(99.0),
+        mean: s.iter().sum::<f64>() / s.len() as f64,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -75,21 +80,36 @@ pub struct Report {
 pub fn cpu_model() -> String {
     let s = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     for key in ["model name", "Model", "Hardware", "CPU part"] {
-        if let Some(v) = s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split(':').nth(1)) {
+        if let Some(v) = s
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split(':').nth(1))
+        {
             return v.trim().to_string();
         }
     }
     std::env::consts::ARCH.to_string()
 }
 
-pub fn run(bundle: &Path, precision: &str, frames: usize, warmup: usize, thresholds: &[f32], threads: &[usize], progress: &dyn Fn(&str)) -> Result<Report> {
-    let model = Model::load(bundle, precision).with_context(|| format!("loading {}", bundle.display()))?;
+pub fn run(
+    bundle: &Path,
+    precision: &str,
+    frames: usize,
+    warmup: usize,
+    thresholds: &[f32],
+    threads: &[usize],
+    progress: &dyn Fn(&str),
+) -> Result<Report> {
+    let model =
+        Model::load(bundle, precision).with_context(|| format!("loading {}", bundle.display()))?;
     let cfg = model.config().clone();
     let size = cfg.image_size;
     // The same frames for every configuration.
     let scfg = svit_scenes::SceneConfig::square(size);
     let distinct = frames.clamp(1, 64);
-    let images: Vec<Vec<u8>> = (0..distinct).map(|i| svit_scenes::generate(&scfg, 777, i as u64).rgb).collect();
+    let images: Vec<Vec<u8>> = (0..distinct)
+        .map(|i| svit_scenes::generate(&scfg, 777, i as u64).rgb)
+        .collect();
     let mut configs = Vec::new();
     for &th in threads {
         svit_runtime::set_threads(th);
@@ -100,7 +120,14 @@ pub fn run(bundle: &Path, precision: &str, frames: usize, warmup: usize, thresho
                 Pruning::Threshold { min_keep, .. } => min_keep,
                 _ => 1,
             };
-            let pruning = if thr <= 0.0 { Pruning::Dense } else { Pruning::Threshold { threshold: thr, min_keep } };
+            let pruning = if thr <= 0.0 {
+                Pruning::Dense
+            } else {
+                Pruning::Threshold {
+                    threshold: thr,
+                    min_keep,
+                }
+            };
             let opts = RunOptions { pruning, ..base };
             let mut st = model.new_state()?;
             let t0 = std::time::Instant::now();
@@ -112,14 +139,24 @@ pub fn run(bundle: &Path, precision: &str, frames: usize, warmup: usize, thresho
             for i in 0..frames {
                 outs.push(model.run_rgb(&mut st, &images[i % distinct], size, size, &opts)?);
             }
-            let col = |f: &dyn Fn(&svit_runtime::FrameOutput) -> f64| pct(&outs.iter().map(f).collect::<Vec<_>>());
+            let col = |f: &dyn Fn(&svit_runtime::FrameOutput) -> f64| {
+                pct(&outs.iter().map(f).collect::<Vec<_>>())
+            };
             let n = outs.len().max(1) as f64;
             let gmacs = outs.iter().map(|o| o.gmacs).sum::<f64>() / n;
             let total = col(&|o| o.timings.total());
             let backbone = col(&|o| o.timings.backbone());
-            let overhead = outs.iter().map(|o| o.timings.gates + o.timings.gather_scatter).sum::<f64>()
-                / outs.iter().map(|o| o.timings.backbone()).sum::<f64>().max(1e-9);
-            let mut buckets: std::collections::BTreeMap<usize, (usize, f64, f64)> = Default::default();
+            let overhead = outs
+                .iter()
+                .map(|o| o.timings.gates + o.timings.gather_scatter)
+                .sum::<f64>()
+                / outs
+                    .iter()
+                    .map(|o| o.timings.backbone())
+                    .sum::<f64>()
+                    .max(1e-9);
+            let mut buckets: std::collections::BTreeMap<usize, (usize, f64, f64)> =
+                Default::default();
             for o in &outs {
                 for (b, &k) in o.kept.iter().enumerate() {
                     let e = buckets.entry(k.div_ceil(16) * 16).or_default();
@@ -142,16 +179,29 @@ pub fn run(bundle: &Path, precision: &str, frames: usize, warmup: usize, thresho
                 embed_ms: col(&|o| o.timings.embed),
                 gates_ms: col(&|o| o.timings.gates),
                 gather_scatter_ms: col(&|o| o.timings.gather_scatter),
-                blocks_ms: (0..cfg.depth).map(|b| col(&|o| o.timings.blocks[b])).collect(),
+                blocks_ms: (0..cfg.depth)
+                    .map(|b| col(&|o| o.timings.blocks[b]))
+                    .collect(),
                 head_ms: col(&|o| o.timings.head),
                 postprocess_ms: col(&|o| o.timings.postprocess),
-                kept_fraction: outs.iter().map(|o| o.kept_fraction(cfg.tokens())).sum::<f64>() / n,
-                kept_per_block: (0..cfg.depth).map(|b| outs.iter().map(|o| o.kept[b] as f64).sum::<f64>() / n).collect(),
+                kept_fraction: outs
+                    .iter()
+                    .map(|o| o.kept_fraction(cfg.tokens()))
+                    .sum::<f64>()
+                    / n,
+                kept_per_block: (0..cfg.depth)
+                    .map(|b| outs.iter().map(|o| o.kept[b] as f64).sum::<f64>() / n)
+                    .collect(),
                 gmacs,
                 gflops_per_s: 2.0 * gmacs / (total.mean / 1e3).max(1e-9),
                 block_time_vs_k: buckets
                     .into_iter()
-                    .map(|(k, (c, ms, g))| KPoint { k, frames: c, block_ms: ms / c as f64, block_gmacs: g / c as f64 })
+                    .map(|(k, (c, ms, g))| KPoint {
+                        k,
+                        frames: c,
+                        block_ms: ms / c as f64,
+                        block_gmacs: g / c as f64,
+                    })
                     .collect(),
                 overhead_fraction: overhead,
                 total_ms: total,
@@ -159,7 +209,13 @@ pub fn run(bundle: &Path, precision: &str, frames: usize, warmup: usize, thresho
         }
     }
     let h = crate::health::sample(std::time::Instant::now(), 0, 0);
-    Ok(Report { bundle: bundle.display().to_string(), cpu: cpu_model(), cpu_mhz: h.cpu_mhz, temperature_c: h.cpu_temp_c, configs })
+    Ok(Report {
+        bundle: bundle.display().to_string(),
+        cpu: cpu_model(),
+        cpu_mhz: h.cpu_mhz,
+        temperature_c: h.cpu_temp_c,
+        configs,
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,12 @@ pub fn sample(started: Instant, dropped_total: u64, camera_errors: u64) -> Healt
     let (mut total, mut avail) = (0u64, 0u64);
     if let Ok(s) = std::fs::read_to_string("/proc/meminfo") {
         for line in s.lines() {
-            let kb = || line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let kb = || {
+                line.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
             if line.starts_with("MemTotal:") {
                 total = kb();
             } else if line.starts_with("MemAvailable:") {
@@ -24,7 +29,8 @@ pub fn sample(started: Instant, dropped_total: u64, camera_errors: u64) -> Healt
     Health {
         uptime_s: started.elapsed().as_secs() as u32,
         cpu_temp_c: read_num("/sys/class/thermal/thermal_zone0/temp").map(|m| (m / 1000.0) as f32),
-        cpu_mhz: read_num("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq").map(|k| (k / 1000.0) as u32),
+        cpu_mhz: read_num("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
+            .map(|k| (k / 1000.0) as u32),
         // Raspberry Pi firmware exposes get_throttled through this sysfs node on recent kernels.
         throttled: std::fs::read_to_string("/sys/devices/platform/soc/soc:firmware/get_throttled")
             .ok()

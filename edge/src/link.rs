@@ -18,7 +18,13 @@ pub fn stdout_loop(q: Arc<Queue<EdgeMsg>>, labels: Vec<String>) -> Result<()> {
     while let Some(msg) = q.pop() {
         if let EdgeMsg::Frame(f) = msg {
             let t = &f.times;
-            let total_us = t.preprocess + t.embed + t.gates + t.gather_scatter + t.blocks.iter().sum::<u32>() + t.head + t.postprocess;
+            let total_us = t.preprocess
+                + t.embed
+                + t.gates
+                + t.gather_scatter
+                + t.blocks.iter().sum::<u32>()
+                + t.head
+                + t.postprocess;
             let dets: Vec<_> = f
                 .detections
                 .iter()
@@ -43,7 +49,9 @@ fn handshake(stream: &mut TcpStream, ours: &proto::Hello, key: Option<&[u8]>) ->
     let mut buf = [0u8; 4096];
     let mut host_nonce: Option<[u8; 16]> = None;
     loop {
-        let n = stream.read(&mut buf).context("waiting for the host's hello")?;
+        let n = stream
+            .read(&mut buf)
+            .context("waiting for the host's hello")?;
         if n == 0 {
             bail!("host closed the connection during the hello (wrong key?)");
         }
@@ -51,13 +59,16 @@ fn handshake(stream: &mut TcpStream, ours: &proto::Hello, key: Option<&[u8]>) ->
         loop {
             let (msg, rest) = match dec.feed::<HostMsg>(input) {
                 proto::Feed::Pending => break,
-                proto::Feed::Error { err, .. } => bail!("host sent a bad frame during the hello: {err}"),
+                proto::Feed::Error { err, .. } => {
+                    bail!("host sent a bad frame during the hello: {err}")
+                }
                 proto::Feed::Message { msg, rest } => (msg, rest),
             };
             input = rest;
             match (msg, host_nonce, key) {
                 (HostMsg::Hello(h), None, _) => {
-                    h.check(proto::Role::Host).map_err(|e| anyhow::anyhow!("host refused: {e}"))?;
+                    h.check(proto::Role::Host)
+                        .map_err(|e| anyhow::anyhow!("host refused: {e}"))?;
                     if key.is_none() {
                         return Ok(rest.to_vec());
                     }
@@ -67,11 +78,22 @@ fn handshake(stream: &mut TcpStream, ours: &proto::Hello, key: Option<&[u8]>) ->
                     if !proto::auth::verify(k, proto::Role::Host, &ours.nonce, &a.mac) {
                         bail!("the host does not hold our key: not sending it anything");
                     }
-                    let mine = EdgeMsg::Auth(proto::Auth { mac: proto::auth::mac(k, proto::Role::Edge, &hn) });
-                    stream.write_all(&proto::encode(&mine, MAX_FRAME).map_err(|e| anyhow::anyhow!("{e}"))?)?;
+                    let mine = EdgeMsg::Auth(proto::Auth {
+                        mac: proto::auth::mac(k, proto::Role::Edge, &hn),
+                    });
+                    stream.write_all(
+                        &proto::encode(&mine, MAX_FRAME).map_err(|e| anyhow::anyhow!("{e}"))?,
+                    )?;
                     return Ok(rest.to_vec());
                 }
-                (other, _, _) => bail!("unexpected {other:?} during the hello{}", if key.is_some() { " (the host sent no key proof: does it run with --key?)" } else { "" }),
+                (other, _, _) => bail!(
+                    "unexpected {other:?} during the hello{}",
+                    if key.is_some() {
+                        " (the host sent no key proof: does it run with --key?)"
+                    } else {
+                        ""
+                    }
+                ),
             }
         }
     }
@@ -114,7 +136,12 @@ fn spawn_control_reader(mut stream: TcpStream, ctl: Arc<Control>, leftover: Vec<
 /// and everything queued has been flushed (or the host cannot be reached for the final flush).
 /// `hello` is this edge's greeting; with `key`, host and edge prove they share it.
 pub fn tcp_loop(
-    addr: &str, q: Arc<Queue<EdgeMsg>>, hello: proto::Hello, key: Option<Vec<u8>>, ctl: Arc<Control>, stats: Arc<Stats>,
+    addr: &str,
+    q: Arc<Queue<EdgeMsg>>,
+    hello: proto::Hello,
+    key: Option<Vec<u8>>,
+    ctl: Arc<Control>,
+    stats: Arc<Stats>,
 ) -> Result<()> {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(100);
@@ -149,9 +176,15 @@ pub fn tcp_loop(
         loop {
             if last_health.elapsed() >= Duration::from_secs(1) {
                 last_health = Instant::now();
-                let dropped = q.dropped.load(Ordering::Relaxed) + stats.camera_errors.load(Ordering::Relaxed);
-                let h = crate::health::sample(started, dropped, stats.camera_errors.load(Ordering::Relaxed));
-                let bytes = proto::encode(&EdgeMsg::Health(h), MAX_FRAME).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let dropped =
+                    q.dropped.load(Ordering::Relaxed) + stats.camera_errors.load(Ordering::Relaxed);
+                let h = crate::health::sample(
+                    started,
+                    dropped,
+                    stats.camera_errors.load(Ordering::Relaxed),
+                );
+                let bytes = proto::encode(&EdgeMsg::Health(h), MAX_FRAME)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 if stream.write_all(&bytes).is_err() {
                     break;
                 }
@@ -189,7 +222,10 @@ fn connect(addr: &str, hello: &proto::Hello, key: Option<&[u8]>) -> Result<(TcpS
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut hello = hello.clone();
     hello.nonce = proto::auth::nonce();
-    s.write_all(&proto::encode(&EdgeMsg::Hello(hello.clone()), MAX_FRAME).map_err(|e| anyhow::anyhow!("{e}"))?)?;
+    s.write_all(
+        &proto::encode(&EdgeMsg::Hello(hello.clone()), MAX_FRAME)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    )?;
     let leftover = handshake(&mut s, &hello, key)?;
     Ok((s, leftover))
 }

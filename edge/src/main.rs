@@ -18,7 +18,11 @@ use svit_runtime::Model;
 use pipeline::{Control, Queue, Stats};
 
 #[derive(Parser)]
-#[command(name = "svit-edge", version, about = "Run the token-pruned SViT detector on a board and stream what it sees")]
+#[command(
+    name = "svit-edge",
+    version,
+    about = "Run the token-pruned SViT detector on a board and stream what it sees"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -85,31 +89,98 @@ enum Cmd {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().cmd {
-        Cmd::Run { bundle, camera, connect, frames, threshold, score_threshold, fps, threads, name, precision, thumbnail_every, key } => {
+        Cmd::Run {
+            bundle,
+            camera,
+            connect,
+            frames,
+            threshold,
+            score_threshold,
+            fps,
+            threads,
+            name,
+            precision,
+            thumbnail_every,
+            key,
+        } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
-            let thumbs = (thumbnail_every > 0.0).then(|| std::time::Duration::from_secs_f64(thumbnail_every));
-            run(bundle, camera, connect, frames, threshold, score_threshold, fps, threads, name, precision, key, thumbs)
+            let thumbs = (thumbnail_every > 0.0)
+                .then(|| std::time::Duration::from_secs_f64(thumbnail_every));
+            run(
+                bundle,
+                camera,
+                connect,
+                frames,
+                threshold,
+                score_threshold,
+                fps,
+                threads,
+                name,
+                precision,
+                key,
+                thumbs,
+            )
         }
-        Cmd::Bench { bundle, frames, warmup, thresholds, threads, precision, json } => {
+        Cmd::Bench {
+            bundle,
+            frames,
+            warmup,
+            thresholds,
+            threads,
+            precision,
+            json,
+        } => {
             let bar = indicatif::ProgressBar::new_spinner();
-            let report = bench::run(&bundle, &precision, frames, warmup, &thresholds, &threads, &|m| bar.set_message(m.to_string()))?;
+            let report = bench::run(
+                &bundle,
+                &precision,
+                frames,
+                warmup,
+                &thresholds,
+                &threads,
+                &|m| bar.set_message(m.to_string()),
+            )?;
             bar.finish_and_clear();
             println!("cpu: {}", report.cpu);
-            println!("{:>7} {:>9} {:>7} {:>10} {:>10} {:>10} {:>11} {:>6} {:>6} {:>8}", "threads", "threshold", "mode", "total p50", "total p95", "backbone", "speedup", "kept", "GMACs", "overhead");
-            let dense: Vec<(usize, f64)> = report.configs.iter().filter(|c| c.mode == "dense").map(|c| (c.threads, c.backbone_ms.mean)).collect();
+            println!(
+                "{:>7} {:>9} {:>7} {:>10} {:>10} {:>10} {:>11} {:>6} {:>6} {:>8}",
+                "threads",
+                "threshold",
+                "mode",
+                "total p50",
+                "total p95",
+                "backbone",
+                "speedup",
+                "kept",
+                "GMACs",
+                "overhead"
+            );
+            let dense: Vec<(usize, f64)> = report
+                .configs
+                .iter()
+                .filter(|c| c.mode == "dense")
+                .map(|c| (c.threads, c.backbone_ms.mean))
+                .collect();
             for c in &report.configs {
-                let speedup = dense.iter().find(|d| d.0 == c.threads).map(|d| d.1 / c.backbone_ms.mean).unwrap_or(f64::NAN);
+                let speedup = dense
+                    .iter()
+                    .find(|d| d.0 == c.threads)
+                    .map(|d| d.1 / c.backbone_ms.mean)
+                    .unwrap_or(f64::NAN);
                 println!(
                     "{:>7} {:>9.2} {:>7} {:>10.2} {:>10.2} {:>10.2} {:>10.2}x {:>6.3} {:>6.3} {:>7.1}%",
                     c.threads, c.threshold, c.mode, c.total_ms.p50, c.total_ms.p95, c.backbone_ms.mean, speedup, c.kept_fraction, c.gmacs, 100.0 * c.overhead_fraction
                 );
             }
             if let Some(j) = json {
-                std::fs::write(&j, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", j.display()))?;
+                std::fs::write(&j, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", j.display()))?;
             }
             Ok(())
         }
@@ -118,17 +189,41 @@ fn main() -> Result<()> {
 
 #[allow(clippy::too_many_arguments)]
 fn run(
-    bundle: PathBuf, camera: String, connect: Option<String>, frames: Option<u64>, threshold: Option<f32>, score_threshold: Option<f32>,
+    bundle: PathBuf,
+    camera: String,
+    connect: Option<String>,
+    frames: Option<u64>,
+    threshold: Option<f32>,
+    score_threshold: Option<f32>,
     fps: Option<f32>,
-    threads: usize, name: Option<String>, precision: String, key: Option<Vec<u8>>, thumbs: Option<std::time::Duration>,
+    threads: usize,
+    name: Option<String>,
+    precision: String,
+    key: Option<Vec<u8>>,
+    thumbs: Option<std::time::Duration>,
 ) -> Result<()> {
     svit_runtime::set_threads(threads);
-    let model = Arc::new(Model::load(&bundle, &precision).with_context(|| format!("loading bundle {}", bundle.display()))?);
+    let model = Arc::new(
+        Model::load(&bundle, &precision)
+            .with_context(|| format!("loading bundle {}", bundle.display()))?,
+    );
     let cfg = model.config().clone();
-    let src = source::open(&camera, cfg.image_size, fps).with_context(|| format!("opening camera {camera}"))?;
-    tracing::info!("camera: {}; bundle {} ({} tokens, {} blocks)", src.describe(), model.manifest.name, cfg.tokens(), cfg.depth);
-    let ctl = Arc::new(Control::new(threshold.unwrap_or(model.manifest.defaults.threshold)));
-    let stats = Arc::new(Stats { camera_errors: Default::default(), frames_done: Default::default() });
+    let src = source::open(&camera, cfg.image_size, fps)
+        .with_context(|| format!("opening camera {camera}"))?;
+    tracing::info!(
+        "camera: {}; bundle {} ({} tokens, {} blocks)",
+        src.describe(),
+        model.manifest.name,
+        cfg.tokens(),
+        cfg.depth
+    );
+    let ctl = Arc::new(Control::new(
+        threshold.unwrap_or(model.manifest.defaults.threshold),
+    ));
+    let stats = Arc::new(Stats {
+        camera_errors: Default::default(),
+        frames_done: Default::default(),
+    });
     // One decoded frame waiting is enough: a newer one replaces it.
     let decoded = Arc::new(Queue::new(1));
     let outgoing = Arc::new(Queue::new(32));
@@ -140,11 +235,21 @@ fn run(
     }
     let cap = {
         let (q, c, s) = (decoded.clone(), ctl.clone(), stats.clone());
-        std::thread::Builder::new().name("capture".into()).spawn(move || pipeline::capture_loop(src, q, c, s))?
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || pipeline::capture_loop(src, q, c, s))?
     };
     let inf = {
-        let (m, i, o, c, s) = (model.clone(), decoded.clone(), outgoing.clone(), ctl.clone(), stats.clone());
-        std::thread::Builder::new().name("infer".into()).spawn(move || pipeline::infer_loop(m, i, o, c, s, frames, thumbs, score_threshold))?
+        let (m, i, o, c, s) = (
+            model.clone(),
+            decoded.clone(),
+            outgoing.clone(),
+            ctl.clone(),
+            stats.clone(),
+        );
+        std::thread::Builder::new()
+            .name("infer".into())
+            .spawn(move || pipeline::infer_loop(m, i, o, c, s, frames, thumbs, score_threshold))?
     };
     let labels = model.manifest.labels.clone();
     let sent = match connect {
@@ -162,13 +267,21 @@ fn run(
                 blocks: cfg.depth as u16,
                 nonce: [0; 16],
             };
-            link::tcp_loop(&addr, outgoing.clone(), hello, key, ctl.clone(), stats.clone())
+            link::tcp_loop(
+                &addr,
+                outgoing.clone(),
+                hello,
+                key,
+                ctl.clone(),
+                stats.clone(),
+            )
         }
     };
     ctl.stop.store(true, Ordering::Relaxed);
     decoded.close();
     let _ = cap.join();
-    inf.join().map_err(|_| anyhow::anyhow!("inference thread panicked"))??;
+    inf.join()
+        .map_err(|_| anyhow::anyhow!("inference thread panicked"))??;
     sent?;
     tracing::info!(
         frames = stats.frames_done.load(Ordering::Relaxed),
@@ -181,7 +294,9 @@ fn run(
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "edge".into())
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "edge".into())
 }
 
 /// SIGINT/SIGTERM set the stop flag; the loops then drain what is queued and exit.

@@ -22,7 +22,12 @@ pub struct Queue<T> {
 
 impl<T> Queue<T> {
     pub fn new(cap: usize) -> Self {
-        Queue { inner: Mutex::new((VecDeque::with_capacity(cap), false)), ready: Condvar::new(), cap: cap.max(1), dropped: AtomicU64::new(0) }
+        Queue {
+            inner: Mutex::new((VecDeque::with_capacity(cap), false)),
+            ready: Condvar::new(),
+            cap: cap.max(1),
+            dropped: AtomicU64::new(0),
+        }
     }
     /// Returns false if an older item had to be dropped to make room.
     pub fn push(&self, item: T) -> bool {
@@ -52,7 +57,10 @@ impl<T> Queue<T> {
     }
     pub fn pop_timeout(&self, d: Duration) -> Option<T> {
         let g = self.inner.lock().expect("queue lock");
-        let (mut g, _) = self.ready.wait_timeout_while(g, d, |g| g.0.is_empty() && !g.1).expect("queue lock");
+        let (mut g, _) = self
+            .ready
+            .wait_timeout_while(g, d, |g| g.0.is_empty() && !g.1)
+            .expect("queue lock");
         g.0.pop_front()
     }
     pub fn close(&self) {
@@ -89,9 +97,14 @@ impl Control {
     }
     pub fn apply(&self, msg: &proto::HostMsg) {
         match msg {
-            proto::HostMsg::SetThreshold(t) if t.is_finite() => self.threshold_bits.store(t.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed),
+            proto::HostMsg::SetThreshold(t) if t.is_finite() => self
+                .threshold_bits
+                .store(t.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed),
             proto::HostMsg::SetKeepRatio(r) => {
-                let v = r.filter(|r| r.is_finite() && *r > 0.0).map(|r| r.min(1.0)).unwrap_or(0.0);
+                let v = r
+                    .filter(|r| r.is_finite() && *r > 0.0)
+                    .map(|r| r.min(1.0))
+                    .unwrap_or(0.0);
                 self.ratio_bits.store(v.to_bits(), Ordering::Relaxed)
             }
             proto::HostMsg::Pause => self.paused.store(true, Ordering::Relaxed),
@@ -117,7 +130,12 @@ pub struct Stats {
 }
 
 /// Capture thread body: capture, decode, hand over; counts camera errors and moves on.
-pub fn capture_loop(mut src: Box<dyn FrameSource>, out: Arc<Queue<Decoded>>, ctl: Arc<Control>, stats: Arc<Stats>) {
+pub fn capture_loop(
+    mut src: Box<dyn FrameSource>,
+    out: Arc<Queue<Decoded>>,
+    ctl: Arc<Control>,
+    stats: Arc<Stats>,
+) {
     let mut consecutive = 0u32;
     while !ctl.stop.load(Ordering::Relaxed) && !out.is_closed() {
         if ctl.paused.load(Ordering::Relaxed) {
@@ -127,7 +145,14 @@ pub fn capture_loop(mut src: Box<dyn FrameSource>, out: Arc<Queue<Decoded>>, ctl
         let res = src.capture().and_then(|c| {
             let t = Instant::now();
             let (rgb, width, height) = to_rgb(c.pixels)?;
-            Ok(Decoded { rgb, width, height, capture_us: c.capture_us, capture: c.capture_time, decode: t.elapsed() })
+            Ok(Decoded {
+                rgb,
+                width,
+                height,
+                capture_us: c.capture_us,
+                capture: c.capture_time,
+                decode: t.elapsed(),
+            })
         });
         match res {
             Ok(d) => {
@@ -170,7 +195,10 @@ pub fn infer_loop(
         let pruning = if ratio > 0.0 {
             Pruning::Ratio(ratio)
         } else if let Pruning::Threshold { min_keep, .. } = base.pruning {
-            Pruning::Threshold { threshold, min_keep }
+            Pruning::Threshold {
+                threshold,
+                min_keep,
+            }
         } else {
             base.pruning
         };
@@ -184,13 +212,16 @@ pub fn infer_loop(
                 continue;
             }
         };
-        let dropped = input.dropped.load(Ordering::Relaxed) + out.dropped.load(Ordering::Relaxed) + stats.camera_errors.load(Ordering::Relaxed);
+        let dropped = input.dropped.load(Ordering::Relaxed)
+            + out.dropped.load(Ordering::Relaxed)
+            + stats.camera_errors.load(Ordering::Relaxed);
         let t = Instant::now();
         let mut frame = to_wire(&o, seq, &d, threshold, dropped);
         frame.times.encode = t.elapsed().as_micros() as u32;
         out.push(proto::EdgeMsg::Frame(frame));
         let snapshot = ctl.snapshot.swap(false, Ordering::Relaxed);
-        let due = thumbnail_every.is_some_and(|every| last_thumb.is_none_or(|t| t.elapsed() >= every));
+        let due =
+            thumbnail_every.is_some_and(|every| last_thumb.is_none_or(|t| t.elapsed() >= every));
         if snapshot || due {
             last_thumb = Some(Instant::now());
             match jpeg(&d.rgb, d.width, d.height) {
@@ -215,7 +246,12 @@ pub fn infer_loop(
 /// The frame as a JPEG for the host's live view and `render` (quality 75).
 fn jpeg(rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>, image::ImageError> {
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 75).encode(rgb, w as u32, h as u32, image::ExtendedColorType::Rgb8)?;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 75).encode(
+        rgb,
+        w as u32,
+        h as u32,
+        image::ExtendedColorType::Rgb8,
+    )?;
     Ok(out)
 }
 
@@ -224,7 +260,13 @@ fn us(ms: f64) -> u32 {
 }
 
 /// Runtime output -> wire frame (the boundary where runtime types become protocol types).
-pub fn to_wire(o: &FrameOutput, seq: u64, d: &Decoded, threshold: f32, dropped_total: u64) -> proto::Frame {
+pub fn to_wire(
+    o: &FrameOutput,
+    seq: u64,
+    d: &Decoded,
+    threshold: f32,
+    dropped_total: u64,
+) -> proto::Frame {
     let t = &o.timings;
     proto::Frame {
         seq,
@@ -263,7 +305,11 @@ pub fn to_wire(o: &FrameOutput, seq: u64, d: &Decoded, threshold: f32, dropped_t
         kept: o.kept.iter().map(|&k| k as u16).collect(),
         // One entry per block: ungated blocks (and every block of a dense pass) get none.
         keep_maps: std::iter::repeat_n(Vec::new(), o.kept.len().saturating_sub(o.keep_maps.len()))
-            .chain(o.keep_maps.iter().map(|m| proto::pack_bits(m.iter().copied())))
+            .chain(
+                o.keep_maps
+                    .iter()
+                    .map(|m| proto::pack_bits(m.iter().copied())),
+            )
             .collect(),
         gmacs: o.gmacs as f32,
         dropped_total,

@@ -11,7 +11,10 @@ pub enum SourceError {
     #[error("camera {0} not found")]
     Missing(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("frame could not be decoded: {0}")]
     Corrupt(String),
     #[error("{0}")]
@@ -19,7 +22,11 @@ pub enum SourceError {
 }
 
 pub enum Pixels {
-    Rgb { data: Vec<u8>, width: usize, height: usize },
+    Rgb {
+        data: Vec<u8>,
+        width: usize,
+        height: usize,
+    },
     Jpeg(Vec<u8>),
 }
 
@@ -36,13 +43,20 @@ pub trait FrameSource: Send {
 }
 
 pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Decodes a captured frame to interleaved RGB.
 pub fn to_rgb(p: Pixels) -> Result<(Vec<u8>, usize, usize), SourceError> {
     match p {
-        Pixels::Rgb { data, width, height } => Ok((data, width, height)),
+        Pixels::Rgb {
+            data,
+            width,
+            height,
+        } => Ok((data, width, height)),
         Pixels::Jpeg(bytes) => {
             let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
                 .map_err(|e| SourceError::Corrupt(e.to_string()))?
@@ -61,7 +75,12 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(fps: Option<f32>) -> Self {
-        Pacer { period: fps.filter(|f| *f > 0.0).map(|f| Duration::from_secs_f32(1.0 / f)), next: Instant::now() }
+        Pacer {
+            period: fps
+                .filter(|f| *f > 0.0)
+                .map(|f| Duration::from_secs_f32(1.0 / f)),
+            next: Instant::now(),
+        }
     }
     pub fn wait(&mut self) {
         if let Some(p) = self.period {
@@ -84,13 +103,21 @@ pub struct Synthetic {
 
 impl Synthetic {
     pub fn new(size: usize, seed: u64, fps: Option<f32>) -> Self {
-        Synthetic { cfg: svit_scenes::SceneConfig::square(size), seed, index: 0, pacer: Pacer::new(fps) }
+        Synthetic {
+            cfg: svit_scenes::SceneConfig::square(size),
+            seed,
+            index: 0,
+            pacer: Pacer::new(fps),
+        }
     }
 }
 
 impl FrameSource for Synthetic {
     fn describe(&self) -> String {
-        format!("synthetic scenes {}x{} seed {}", self.cfg.width, self.cfg.height, self.seed)
+        format!(
+            "synthetic scenes {}x{} seed {}",
+            self.cfg.width, self.cfg.height, self.seed
+        )
     }
     fn capture(&mut self) -> Result<Captured, SourceError> {
         self.pacer.wait();
@@ -98,7 +125,11 @@ impl FrameSource for Synthetic {
         let s = svit_scenes::generate(&self.cfg, self.seed, self.index);
         self.index += 1;
         Ok(Captured {
-            pixels: Pixels::Rgb { data: s.rgb, width: s.width, height: s.height },
+            pixels: Pixels::Rgb {
+                data: s.rgb,
+                width: s.width,
+                height: s.height,
+            },
             capture_us: now_us(),
             capture_time: t.elapsed(),
         })
@@ -114,15 +145,30 @@ pub struct Files {
 
 impl Files {
     pub fn open(path: &Path, fps: Option<f32>) -> Result<Self, SourceError> {
-        let io = |source| SourceError::Io { path: path.to_path_buf(), source };
+        let io = |source| SourceError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let meta = std::fs::metadata(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound { SourceError::Missing(path.display().to_string()) } else { io(e) }
+            if e.kind() == std::io::ErrorKind::NotFound {
+                SourceError::Missing(path.display().to_string())
+            } else {
+                io(e)
+            }
         })?;
         let files = if meta.is_dir() {
             let mut v: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(io)?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("jpg" | "jpeg" | "png")))
+                .filter(|p| {
+                    matches!(
+                        p.extension()
+                            .and_then(|e| e.to_str())
+                            .map(str::to_ascii_lowercase)
+                            .as_deref(),
+                        Some("jpg" | "jpeg" | "png")
+                    )
+                })
                 .collect();
             v.sort();
             v
@@ -130,9 +176,16 @@ impl Files {
             vec![path.to_path_buf()]
         };
         if files.is_empty() {
-            return Err(SourceError::Config(format!("{}: no .jpg, .jpeg or .png files", path.display())));
+            return Err(SourceError::Config(format!(
+                "{}: no .jpg, .jpeg or .png files",
+                path.display()
+            )));
         }
-        Ok(Files { files, index: 0, pacer: Pacer::new(fps) })
+        Ok(Files {
+            files,
+            index: 0,
+            pacer: Pacer::new(fps),
+        })
     }
 }
 
@@ -145,20 +198,37 @@ impl FrameSource for Files {
         let t = Instant::now();
         let path = &self.files[self.index % self.files.len()];
         self.index += 1;
-        let bytes = std::fs::read(path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let pixels = if bytes.starts_with(&[0xFF, 0xD8]) {
             Pixels::Jpeg(bytes)
         } else {
-            let img = image::load_from_memory(&bytes).map_err(|e| SourceError::Corrupt(format!("{}: {e}", path.display())))?.to_rgb8();
+            let img = image::load_from_memory(&bytes)
+                .map_err(|e| SourceError::Corrupt(format!("{}: {e}", path.display())))?
+                .to_rgb8();
             let (width, height) = (img.width() as usize, img.height() as usize);
-            Pixels::Rgb { data: img.into_raw(), width, height }
+            Pixels::Rgb {
+                data: img.into_raw(),
+                width,
+                height,
+            }
         };
-        Ok(Captured { pixels, capture_us: now_us(), capture_time: t.elapsed() })
+        Ok(Captured {
+            pixels,
+            capture_us: now_us(),
+            capture_time: t.elapsed(),
+        })
     }
 }
 
 /// Parses `--camera`: `synthetic`, `file:PATH`. `fps` paces software cameras.
-pub fn open(spec: &str, size: usize, fps: Option<f32>) -> Result<Box<dyn FrameSource>, SourceError> {
+pub fn open(
+    spec: &str,
+    size: usize,
+    fps: Option<f32>,
+) -> Result<Box<dyn FrameSource>, SourceError> {
     match spec.split_once(':') {
         None if spec == "synthetic" => Ok(Box::new(Synthetic::new(size, 424_242, fps))),
         Some(("file", path)) => Ok(Box::new(Files::open(Path::new(path), fps)?)),
@@ -183,8 +253,13 @@ mod tests {
 
     #[test]
     fn missing_and_corrupt_files_are_named() {
-        assert!(matches!(open("file:/nonexistent/cam", 64, None), Err(SourceError::Missing(p)) if p.contains("nonexistent")));
+        assert!(
+            matches!(open("file:/nonexistent/cam", 64, None), Err(SourceError::Missing(p)) if p.contains("nonexistent"))
+        );
         assert!(matches!(open("usb", 64, None), Err(SourceError::Config(_))));
-        assert!(matches!(to_rgb(Pixels::Jpeg(vec![0xFF, 0xD8, 1, 2, 3])), Err(SourceError::Corrupt(_))));
+        assert!(matches!(
+            to_rgb(Pixels::Jpeg(vec![0xFF, 0xD8, 1, 2, 3])),
+            Err(SourceError::Corrupt(_))
+        ));
     }
 }

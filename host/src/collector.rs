@@ -13,14 +13,27 @@ use svit_protocol::{self as proto, EdgeMsg, Feed, FrameDecoder, HostMsg, MAX_FRA
 use crate::record::Record;
 
 pub enum HostEvent {
-    Connected { conn: u32, hello: proto::Hello },
+    Connected {
+        conn: u32,
+        hello: proto::Hello,
+    },
     Msg(Record),
-    Refused { conn: u32, reason: String },
-    Disconnected { conn: u32, device: String, reason: String },
+    Refused {
+        conn: u32,
+        reason: String,
+    },
+    Disconnected {
+        conn: u32,
+        device: String,
+        reason: String,
+    },
 }
 
 fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 pub fn host_hello(nonce: [u8; 16]) -> HostMsg {
@@ -41,7 +54,13 @@ pub fn host_hello(nonce: [u8; 16]) -> HostMsg {
 /// Accepts until `stop`; at most `max_boards` connections at once (others are closed).
 /// With `key`, a board must prove it holds the same pre-shared key before anything it sends
 /// is accepted.
-pub fn accept_loop(listener: TcpListener, tx: SyncSender<HostEvent>, stop: Arc<AtomicBool>, max_boards: u32, key: Option<Arc<Vec<u8>>>) {
+pub fn accept_loop(
+    listener: TcpListener,
+    tx: SyncSender<HostEvent>,
+    stop: Arc<AtomicBool>,
+    max_boards: u32,
+    key: Option<Arc<Vec<u8>>>,
+) {
     let _ = listener.set_nonblocking(true);
     let active = Arc::new(AtomicU32::new(0));
     let mut next = 0u32;
@@ -54,14 +73,17 @@ pub fn accept_loop(listener: TcpListener, tx: SyncSender<HostEvent>, stop: Arc<A
                     continue;
                 }
                 next += 1;
-                let (tx, stop, active, conn, key) = (tx.clone(), stop.clone(), active.clone(), next, key.clone());
+                let (tx, stop, active, conn, key) =
+                    (tx.clone(), stop.clone(), active.clone(), next, key.clone());
                 active.fetch_add(1, Ordering::Relaxed);
                 std::thread::spawn(move || {
                     board(s, conn, &tx, &stop, key.as_deref().map(Vec::as_slice));
                     active.fetch_sub(1, Ordering::Relaxed);
                 });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
                 std::thread::sleep(Duration::from_millis(100));
@@ -70,7 +92,13 @@ pub fn accept_loop(listener: TcpListener, tx: SyncSender<HostEvent>, stop: Arc<A
     }
 }
 
-fn board(mut s: TcpStream, conn: u32, tx: &SyncSender<HostEvent>, stop: &AtomicBool, key: Option<&[u8]>) {
+fn board(
+    mut s: TcpStream,
+    conn: u32,
+    tx: &SyncSender<HostEvent>,
+    stop: &AtomicBool,
+    key: Option<&[u8]>,
+) {
     let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
     let _ = s.set_nodelay(true);
     let mut dec = FrameDecoder::new(MAX_FRAME);
@@ -86,10 +114,18 @@ fn board(mut s: TcpStream, conn: u32, tx: &SyncSender<HostEvent>, stop: &AtomicB
         let n = match s.read(&mut buf) {
             Ok(0) => break "board closed the connection".into(),
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 if device.is_none() && std::time::Instant::now() > hello_deadline {
                     // Covers a board that never sends its hello or never proves the key.
-                    let _ = tx.send(HostEvent::Refused { conn, reason: "no hello within 5 s".into() });
+                    let _ = tx.send(HostEvent::Refused {
+                        conn,
+                        reason: "no hello within 5 s".into(),
+                    });
                     return;
                 }
                 continue;
@@ -102,7 +138,10 @@ fn board(mut s: TcpStream, conn: u32, tx: &SyncSender<HostEvent>, stop: &AtomicB
                 Feed::Pending => break,
                 Feed::Error { err, rest } => {
                     if device.is_none() {
-                        let _ = tx.send(HostEvent::Refused { conn, reason: format!("bad first frame: {err}") });
+                        let _ = tx.send(HostEvent::Refused {
+                            conn,
+                            reason: format!("bad first frame: {err}"),
+                        });
                         return;
                     }
                     tracing::warn!("board {conn}: {err}");
@@ -113,7 +152,10 @@ fn board(mut s: TcpStream, conn: u32, tx: &SyncSender<HostEvent>, stop: &AtomicB
                     if let Some((hello, nonce)) = awaiting_auth.take() {
                         let ok = matches!(&msg, EdgeMsg::Auth(a) if key.is_some_and(|k| proto::auth::verify(k, proto::Role::Edge, &nonce, &a.mac)));
                         if !ok {
-                            let _ = tx.send(HostEvent::Refused { conn, reason: format!("board {} failed the key check", hello.device) });
+                            let _ = tx.send(HostEvent::Refused {
+                                conn,
+                                reason: format!("board {} failed the key check", hello.device),
+                            });
                             return;
                         }
                         device = Some(hello.device.clone());
@@ -123,13 +165,19 @@ fn board(mut s: TcpStream, conn: u32, tx: &SyncSender<HostEvent>, stop: &AtomicB
                     match (&device, msg) {
                         (None, EdgeMsg::Hello(h)) => {
                             if let Err(e) = h.check(proto::Role::Edge) {
-                                let _ = tx.send(HostEvent::Refused { conn, reason: e.to_string() });
+                                let _ = tx.send(HostEvent::Refused {
+                                    conn,
+                                    reason: e.to_string(),
+                                });
                                 return;
                             }
                             let nonce = proto::auth::nonce();
-                            let mut reply = proto::encode(&host_hello(nonce), MAX_FRAME).expect("hello fits");
+                            let mut reply =
+                                proto::encode(&host_hello(nonce), MAX_FRAME).expect("hello fits");
                             if let Some(k) = key {
-                                let a = HostMsg::Auth(proto::Auth { mac: proto::auth::mac(k, proto::Role::Host, &h.nonce) });
+                                let a = HostMsg::Auth(proto::Auth {
+                                    mac: proto::auth::mac(k, proto::Role::Host, &h.nonce),
+                                });
                                 reply.extend(proto::encode(&a, MAX_FRAME).expect("auth fits"));
                             }
                             if s.write_all(&reply).is_err() {
@@ -143,11 +191,19 @@ fn board(mut s: TcpStream, conn: u32, tx: &SyncSender<HostEvent>, stop: &AtomicB
                             }
                         }
                         (None, other) => {
-                            let _ = tx.send(HostEvent::Refused { conn, reason: format!("expected a hello, got {}", kind(&other)) });
+                            let _ = tx.send(HostEvent::Refused {
+                                conn,
+                                reason: format!("expected a hello, got {}", kind(&other)),
+                            });
                             return;
                         }
                         (Some(d), msg) => {
-                            let rec = Record { recv_us: now_us(), conn, device: d.clone(), msg };
+                            let rec = Record {
+                                recv_us: now_us(),
+                                conn,
+                                device: d.clone(),
+                                msg,
+                            };
                             if tx.send(HostEvent::Msg(rec)).is_err() {
                                 return;
                             }
@@ -158,10 +214,17 @@ fn board(mut s: TcpStream, conn: u32, tx: &SyncSender<HostEvent>, stop: &AtomicB
         }
     };
     if dec.pending() > 0 {
-        tracing::warn!("board {conn}: discarded a torn frame of {} bytes", dec.pending());
+        tracing::warn!(
+            "board {conn}: discarded a torn frame of {} bytes",
+            dec.pending()
+        );
     }
     if let Some(device) = device {
-        let _ = tx.send(HostEvent::Disconnected { conn, device, reason });
+        let _ = tx.send(HostEvent::Disconnected {
+            conn,
+            device,
+            reason,
+        });
     }
 }
 

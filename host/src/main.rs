@@ -18,7 +18,11 @@ use svit_protocol::EdgeMsg;
 use collector::HostEvent;
 
 #[derive(Parser)]
-#[command(name = "svit-host", version, about = "Collect, record and report detections and latency from svit-edge boards")]
+#[command(
+    name = "svit-host",
+    version,
+    about = "Collect, record and report detections and latency from svit-edge boards"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -88,30 +92,60 @@ enum Cmd {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().cmd {
-        Cmd::Listen { addr, record, duration, max_boards, quiet, key } => {
+        Cmd::Listen {
+            addr,
+            record,
+            duration,
+            max_boards,
+            quiet,
+            key,
+        } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
             listen(&addr, record, duration, max_boards, quiet, key)
         }
-        Cmd::Demo { bundle, seconds, out } => demo(&bundle, seconds, &out),
-        Cmd::Render { recording, frame, device, block, out } => {
+        Cmd::Demo {
+            bundle,
+            seconds,
+            out,
+        } => demo(&bundle, seconds, &out),
+        Cmd::Render {
+            recording,
+            frame,
+            device,
+            block,
+            out,
+        } => {
             let rec = record::read(&recording)?;
             let r = render::render(&rec.records, device.as_deref(), frame, block, &out)?;
-            println!("{} ({}x{}): {} detections", out.display(), r.width, r.height, r.legend.len());
+            println!(
+                "{} ({}x{}): {} detections",
+                out.display(),
+                r.width,
+                r.height,
+                r.legend.len()
+            );
             for l in r.legend {
                 println!("  {l}");
             }
             Ok(())
         }
-        Cmd::Replay { recording, max_speed } => {
+        Cmd::Replay {
+            recording,
+            max_speed,
+        } => {
             let rec = record::read(&recording)?;
             let mut prev: Option<u64> = None;
             for r in &rec.records {
                 if let (Some(p), false) = (prev, max_speed) {
-                    std::thread::sleep(Duration::from_micros(r.recv_us.saturating_sub(p).min(5_000_000)));
+                    std::thread::sleep(Duration::from_micros(
+                        r.recv_us.saturating_sub(p).min(5_000_000),
+                    ));
                 }
                 prev = Some(r.recv_us);
                 if let EdgeMsg::Frame(f) = &r.msg {
@@ -134,21 +168,46 @@ fn main() -> Result<()> {
 }
 
 fn print_table(s: &report::Summary) {
-    println!("{:<20} {:>7} {:>7} {:>8} {:>7} {:>9} {:>9} {:>6}", "board", "frames", "missing", "dropped", "fps", "total p50", "total p99", "kept");
+    println!(
+        "{:<20} {:>7} {:>7} {:>8} {:>7} {:>9} {:>9} {:>6}",
+        "board", "frames", "missing", "dropped", "fps", "total p50", "total p99", "kept"
+    );
     for b in &s.boards {
         println!(
             "{:<20} {:>7} {:>7} {:>8} {:>7.1} {:>9.2} {:>9.2} {:>6.3}",
-            b.device, b.frames, b.missing, b.dropped_on_board, b.fps, b.total_ms.p50, b.total_ms.p99, b.kept_fraction
+            b.device,
+            b.frames,
+            b.missing,
+            b.dropped_on_board,
+            b.fps,
+            b.total_ms.p50,
+            b.total_ms.p99,
+            b.kept_fraction
         );
     }
 }
 
-fn listen(addr: &str, record: Option<PathBuf>, duration: Option<f64>, max_boards: u32, quiet: bool, key: Option<Vec<u8>>) -> Result<()> {
+fn listen(
+    addr: &str,
+    record: Option<PathBuf>,
+    duration: Option<f64>,
+    max_boards: u32,
+    quiet: bool,
+    key: Option<Vec<u8>>,
+) -> Result<()> {
     let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
     tracing::info!("listening on {}", listener.local_addr()?);
     let stop = Arc::new(AtomicBool::new(false));
     install_stop_handler(stop.clone());
-    let kept = collect(listener, record.as_deref(), duration, max_boards, quiet, stop, key)?;
+    let kept = collect(
+        listener,
+        record.as_deref(),
+        duration,
+        max_boards,
+        quiet,
+        stop,
+        key,
+    )?;
     print_table(&report::summarize(&kept));
     Ok(())
 }
@@ -157,13 +216,30 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path) -> Result
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
     let addr = listener.local_addr()?.to_string();
     let edge = std::env::current_exe()?.with_file_name("svit-edge");
-    anyhow::ensure!(edge.exists(), "{} not found: build the workspace first (cargo build --workspace)", edge.display());
+    anyhow::ensure!(
+        edge.exists(),
+        "{} not found: build the workspace first (cargo build --workspace)",
+        edge.display()
+    );
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let cameras = [("edge-synthetic", "synthetic".to_string()), ("edge-files", "file:tests/data".to_string())];
+    let cameras = [
+        ("edge-synthetic", "synthetic".to_string()),
+        ("edge-files", "file:tests/data".to_string()),
+    ];
     let mut children = Vec::new();
     for (name, cam) in &cameras {
         let child = std::process::Command::new(&edge)
-            .args(["run", "--name", name, "--camera", cam, "--fps", "10", "--connect", &addr])
+            .args([
+                "run",
+                "--name",
+                name,
+                "--camera",
+                cam,
+                "--fps",
+                "10",
+                "--connect",
+                &addr,
+            ])
             .arg("--bundle")
             .arg(bundle)
             .stdout(std::process::Stdio::null())
@@ -179,20 +255,32 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path) -> Result
     let kept = collect(listener, Some(&rec), Some(seconds), 8, true, stop, None);
     for c in &mut children {
         // SIGTERM: the edge flushes what it queued and exits.
-        let _ = std::process::Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let _ = c.wait();
     }
     kept?;
     let r = record::read(&rec)?;
     let s = report::write(&r.records, out)?;
     print_table(&s);
-    println!("recording: {}\nreport: {}/summary.json, {}/frames.csv", rec.display(), out.display(), out.display());
+    println!(
+        "recording: {}\nreport: {}/summary.json, {}/frames.csv",
+        rec.display(),
+        out.display(),
+        out.display()
+    );
     Ok(())
 }
 
 /// Runs the collector until `stop`, `duration` or the acceptor ends; returns frames and hellos.
 fn collect(
-    listener: TcpListener, record: Option<&std::path::Path>, duration: Option<f64>, max_boards: u32, quiet: bool, stop: Arc<AtomicBool>,
+    listener: TcpListener,
+    record: Option<&std::path::Path>,
+    duration: Option<f64>,
+    max_boards: u32,
+    quiet: bool,
+    stop: Arc<AtomicBool>,
     key: Option<Vec<u8>>,
 ) -> Result<Vec<record::Record>> {
     let (tx, rx) = mpsc::sync_channel::<HostEvent>(4096);
@@ -205,7 +293,9 @@ fn collect(
     let mut kept: Vec<record::Record> = Vec::new();
     let started = Instant::now();
     let json_lines = !quiet;
-    while !stop.load(Ordering::Relaxed) && duration.is_none_or(|d| started.elapsed().as_secs_f64() < d) {
+    while !stop.load(Ordering::Relaxed)
+        && duration.is_none_or(|d| started.elapsed().as_secs_f64() < d)
+    {
         let ev = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(ev) => ev,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
@@ -213,15 +303,28 @@ fn collect(
         };
         let rec = match ev {
             HostEvent::Connected { conn, hello } => {
-                tracing::info!("board {} connected (#{conn}, bundle {})", hello.device, hello.bundle);
+                tracing::info!(
+                    "board {} connected (#{conn}, bundle {})",
+                    hello.device,
+                    hello.bundle
+                );
                 let device = hello.device.clone();
-                record::Record { recv_us: now_us(), conn, device, msg: EdgeMsg::Hello(hello) }
+                record::Record {
+                    recv_us: now_us(),
+                    conn,
+                    device,
+                    msg: EdgeMsg::Hello(hello),
+                }
             }
             HostEvent::Refused { conn, reason } => {
                 tracing::warn!("connection #{conn} refused: {reason}");
                 continue;
             }
-            HostEvent::Disconnected { conn, device, reason } => {
+            HostEvent::Disconnected {
+                conn,
+                device,
+                reason,
+            } => {
                 tracing::info!("board {device} (#{conn}) disconnected: {reason}");
                 continue;
             }
@@ -241,7 +344,11 @@ fn collect(
     stop.store(true, Ordering::Relaxed);
     if let Some(mut w) = writer {
         w.flush().context("flushing the recording")?;
-        tracing::info!(records = w.records, "recording closed: {}", record.map(|p| p.display().to_string()).unwrap_or_default());
+        tracing::info!(
+            records = w.records,
+            "recording closed: {}",
+            record.map(|p| p.display().to_string()).unwrap_or_default()
+        );
     }
     Ok(kept)
 }
@@ -255,7 +362,10 @@ fn frame_line(device: &str, f: &svit_protocol::Frame) -> serde_json::Value {
 }
 
 fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// SIGINT/SIGTERM end the loop; the recording is flushed and closed before exit.

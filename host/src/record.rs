@@ -26,7 +26,10 @@ pub struct Record {
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not an .svrec recording (bad magic)")]
     Magic { path: String },
 }
@@ -39,14 +42,22 @@ pub struct Writer {
 
 impl Writer {
     pub fn create(path: &Path) -> Result<Self, RecordError> {
-        let io = |source| RecordError::Io { path: path.display().to_string(), source };
+        let io = |source| RecordError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let mut f = File::create(path).map_err(io)?;
         f.write_all(MAGIC).map_err(io)?;
-        Ok(Writer { out: BufWriter::new(f), last_flush: Instant::now(), records: 0 })
+        Ok(Writer {
+            out: BufWriter::new(f),
+            last_flush: Instant::now(),
+            records: 0,
+        })
     }
 
     pub fn append(&mut self, r: &Record) -> std::io::Result<()> {
-        let bytes = svit_protocol::encode(r, MAX_FRAME + 1024).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let bytes = svit_protocol::encode(r, MAX_FRAME + 1024)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         self.out.write_all(&bytes)?;
         self.records += 1;
         if self.last_flush.elapsed() > Duration::from_millis(100) {
@@ -70,15 +81,26 @@ pub struct Recording {
 }
 
 pub fn read(path: &Path) -> Result<Recording, RecordError> {
-    let io = |source| RecordError::Io { path: path.display().to_string(), source };
+    let io = |source| RecordError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let mut bytes = Vec::new();
-    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io)?;
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io)?;
     if !bytes.starts_with(MAGIC) {
-        return Err(RecordError::Magic { path: path.display().to_string() });
+        return Err(RecordError::Magic {
+            path: path.display().to_string(),
+        });
     }
     let mut dec = FrameDecoder::new(MAX_FRAME + 1024);
     let mut input = &bytes[MAGIC.len()..];
-    let mut rec = Recording { records: Vec::new(), bad_frames: 0, torn_tail_bytes: 0 };
+    let mut rec = Recording {
+        records: Vec::new(),
+        bad_frames: 0,
+        torn_tail_bytes: 0,
+    };
     loop {
         match dec.feed::<Record>(input) {
             Feed::Pending => break,
@@ -94,7 +116,11 @@ pub fn read(path: &Path) -> Result<Recording, RecordError> {
     }
     rec.torn_tail_bytes = dec.pending();
     if rec.torn_tail_bytes > 0 {
-        tracing::warn!("{}: torn last record ({} bytes) skipped", path.display(), rec.torn_tail_bytes);
+        tracing::warn!(
+            "{}: torn last record ({} bytes) skipped",
+            path.display(),
+            rec.torn_tail_bytes
+        );
     }
     Ok(rec)
 }

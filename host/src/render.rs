@@ -8,8 +8,16 @@ use svit_protocol::{bit, EdgeMsg, Frame, Hello};
 
 use crate::record::Record;
 
-const COLOURS: [[u8; 3]; 8] =
-    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230]];
+const COLOURS: [[u8; 3]; 8] = [
+    [230, 25, 75],
+    [60, 180, 75],
+    [255, 225, 25],
+    [0, 130, 200],
+    [245, 130, 48],
+    [145, 30, 180],
+    [70, 240, 240],
+    [240, 50, 230],
+];
 
 pub fn colour(class: u16) -> [u8; 3] {
     COLOURS[class as usize % COLOURS.len()]
@@ -21,24 +29,58 @@ pub struct Rendered {
     pub legend: Vec<String>,
 }
 
-pub fn render(records: &[Record], device: Option<&str>, seq: u64, block: Option<usize>, out: &Path) -> Result<Rendered> {
+pub fn render(
+    records: &[Record],
+    device: Option<&str>,
+    seq: u64,
+    block: Option<usize>,
+    out: &Path,
+) -> Result<Rendered> {
     let on_device = |r: &&Record| device.is_none_or(|d| r.device == d);
     let (dev, frame): (&str, &Frame) = records
         .iter()
         .filter(on_device)
-        .find_map(|r| if let EdgeMsg::Frame(f) = &r.msg { (f.seq == seq).then_some((r.device.as_str(), f)) } else { None })
-        .with_context(|| format!("no frame {seq} in the recording{}", device.map(|d| format!(" from {d}")).unwrap_or_default()))?;
+        .find_map(|r| {
+            if let EdgeMsg::Frame(f) = &r.msg {
+                (f.seq == seq).then_some((r.device.as_str(), f))
+            } else {
+                None
+            }
+        })
+        .with_context(|| {
+            format!(
+                "no frame {seq} in the recording{}",
+                device.map(|d| format!(" from {d}")).unwrap_or_default()
+            )
+        })?;
     let dev_recs = || records.iter().filter(move |r| r.device == dev);
     let jpeg = dev_recs().find_map(|r| match &r.msg {
         EdgeMsg::Thumbnail(t) if t.seq == seq => Some(&t.jpeg),
         _ => None,
     });
     let Some(jpeg) = jpeg else {
-        let have: Vec<u64> = dev_recs().filter_map(|r| if let EdgeMsg::Thumbnail(t) = &r.msg { Some(t.seq) } else { None }).take(20).collect();
+        let have: Vec<u64> = dev_recs()
+            .filter_map(|r| {
+                if let EdgeMsg::Thumbnail(t) = &r.msg {
+                    Some(t.seq)
+                } else {
+                    None
+                }
+            })
+            .take(20)
+            .collect();
         bail!("frame {seq} of {dev} has no thumbnail; frames with one: {have:?}");
     };
-    let hello: Option<&Hello> = dev_recs().find_map(|r| if let EdgeMsg::Hello(h) = &r.msg { Some(h) } else { None });
-    let mut img = image::load_from_memory(jpeg).context("decoding the thumbnail")?.to_rgb8();
+    let hello: Option<&Hello> = dev_recs().find_map(|r| {
+        if let EdgeMsg::Hello(h) = &r.msg {
+            Some(h)
+        } else {
+            None
+        }
+    });
+    let mut img = image::load_from_memory(jpeg)
+        .context("decoding the thumbnail")?
+        .to_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
 
     // Kept-token heatmap of the chosen block (default: the last one).
@@ -96,9 +138,22 @@ pub fn render(records: &[Record], device: Option<&str>, seq: u64, block: Option<
                 }
             }
         }
-        let label = hello.and_then(|h| h.labels.get(d.class as usize)).cloned().unwrap_or_else(|| format!("class {}", d.class));
-        legend.push(format!("{label} {:.2} rgb{:?} at {:?}", d.score, c, d.bbox.map(|v| v.round())));
+        let label = hello
+            .and_then(|h| h.labels.get(d.class as usize))
+            .cloned()
+            .unwrap_or_else(|| format!("class {}", d.class));
+        legend.push(format!(
+            "{label} {:.2} rgb{:?} at {:?}",
+            d.score,
+            c,
+            d.bbox.map(|v| v.round())
+        ));
     }
-    img.save(out).with_context(|| format!("writing {}", out.display()))?;
-    Ok(Rendered { width: w as u32, height: h as u32, legend })
+    img.save(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(Rendered {
+        width: w as u32,
+        height: h as u32,
+        legend,
+    })
 }

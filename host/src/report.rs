@@ -25,7 +25,12 @@ fn pct(v: &[f64]) -> Pct {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let at = |p: f64| s[(((p / 100.0) * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
-    Pct { p50: at(50.0), p95: at(95.0), p99: at(99.0), mean: s.iter().sum::<f64>() / s.len() as f64 }
+    Pct {
+        p50: at(50.0),
+        p95: at(95.0),
+        p99: at(99.0),
+        mean: s.iter().sum::<f64>() / s.len() as f64,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -52,7 +57,14 @@ pub struct Summary {
 
 pub fn total_ms(f: &Frame) -> f64 {
     let t = &f.times;
-    (t.preprocess + t.embed + t.gates + t.gather_scatter + t.blocks.iter().sum::<u32>() + t.head + t.postprocess) as f64 / 1000.0
+    (t.preprocess
+        + t.embed
+        + t.gates
+        + t.gather_scatter
+        + t.blocks.iter().sum::<u32>()
+        + t.head
+        + t.postprocess) as f64
+        / 1000.0
 }
 
 fn backbone_ms(f: &Frame) -> f64 {
@@ -61,7 +73,8 @@ fn backbone_ms(f: &Frame) -> f64 {
 }
 
 pub fn kept_fraction(f: &Frame, tokens: u16) -> f64 {
-    f.kept.iter().map(|&k| k as f64).sum::<f64>() / (tokens.max(1) as f64 * f.kept.len().max(1) as f64)
+    f.kept.iter().map(|&k| k as f64).sum::<f64>()
+        / (tokens.max(1) as f64 * f.kept.len().max(1) as f64)
 }
 
 pub fn summarize(records: &[Record]) -> Summary {
@@ -72,10 +85,24 @@ pub fn summarize(records: &[Record]) -> Summary {
     let boards = by_dev
         .into_iter()
         .map(|(device, recs)| {
-            let hello = recs.iter().rev().find_map(|r| if let EdgeMsg::Hello(h) = &r.msg { Some(h) } else { None });
+            let hello = recs.iter().rev().find_map(|r| {
+                if let EdgeMsg::Hello(h) = &r.msg {
+                    Some(h)
+                } else {
+                    None
+                }
+            });
             let tokens = hello.map_or(1, |h| h.tokens);
-            let frames: Vec<(&Record, &Frame)> =
-                recs.iter().filter_map(|r| if let EdgeMsg::Frame(f) = &r.msg { Some((*r, f)) } else { None }).collect();
+            let frames: Vec<(&Record, &Frame)> = recs
+                .iter()
+                .filter_map(|r| {
+                    if let EdgeMsg::Frame(f) = &r.msg {
+                        Some((*r, f))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
             let (mut missing, mut dropped, mut run_dropped) = (0u64, 0u64, 0u64);
             let mut last: Option<u64> = None;
             for (_, f) in &frames {
@@ -94,7 +121,9 @@ pub fn summarize(records: &[Record]) -> Summary {
             dropped += run_dropped;
             let n = frames.len().max(1) as f64;
             let span = match (frames.first(), frames.last()) {
-                (Some(a), Some(b)) if b.0.recv_us > a.0.recv_us => (b.0.recv_us - a.0.recv_us) as f64 / 1e6,
+                (Some(a), Some(b)) if b.0.recv_us > a.0.recv_us => {
+                    (b.0.recv_us - a.0.recv_us) as f64 / 1e6
+                }
                 _ => 0.0,
             };
             BoardSummary {
@@ -103,12 +132,27 @@ pub fn summarize(records: &[Record]) -> Summary {
                 frames: frames.len(),
                 missing,
                 dropped_on_board: dropped,
-                fps: if span > 0.0 { (frames.len() - 1) as f64 / span } else { 0.0 },
+                fps: if span > 0.0 {
+                    (frames.len() - 1) as f64 / span
+                } else {
+                    0.0
+                },
                 total_ms: pct(&frames.iter().map(|(_, f)| total_ms(f)).collect::<Vec<_>>()),
-                backbone_ms: pct(&frames.iter().map(|(_, f)| backbone_ms(f)).collect::<Vec<_>>()),
-                kept_fraction: frames.iter().map(|(_, f)| kept_fraction(f, tokens)).sum::<f64>() / n,
+                backbone_ms: pct(&frames
+                    .iter()
+                    .map(|(_, f)| backbone_ms(f))
+                    .collect::<Vec<_>>()),
+                kept_fraction: frames
+                    .iter()
+                    .map(|(_, f)| kept_fraction(f, tokens))
+                    .sum::<f64>()
+                    / n,
                 gmacs: frames.iter().map(|(_, f)| f.gmacs as f64).sum::<f64>() / n,
-                detections_per_frame: frames.iter().map(|(_, f)| f.detections.len() as f64).sum::<f64>() / n,
+                detections_per_frame: frames
+                    .iter()
+                    .map(|(_, f)| f.detections.len() as f64)
+                    .sum::<f64>()
+                    / n,
             }
         })
         .collect();
@@ -119,7 +163,8 @@ pub fn write(records: &[Record], out: &Path) -> Result<Summary> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let summary = summarize(records);
     let p = out.join("summary.json");
-    std::fs::write(&p, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing {}", p.display()))?;
+    std::fs::write(&p, serde_json::to_vec_pretty(&summary)?)
+        .with_context(|| format!("writing {}", p.display()))?;
     let mut csv = String::from("device,seq,recv_us,capture_us,total_ms,embed_ms,blocks_ms,head_ms,kept,gmacs,detections,dropped_total,threshold\n");
     for r in records {
         if let EdgeMsg::Frame(f) = &r.msg {
@@ -128,9 +173,19 @@ pub fn write(records: &[Record], out: &Path) -> Result<Summary> {
             let _ = writeln!(
                 csv,
                 "{},{},{},{},{:.3},{:.3},{:.3},{:.3},{},{:.4},{},{},{}",
-                r.device.replace(',', "_"), f.seq, r.recv_us, f.capture_us, total_ms(f), t.embed as f64 / 1000.0,
-                t.blocks.iter().sum::<u32>() as f64 / 1000.0, t.head as f64 / 1000.0, kept.join(" "), f.gmacs,
-                f.detections.len(), f.dropped_total, f.threshold
+                r.device.replace(',', "_"),
+                f.seq,
+                r.recv_us,
+                f.capture_us,
+                total_ms(f),
+                t.embed as f64 / 1000.0,
+                t.blocks.iter().sum::<u32>() as f64 / 1000.0,
+                t.head as f64 / 1000.0,
+                kept.join(" "),
+                f.gmacs,
+                f.detections.len(),
+                f.dropped_total,
+                f.threshold
             );
         }
     }

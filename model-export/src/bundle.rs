@@ -18,11 +18,21 @@ pub struct BundleSpec<'a> {
 
 pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
     let cfg = &net.cfg;
-    anyhow::ensure!(spec.labels.len() == cfg.num_classes, "{} labels for {} classes", spec.labels.len(), cfg.num_classes);
-    std::fs::create_dir_all(out.join("f32")).with_context(|| format!("creating {}", out.display()))?;
+    anyhow::ensure!(
+        spec.labels.len() == cfg.num_classes,
+        "{} labels for {} classes",
+        spec.labels.len(),
+        cfg.num_classes
+    );
+    std::fs::create_dir_all(out.join("f32"))
+        .with_context(|| format!("creating {}", out.display()))?;
     let mut files = BTreeMap::new();
     for (name, bytes) in crate::onnx::export_all(net) {
-        let rel = if name == "dense.onnx" { name } else { format!("f32/{name}") };
+        let rel = if name == "dense.onnx" {
+            name
+        } else {
+            format!("f32/{name}")
+        };
         let path = out.join(&rel);
         std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
         files.insert(rel, sha256_hex(&bytes));
@@ -32,14 +42,23 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
         name: spec.name.into(),
         config: cfg.clone(),
         labels: spec.labels.to_vec(),
-        input: InputSpec { size: cfg.image_size, mean: MEAN, std: STD },
-        defaults: Defaults { threshold: 0.5, min_keep: (cfg.tokens() / 16).max(1), score_threshold: 0.3 },
+        input: InputSpec {
+            size: cfg.image_size,
+            mean: MEAN,
+            std: STD,
+        },
+        defaults: Defaults {
+            threshold: 0.5,
+            min_keep: (cfg.tokens() / 16).max(1),
+            score_threshold: 0.3,
+        },
         precisions: vec!["f32".into()],
         quantization: None,
         provenance: spec.provenance.clone(),
         files,
     };
     let path = out.join(MANIFEST);
-    std::fs::write(&path, serde_json::to_vec_pretty(&manifest)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(manifest)
 }

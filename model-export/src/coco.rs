@@ -10,9 +10,15 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum CocoError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not COCO instances JSON: {source}")]
-    Json { path: String, source: serde_json::Error },
+    Json {
+        path: String,
+        source: serde_json::Error,
+    },
     #[error("{path}: {problem}")]
     Invalid { path: String, problem: String },
 }
@@ -82,9 +88,16 @@ pub struct ResultEntry {
 impl Dataset {
     pub fn load(path: &Path) -> Result<Self, CocoError> {
         let p = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| CocoError::Io { path: p.clone(), source })?;
-        let ds: Dataset = serde_json::from_slice(&bytes).map_err(|source| CocoError::Json { path: p.clone(), source })?;
-        ds.validate().map_err(|problem| CocoError::Invalid { path: p, problem })?;
+        let bytes = std::fs::read(path).map_err(|source| CocoError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let ds: Dataset = serde_json::from_slice(&bytes).map_err(|source| CocoError::Json {
+            path: p.clone(),
+            source,
+        })?;
+        ds.validate()
+            .map_err(|problem| CocoError::Invalid { path: p, problem })?;
         Ok(ds)
     }
 
@@ -97,13 +110,22 @@ impl Dataset {
         let cats: Vec<u64> = self.categories.iter().map(|c| c.id).collect();
         for a in &self.annotations {
             let Some(img) = images.get(&a.image_id) else {
-                return Err(format!("annotation {} refers to image {} which is not listed", a.id, a.image_id));
+                return Err(format!(
+                    "annotation {} refers to image {} which is not listed",
+                    a.id, a.image_id
+                ));
             };
             if !cats.contains(&a.category_id) {
-                return Err(format!("annotation {} has category {} which is not listed", a.id, a.category_id));
+                return Err(format!(
+                    "annotation {} has category {} which is not listed",
+                    a.id, a.category_id
+                ));
             }
             if a.bbox.iter().any(|v| !v.is_finite()) || a.bbox[2] < 0.0 || a.bbox[3] < 0.0 {
-                return Err(format!("annotation {} has an invalid bbox {:?}", a.id, a.bbox));
+                return Err(format!(
+                    "annotation {} has an invalid bbox {:?}",
+                    a.id, a.bbox
+                ));
             }
             if let Some(Segmentation::Rle { size, .. }) = &a.segmentation {
                 if *size != [img.height, img.width] {
@@ -146,7 +168,10 @@ pub fn rle_encode(mask: &[u8], w: usize, h: usize) -> Vec<u32> {
 pub fn rle_decode(counts: &[u32], w: usize, h: usize) -> Result<Vec<u8>, String> {
     let total: u64 = counts.iter().map(|&c| c as u64).sum();
     if total != (w * h) as u64 {
-        return Err(format!("RLE covers {total} pixels, the image has {}", w * h));
+        return Err(format!(
+            "RLE covers {total} pixels, the image has {}",
+            w * h
+        ));
     }
     let mut out = vec![0u8; w * h];
     let mut pos = 0usize;
@@ -196,7 +221,9 @@ pub fn rle_from_string(s: &str) -> Result<Vec<u32>, String> {
         let mut k = 0;
         let mut more = true;
         while more {
-            let Some(&ch) = b.get(p) else { return Err("RLE string ends inside a number".into()) };
+            let Some(&ch) = b.get(p) else {
+                return Err("RLE string ends inside a number".into());
+            };
             if !(48..48 + 64).contains(&ch) || k > 6 {
                 return Err(format!("invalid RLE character {:?}", ch as char));
             }
@@ -253,7 +280,10 @@ pub fn polygons_to_mask(polys: &[Vec<f64>], w: usize, h: usize) -> Vec<u8> {
 
 impl Segmentation {
     pub fn from_mask(mask: &[u8], w: usize, h: usize) -> Self {
-        Segmentation::Rle { size: [h, w], counts: RleCounts::Compressed(rle_to_string(&rle_encode(mask, w, h))) }
+        Segmentation::Rle {
+            size: [h, w],
+            counts: RleCounts::Compressed(rle_to_string(&rle_encode(mask, w, h))),
+        }
     }
     /// Row-major binary mask of an image `w x h`.
     pub fn to_mask(&self, w: usize, h: usize) -> Result<Vec<u8>, String> {

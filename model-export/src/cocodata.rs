@@ -20,9 +20,18 @@ pub struct CocoSource {
 impl CocoSource {
     pub fn open(json: &Path, images: &Path, size: usize) -> Result<Self> {
         let ds = Dataset::load(json)?;
-        anyhow::ensure!(!ds.images.is_empty(), "{}: no images listed", json.display());
+        anyhow::ensure!(
+            !ds.images.is_empty(),
+            "{}: no images listed",
+            json.display()
+        );
         let classes = ds.categories.iter().map(|c| c.id).collect();
-        Ok(CocoSource { ds, images: images.to_path_buf(), size, classes })
+        Ok(CocoSource {
+            ds,
+            images: images.to_path_buf(),
+            size,
+            classes,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -36,29 +45,55 @@ impl CocoSource {
     pub fn load(&self, i: usize) -> Result<Sample> {
         let info = &self.ds.images[i];
         let path = self.images.join(&info.file_name);
-        let img = image::open(&path).with_context(|| format!("reading image {}", path.display()))?.to_rgb8();
+        let img = image::open(&path)
+            .with_context(|| format!("reading image {}", path.display()))?
+            .to_rgb8();
         anyhow::ensure!(
             img.width() as usize == info.width && img.height() as usize == info.height,
-            "{}: is {}x{}, the COCO file says {}x{}", path.display(), img.width(), img.height(), info.width, info.height
+            "{}: is {}x{}, the COCO file says {}x{}",
+            path.display(),
+            img.width(),
+            img.height(),
+            info.width,
+            info.height
         );
         let s = self.size as u32;
-        let rgb = image::imageops::resize(&img, s, s, image::imageops::FilterType::Triangle).into_raw();
+        let rgb =
+            image::imageops::resize(&img, s, s, image::imageops::FilterType::Triangle).into_raw();
         let mut objects = Vec::new();
-        for a in self.ds.annotations.iter().filter(|a| a.image_id == info.id && a.iscrowd == 0) {
+        for a in self
+            .ds
+            .annotations
+            .iter()
+            .filter(|a| a.image_id == info.id && a.iscrowd == 0)
+        {
             let Some(seg) = &a.segmentation else { continue };
-            let full = seg
-                .to_mask(info.width, info.height)
-                .map_err(|e| anyhow::anyhow!("annotation {} in image {}: {e}", a.id, info.file_name))?;
+            let full = seg.to_mask(info.width, info.height).map_err(|e| {
+                anyhow::anyhow!("annotation {} in image {}: {e}", a.id, info.file_name)
+            })?;
             let mask = resize_nearest(&full, info.width, info.height, self.size);
             let area = mask.iter().filter(|&&m| m != 0).count();
             if area == 0 {
                 continue;
             }
-            let class = self.classes.iter().position(|&c| c == a.category_id).context("category checked on load")?;
+            let class = self
+                .classes
+                .iter()
+                .position(|&c| c == a.category_id)
+                .context("category checked on load")?;
             let bbox = svit_scenes::mask_bbox(&mask, self.size, self.size);
-            objects.push(svit_scenes::Object { class, bbox, mask, area });
+            objects.push(svit_scenes::Object {
+                class,
+                bbox,
+                mask,
+                area,
+            });
         }
-        Ok(Sample { size: self.size, rgb, objects })
+        Ok(Sample {
+            size: self.size,
+            rgb,
+            objects,
+        })
     }
 }
 

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-pub const AREA_RANGES: [(f64, f64); 4] = [(0.0, 1e10), (0.0, 1024.0), (1024.0, 9216.0), (9216.0, 1e10)];
+pub const AREA_RANGES: [(f64, f64); 4] =
+    [(0.0, 1e10), (0.0, 1024.0), (1024.0, 9216.0), (9216.0, 1e10)];
 pub const MAX_DETS: [usize; 3] = [1, 10, 100];
 
 /// Detections and ground truth of one (image, category) pair.
@@ -29,8 +30,16 @@ pub fn box_iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
         return 0.0;
     }
     let inter = iw * ih;
-    let u = if crowd { d[2] * d[3] } else { d[2] * d[3] + g[2] * g[3] - inter };
-    if u > 0.0 { inter / u } else { 0.0 }
+    let u = if crowd {
+        d[2] * d[3]
+    } else {
+        d[2] * d[3] + g[2] * g[3] - inter
+    };
+    if u > 0.0 {
+        inter / u
+    } else {
+        0.0
+    }
 }
 
 /// COCO IoU of two binary masks of the same image.
@@ -43,7 +52,11 @@ pub fn mask_iou(d: &[u8], g: &[u8], crowd: bool) -> f64 {
         ga += b as u64;
     }
     let u = if crowd { da } else { da + ga - inter };
-    if u > 0 { inter as f64 / u as f64 } else { 0.0 }
+    if u > 0 {
+        inter as f64 / u as f64
+    } else {
+        0.0
+    }
 }
 
 struct EvalImg {
@@ -78,7 +91,9 @@ fn evaluate_img(p: &Pair, area: (f64, f64), max_det: usize) -> Option<EvalImg> {
     if nd == 0 && ng == 0 {
         return None;
     }
-    let g_ign: Vec<bool> = (0..ng).map(|g| p.gt_crowd[g] || p.gt_areas[g] < area.0 || p.gt_areas[g] > area.1).collect();
+    let g_ign: Vec<bool> = (0..ng)
+        .map(|g| p.gt_crowd[g] || p.gt_areas[g] < area.0 || p.gt_areas[g] > area.1)
+        .collect();
     // Non-ignored ground truth first, stable.
     let mut gind: Vec<usize> = (0..ng).collect();
     gind.sort_by_key(|&g| g_ign[g]);
@@ -125,7 +140,12 @@ fn evaluate_img(p: &Pair, area: (f64, f64), max_det: usize) -> Option<EvalImg> {
             }
         }
     }
-    Some(EvalImg { dt_scores: dind.iter().map(|&d| p.dt_scores[d]).collect(), dt_matched: dtm, dt_ignore: dt_ig, gt_ignore: gt_ig })
+    Some(EvalImg {
+        dt_scores: dind.iter().map(|&d| p.dt_scores[d]).collect(),
+        dt_matched: dtm,
+        dt_ignore: dt_ig,
+        gt_ignore: gt_ig,
+    })
 }
 
 /// The twelve numbers of `COCOeval.summarize()`, on the 0-100 scale.
@@ -155,12 +175,20 @@ pub fn evaluate(pairs: &BTreeMap<(u64, u64), Pair>, categories: &[u64]) -> Summa
     let (nk, na, nm) = (categories.len(), AREA_RANGES.len(), MAX_DETS.len());
     let mut precision = vec![-1.0f64; nt * nr * nk * na * nm];
     let mut recall = vec![-1.0f64; nt * nk * na * nm];
-    let pidx = |t: usize, r: usize, k: usize, a: usize, m: usize| (((t * nr + r) * nk + k) * na + a) * nm + m;
+    let pidx = |t: usize, r: usize, k: usize, a: usize, m: usize| {
+        (((t * nr + r) * nk + k) * na + a) * nm + m
+    };
     let ridx = |t: usize, k: usize, a: usize, m: usize| ((t * nk + k) * na + a) * nm + m;
     for (k, &cat) in categories.iter().enumerate() {
-        let cat_pairs: Vec<&Pair> = pairs.range((cat, 0)..=(cat, u64::MAX)).map(|(_, p)| p).collect();
+        let cat_pairs: Vec<&Pair> = pairs
+            .range((cat, 0)..=(cat, u64::MAX))
+            .map(|(_, p)| p)
+            .collect();
         for (a, &area) in AREA_RANGES.iter().enumerate() {
-            let evals: Vec<EvalImg> = cat_pairs.iter().filter_map(|p| evaluate_img(p, area, MAX_DETS[2])).collect();
+            let evals: Vec<EvalImg> = cat_pairs
+                .iter()
+                .filter_map(|p| evaluate_img(p, area, MAX_DETS[2]))
+                .collect();
             for (m, &max_det) in MAX_DETS.iter().enumerate() {
                 let mut scores = Vec::new();
                 let mut matched: Vec<Vec<bool>> = vec![Vec::new(); nt];
@@ -211,13 +239,29 @@ pub fn evaluate(pairs: &BTreeMap<(u64, u64), Pair>, categories: &[u64]) -> Summa
     }
     let mean = |vals: Vec<f64>| {
         let v: Vec<f64> = vals.into_iter().filter(|&x| x > -1.0).collect();
-        if v.is_empty() { -1.0 } else { 100.0 * v.iter().sum::<f64>() / v.len() as f64 }
+        if v.is_empty() {
+            -1.0
+        } else {
+            100.0 * v.iter().sum::<f64>() / v.len() as f64
+        }
     };
     let ap = |t: Option<usize>, a: usize, m: usize| {
         let ts: Vec<usize> = t.map_or((0..nt).collect(), |t| vec![t]);
-        mean(ts.iter().flat_map(|&t| (0..nr).flat_map(move |r| (0..nk).map(move |k| (t, r, k)))).map(|(t, r, k)| precision[pidx(t, r, k, a, m)]).collect())
+        mean(
+            ts.iter()
+                .flat_map(|&t| (0..nr).flat_map(move |r| (0..nk).map(move |k| (t, r, k))))
+                .map(|(t, r, k)| precision[pidx(t, r, k, a, m)])
+                .collect(),
+        )
     };
-    let ar = |a: usize, m: usize| mean((0..nt).flat_map(|t| (0..nk).map(move |k| (t, k))).map(|(t, k)| recall[ridx(t, k, a, m)]).collect());
+    let ar = |a: usize, m: usize| {
+        mean(
+            (0..nt)
+                .flat_map(|t| (0..nk).map(move |k| (t, k)))
+                .map(|(t, k)| recall[ridx(t, k, a, m)])
+                .collect(),
+        )
+    };
     Summary {
         ap: ap(None, 0, 2),
         ap50: ap(Some(0), 0, 2),
@@ -262,7 +306,10 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert((1, 1), pair(&[(0.9, g[0]), (0.8, g[1])], &g));
         let s = evaluate(&m, &[1]);
-        assert!((s.ap - 100.0).abs() < 1e-9 && (s.ap50 - 100.0).abs() < 1e-9, "{s:?}");
+        assert!(
+            (s.ap - 100.0).abs() < 1e-9 && (s.ap50 - 100.0).abs() < 1e-9,
+            "{s:?}"
+        );
         assert_eq!(s.ap_large, -1.0); // no large objects: -1 as pycocotools prints
     }
 
@@ -270,7 +317,10 @@ mod tests {
     fn a_false_positive_ranked_first_costs_precision() {
         let g = [[10.0, 10.0, 50.0, 40.0]];
         let mut m = BTreeMap::new();
-        m.insert((1, 1), pair(&[(0.9, [200.0, 200.0, 10.0, 10.0]), (0.8, g[0])], &g));
+        m.insert(
+            (1, 1),
+            pair(&[(0.9, [200.0, 200.0, 10.0, 10.0]), (0.8, g[0])], &g),
+        );
         let s = evaluate(&m, &[1]);
         // Recall 1 reached at precision 0.5 for every threshold: AP = 50.
         assert!((s.ap - 50.0).abs() < 1e-6, "{s:?}");

@@ -46,14 +46,26 @@ fn category_map(model: &Model, ds: &Dataset, path: &Path) -> Result<Vec<u64>> {
         .labels
         .iter()
         .map(|l| {
-            ds.categories.iter().find(|c| &c.name == l).map(|c| c.id).with_context(|| {
-                format!("{}: no category named {l:?}; the bundle's labels are {:?}", path.display(), model.manifest.labels)
-            })
+            ds.categories
+                .iter()
+                .find(|c| &c.name == l)
+                .map(|c| c.id)
+                .with_context(|| {
+                    format!(
+                        "{}: no category named {l:?}; the bundle's labels are {:?}",
+                        path.display(),
+                        model.manifest.labels
+                    )
+                })
         })
         .collect()
 }
 
-pub fn run(model: &Model, spec: &EvalSpec, mut progress: impl FnMut(usize, usize)) -> Result<Vec<EvalRun>> {
+pub fn run(
+    model: &Model,
+    spec: &EvalSpec,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<EvalRun>> {
     let ds = Dataset::load(spec.coco)?;
     let cats = category_map(model, &ds, spec.coco)?;
     let all_cats: Vec<u64> = ds.categories.iter().map(|c| c.id).collect();
@@ -69,25 +81,45 @@ pub fn run(model: &Model, spec: &EvalSpec, mut progress: impl FnMut(usize, usize
     for a in &ds.annotations {
         gts.entry(a.image_id).or_default().push(a);
     }
-    std::fs::create_dir_all(spec.results_dir).with_context(|| format!("creating {}", spec.results_dir.display()))?;
+    std::fs::create_dir_all(spec.results_dir)
+        .with_context(|| format!("creating {}", spec.results_dir.display()))?;
     let mut state = model.new_state()?;
     let mut runs = Vec::new();
     let total = images.len() * spec.thresholds.len();
     let mut done = 0;
     for &thr in spec.thresholds {
         let min_keep = spec.min_keep.unwrap_or(model.manifest.defaults.min_keep);
-        let pruning = if thr <= 0.0 { Pruning::Dense } else { Pruning::Threshold { threshold: thr, min_keep } };
-        let opts = RunOptions { pruning, score_threshold: spec.score_threshold, max_detections: 100 };
+        let pruning = if thr <= 0.0 {
+            Pruning::Dense
+        } else {
+            Pruning::Threshold {
+                threshold: thr,
+                min_keep,
+            }
+        };
+        let opts = RunOptions {
+            pruning,
+            score_threshold: spec.score_threshold,
+            max_detections: 100,
+        };
         let mut box_pairs: BTreeMap<(u64, u64), Pair> = BTreeMap::new();
         let mut mask_pairs: BTreeMap<(u64, u64), Pair> = BTreeMap::new();
         let (mut res_bbox, mut res_segm) = (Vec::new(), Vec::new());
         let (mut kept_sum, mut gmacs_sum) = (0.0, 0.0);
         for info in &images {
             let path = spec.images.join(&info.file_name);
-            let img = image::open(&path).with_context(|| format!("reading {}", path.display()))?.to_rgb8();
+            let img = image::open(&path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .to_rgb8();
             let (w, h) = (img.width() as usize, img.height() as usize);
             if (w, h) != (info.width, info.height) {
-                bail!("{}: is {w}x{h}, {} says {}x{}", path.display(), spec.coco.display(), info.width, info.height);
+                bail!(
+                    "{}: is {w}x{h}, {} says {}x{}",
+                    path.display(),
+                    spec.coco.display(),
+                    info.width,
+                    info.height
+                );
             }
             let out = model
                 .run_rgb(&mut state, img.as_raw(), w, h, &opts)
@@ -99,7 +131,9 @@ pub fn run(model: &Model, spec: &EvalSpec, mut progress: impl FnMut(usize, usize
             let mut gt_masks = Vec::with_capacity(anns.len());
             for a in anns {
                 let m = match &a.segmentation {
-                    Some(s) => s.to_mask(w, h).map_err(|e| anyhow::anyhow!("{}: annotation {}: {e}", spec.coco.display(), a.id))?,
+                    Some(s) => s.to_mask(w, h).map_err(|e| {
+                        anyhow::anyhow!("{}: annotation {}: {e}", spec.coco.display(), a.id)
+                    })?,
                     None => vec![0; w * h],
                 };
                 gt_masks.push(m);
@@ -110,14 +144,33 @@ pub fn run(model: &Model, spec: &EvalSpec, mut progress: impl FnMut(usize, usize
                 .map(|d| Det {
                     cat: cats[d.class],
                     score: d.score as f64,
-                    xywh: [d.bbox[0] as f64, d.bbox[1] as f64, (d.bbox[2] - d.bbox[0]) as f64, (d.bbox[3] - d.bbox[1]) as f64],
+                    xywh: [
+                        d.bbox[0] as f64,
+                        d.bbox[1] as f64,
+                        (d.bbox[2] - d.bbox[0]) as f64,
+                        (d.bbox[3] - d.bbox[1]) as f64,
+                    ],
                     mask: Some(d.mask.rasterize(w, h, d.bbox)),
                 })
                 .collect();
-            add_image(info.id, anns, &gt_masks, &dets, &all_cats, &mut box_pairs, Some(&mut mask_pairs));
+            add_image(
+                info.id,
+                anns,
+                &gt_masks,
+                &dets,
+                &all_cats,
+                &mut box_pairs,
+                Some(&mut mask_pairs),
+            );
             for d in dets {
                 let segmentation = d.mask.as_ref().map(|m| Segmentation::from_mask(m, w, h));
-                let e = ResultEntry { image_id: info.id, category_id: d.cat, bbox: d.xywh, score: d.score, segmentation };
+                let e = ResultEntry {
+                    image_id: info.id,
+                    category_id: d.cat,
+                    bbox: d.xywh,
+                    score: d.score,
+                    segmentation,
+                };
                 res_bbox.push(e.clone());
                 res_segm.push(e);
             }
@@ -170,7 +223,9 @@ fn add_image(
     mut mask_pairs: Option<&mut BTreeMap<(u64, u64), Pair>>,
 ) {
     for &cat in all_cats {
-        let g: Vec<usize> = (0..anns.len()).filter(|&i| anns[i].category_id == cat).collect();
+        let g: Vec<usize> = (0..anns.len())
+            .filter(|&i| anns[i].category_id == cat)
+            .collect();
         let dd: Vec<&Det> = dets.iter().filter(|d| d.cat == cat).collect();
         if g.is_empty() && dd.is_empty() {
             continue;
@@ -195,7 +250,11 @@ fn add_image(
                 if mask_pairs.is_some() {
                     // Both masks lie inside their boxes: disjoint boxes, disjoint masks.
                     let touch = box_iou(&d.xywh, &anns[gi].bbox, true) > 0.0;
-                    mp.ious.push(if touch && !mask.is_empty() { mask_iou(mask, &gt_masks[gi], crowd) } else { 0.0 });
+                    mp.ious.push(if touch && !mask.is_empty() {
+                        mask_iou(mask, &gt_masks[gi], crowd)
+                    } else {
+                        0.0
+                    });
                 }
             }
         }
@@ -208,7 +267,12 @@ fn add_image(
 
 /// Scores a COCO results file against ground truth, as `COCOeval` would with `iouType`
 /// `bbox` (`segm = false`) or `segm`.
-pub fn score_results(gt: &Dataset, gt_path: &Path, results: &[ResultEntry], segm: bool) -> Result<Summary> {
+pub fn score_results(
+    gt: &Dataset,
+    gt_path: &Path,
+    results: &[ResultEntry],
+    segm: bool,
+) -> Result<Summary> {
     let all_cats: Vec<u64> = gt.categories.iter().map(|c| c.id).collect();
     let mut by_img: BTreeMap<u64, Vec<&ResultEntry>> = BTreeMap::new();
     for r in results {
@@ -220,11 +284,17 @@ pub fn score_results(gt: &Dataset, gt_path: &Path, results: &[ResultEntry], segm
     images.sort_by_key(|i| i.id);
     for info in &images {
         let (w, h) = (info.width, info.height);
-        let anns: Vec<&Annotation> = gt.annotations.iter().filter(|a| a.image_id == info.id).collect();
+        let anns: Vec<&Annotation> = gt
+            .annotations
+            .iter()
+            .filter(|a| a.image_id == info.id)
+            .collect();
         let gt_masks = if segm {
             anns.iter()
                 .map(|a| match &a.segmentation {
-                    Some(s) => s.to_mask(w, h).map_err(|e| anyhow::anyhow!("{}: annotation {}: {e}", gt_path.display(), a.id)),
+                    Some(s) => s.to_mask(w, h).map_err(|e| {
+                        anyhow::anyhow!("{}: annotation {}: {e}", gt_path.display(), a.id)
+                    }),
                     None => Ok(vec![0; w * h]),
                 })
                 .collect::<Result<Vec<_>>>()?
@@ -234,7 +304,10 @@ pub fn score_results(gt: &Dataset, gt_path: &Path, results: &[ResultEntry], segm
         let mut dets = Vec::new();
         for r in by_img.get(&info.id).map(Vec::as_slice).unwrap_or(&[]) {
             let mask = match (&r.segmentation, segm) {
-                (Some(s), true) => Some(s.to_mask(w, h).map_err(|e| anyhow::anyhow!("result for image {}: {e}", info.id))?),
+                (Some(s), true) => Some(
+                    s.to_mask(w, h)
+                        .map_err(|e| anyhow::anyhow!("result for image {}: {e}", info.id))?,
+                ),
                 (None, true) => bail!("result for image {} has no segmentation", info.id),
                 _ => None,
             };
@@ -243,15 +316,33 @@ pub fn score_results(gt: &Dataset, gt_path: &Path, results: &[ResultEntry], segm
                 Some(m) => svit_scenes::mask_bbox(m, w, h).map(f64::from),
                 None => r.bbox,
             };
-            dets.push(Det { cat: r.category_id, score: r.score, xywh, mask });
+            dets.push(Det {
+                cat: r.category_id,
+                score: r.score,
+                xywh,
+                mask,
+            });
         }
         if segm {
-            add_image(info.id, &anns, &gt_masks, &dets, &all_cats, &mut pairs, Some(&mut mask_pairs));
+            add_image(
+                info.id,
+                &anns,
+                &gt_masks,
+                &dets,
+                &all_cats,
+                &mut pairs,
+                Some(&mut mask_pairs),
+            );
         } else {
-            add_image(info.id, &anns, &gt_masks, &dets, &all_cats, &mut pairs, None);
+            add_image(
+                info.id, &anns, &gt_masks, &dets, &all_cats, &mut pairs, None,
+            );
         }
     }
-    Ok(cocoeval::evaluate(if segm { &mask_pairs } else { &pairs }, &all_cats))
+    Ok(cocoeval::evaluate(
+        if segm { &mask_pairs } else { &pairs },
+        &all_cats,
+    ))
 }
 
 /// COCO results files: boxes only, or masks only (as `COCO.loadRes` derives area from each).
@@ -266,5 +357,6 @@ fn write_results(path: &Path, entries: &[ResultEntry], segm: bool) -> Result<()>
             }
         })
         .collect();
-    std::fs::write(path, serde_json::to_vec(&v)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, serde_json::to_vec(&v)?)
+        .with_context(|| format!("writing {}", path.display()))
 }

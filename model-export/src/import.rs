@@ -23,14 +23,26 @@ pub fn load_backbone(vm: &mut VarMap, path: &Path, cfg: &ModelConfig) -> Result<
         }
         let Some(src) = tensors.get(name) else {
             if name.starts_with("blocks.") || name.starts_with("patch_embed") {
-                bail!("{} has no tensor {name}: is it a DeiT/ViT checkpoint in timm naming?", path.display());
+                bail!(
+                    "{} has no tensor {name}: is it a DeiT/ViT checkpoint in timm naming?",
+                    path.display()
+                );
             }
             continue;
         };
         let src = src.to_dtype(candle_core::DType::F32)?;
-        let src = if name == "pos_embed" { fit_pos_embed(&src, cfg)? } else { src };
+        let src = if name == "pos_embed" {
+            fit_pos_embed(&src, cfg)?
+        } else {
+            src
+        };
         if src.dims() != var.dims() {
-            bail!("{}: {name} has shape {:?}, this config needs {:?}", path.display(), src.dims(), var.dims());
+            bail!(
+                "{}: {name} has shape {:?}, this config needs {:?}",
+                path.display(),
+                src.dims(),
+                var.dims()
+            );
         }
         var.set(&src)?;
         loaded += 1;
@@ -42,7 +54,11 @@ pub fn load_backbone(vm: &mut VarMap, path: &Path, cfg: &ModelConfig) -> Result<
 fn fit_pos_embed(src: &Tensor, cfg: &ModelConfig) -> Result<Tensor> {
     let (_, n, c) = src.dims3()?;
     let side = (n as f64).sqrt() as usize;
-    let src = if side * side == n { src.clone() } else { src.narrow(1, 1, n - 1)? };
+    let src = if side * side == n {
+        src.clone()
+    } else {
+        src.narrow(1, 1, n - 1)?
+    };
     let n = src.dim(1)?;
     let side = (n as f64).sqrt() as usize;
     if side * side != n {
@@ -56,15 +72,20 @@ fn fit_pos_embed(src: &Tensor, cfg: &ModelConfig) -> Result<Tensor> {
     let mut out = Vec::with_capacity(g * g * c);
     for y in 0..g {
         for x in 0..g {
-            let fy = ((y as f32 + 0.5) * side as f32 / g as f32 - 0.5).clamp(0.0, (side - 1) as f32);
-            let fx = ((x as f32 + 0.5) * side as f32 / g as f32 - 0.5).clamp(0.0, (side - 1) as f32);
+            let fy =
+                ((y as f32 + 0.5) * side as f32 / g as f32 - 0.5).clamp(0.0, (side - 1) as f32);
+            let fx =
+                ((x as f32 + 0.5) * side as f32 / g as f32 - 0.5).clamp(0.0, (side - 1) as f32);
             let (y0, x0) = (fy as usize, fx as usize);
             let (y1, x1) = ((y0 + 1).min(side - 1), (x0 + 1).min(side - 1));
             let (wy, wx) = (fy - y0 as f32, fx - x0 as f32);
             for ch in 0..c {
                 let at = |yy: usize, xx: usize| v[yy * side + xx][ch];
                 out.push(
-                    at(y0, x0) * (1.0 - wy) * (1.0 - wx) + at(y0, x1) * (1.0 - wy) * wx + at(y1, x0) * wy * (1.0 - wx) + at(y1, x1) * wy * wx,
+                    at(y0, x0) * (1.0 - wy) * (1.0 - wx)
+                        + at(y0, x1) * (1.0 - wy) * wx
+                        + at(y1, x0) * wy * (1.0 - wx)
+                        + at(y1, x1) * wy * wx,
                 );
             }
         }

@@ -3,9 +3,9 @@
 
 pub mod bundle;
 pub mod coco;
-pub mod eval;
 pub mod cocodata;
 pub mod cocoeval;
+pub mod eval;
 pub mod import;
 pub mod model;
 pub mod onnx;

@@ -9,7 +9,11 @@ use svit_export::{coco, train};
 use svit_runtime::ModelConfig;
 
 #[derive(Parser)]
-#[command(name = "svit-export", version, about = "Train, export and evaluate the token-pruned SViT detector")]
+#[command(
+    name = "svit-export",
+    version,
+    about = "Train, export and evaluate the token-pruned SViT detector"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -136,17 +140,24 @@ enum Cmd {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     svit_export::tune_allocator();
     match Cli::parse().cmd {
         Cmd::Reference { bundle, image, out } => reference(bundle, image, out),
-        Cmd::Score { coco, results, iou_type } => {
+        Cmd::Score {
+            coco,
+            results,
+            iou_type,
+        } => {
             let gt = coco::Dataset::load(&coco)?;
-            let bytes = std::fs::read(&results).with_context(|| format!("reading {}", results.display()))?;
-            let res: Vec<coco::ResultEntry> =
-                serde_json::from_slice(&bytes).with_context(|| format!("{} is not a COCO results list", results.display()))?;
+            let bytes = std::fs::read(&results)
+                .with_context(|| format!("reading {}", results.display()))?;
+            let res: Vec<coco::ResultEntry> = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a COCO results list", results.display()))?;
             let segm = match iou_type.as_str() {
                 "bbox" => false,
                 "segm" => true,
@@ -156,37 +167,100 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&s)?);
             Ok(())
         }
-        Cmd::Bundle { checkpoint, out, dense, name } => bundle(checkpoint, out, dense, name),
-        Cmd::Eval { bundle, coco, images, thresholds, min_keep, precision, score_threshold, json, limit, threads } => {
-            eval(bundle, coco, images, thresholds, min_keep, precision, score_threshold, json, limit, threads)
-        }
-        Cmd::Data { out, scenes, seed, size } => data(out, scenes, seed, size),
+        Cmd::Bundle {
+            checkpoint,
+            out,
+            dense,
+            name,
+        } => bundle(checkpoint, out, dense, name),
+        Cmd::Eval {
+            bundle,
+            coco,
+            images,
+            thresholds,
+            min_keep,
+            precision,
+            score_threshold,
+            json,
+            limit,
+            threads,
+        } => eval(
+            bundle,
+            coco,
+            images,
+            thresholds,
+            min_keep,
+            precision,
+            score_threshold,
+            json,
+            limit,
+            threads,
+        ),
+        Cmd::Data {
+            out,
+            scenes,
+            seed,
+            size,
+        } => data(out, scenes, seed, size),
         Cmd::Train {
-            out, preset, dense_steps, gated_steps, batch, lr, finetune_lr_scale, seed, resume, init, coco, images, ckpt_every,
+            out,
+            preset,
+            dense_steps,
+            gated_steps,
+            batch,
+            lr,
+            finetune_lr_scale,
+            seed,
+            resume,
+            init,
+            coco,
+            images,
+            ckpt_every,
         } => {
-            let (config, labels, mut source): (ModelConfig, Vec<String>, Box<dyn train::DataSource>) = match coco {
+            let (config, labels, mut source): (
+                ModelConfig,
+                Vec<String>,
+                Box<dyn train::DataSource>,
+            ) = match coco {
                 None => {
-                    let labels: Vec<String> = svit_scenes::CLASSES.iter().map(|s| s.to_string()).collect();
+                    let labels: Vec<String> =
+                        svit_scenes::CLASSES.iter().map(|s| s.to_string()).collect();
                     let config = preset_config(preset, labels.len());
                     let scfg = svit_scenes::SceneConfig::square(config.image_size);
-                    (config, labels, Box::new(train::Synthetic { cfg: scfg, seed }))
+                    (
+                        config,
+                        labels,
+                        Box::new(train::Synthetic { cfg: scfg, seed }),
+                    )
                 }
                 Some(json) => {
                     let images = images.context("--coco needs --images")?;
                     let probe = coco::Dataset::load(&json)?;
-                    let labels: Vec<String> = probe.categories.iter().map(|c| c.name.clone()).collect();
+                    let labels: Vec<String> =
+                        probe.categories.iter().map(|c| c.name.clone()).collect();
                     let config = preset_config(preset, labels.len());
-                    let src = svit_export::cocodata::CocoSource::open(&json, &images, config.image_size)?;
+                    let src =
+                        svit_export::cocodata::CocoSource::open(&json, &images, config.image_size)?;
                     (config, labels, Box::new(src))
                 }
             };
             let plan = train::TrainPlan {
-                config, labels, dense_steps, gated_steps, batch, lr, finetune_lr_scale, warmup: 200, seed,
+                config,
+                labels,
+                dense_steps,
+                gated_steps,
+                batch,
+                lr,
+                finetune_lr_scale,
+                warmup: 200,
+                seed,
             };
             let total = (dense_steps + gated_steps) as u64;
             let bar = ProgressBar::new(total).with_style(
-                ProgressStyle::with_template("{bar:40} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-                    .expect("static template"),
+                ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+                )
+                .expect("static template"),
             );
             let mut on_step = |step: usize, parts: &[f32; 5], lr: f64| {
                 bar.set_position(step as u64);
@@ -201,11 +275,23 @@ fn main() -> Result<()> {
             };
             let ckpt = train::Checkpoint { dir: out };
             let st = train::train(
-                plan, &ckpt, resume, init.as_deref(), source.as_mut(), ckpt_every,
-                train::Progress { on_step: &mut on_step },
+                plan,
+                &ckpt,
+                resume,
+                init.as_deref(),
+                source.as_mut(),
+                ckpt_every,
+                train::Progress {
+                    on_step: &mut on_step,
+                },
             )?;
             bar.finish();
-            tracing::info!(steps = st.step, seconds = st.seconds as u64, "training done: {}", ckpt.dir.display());
+            tracing::info!(
+                steps = st.step,
+                seconds = st.seconds as u64,
+                "training done: {}",
+                ckpt.dir.display()
+            );
             Ok(())
         }
     }
@@ -214,9 +300,17 @@ fn main() -> Result<()> {
 fn bundle(checkpoint: PathBuf, out: PathBuf, dense: bool, name: Option<String>) -> Result<()> {
     let ckpt = train::Checkpoint { dir: checkpoint };
     let st = ckpt.load_state()?;
-    let weights = if dense { ckpt.dense_weights() } else { ckpt.weights() };
+    let weights = if dense {
+        ckpt.dense_weights()
+    } else {
+        ckpt.weights()
+    };
     let (_vm, net) = train::load_model(&weights, &st.plan.config, &candle_core::Device::Cpu)?;
-    let name = name.unwrap_or_else(|| out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let name = name.unwrap_or_else(|| {
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
     let provenance = serde_json::json!({
         "checkpoint": weights.display().to_string(),
         "steps": st.step,
@@ -224,21 +318,35 @@ fn bundle(checkpoint: PathBuf, out: PathBuf, dense: bool, name: Option<String>) 
         "dense_only": dense,
         "plan": st.plan,
     });
-    let spec = svit_export::bundle::BundleSpec { name: &name, labels: &st.plan.labels, provenance: Some(provenance) };
+    let spec = svit_export::bundle::BundleSpec {
+        name: &name,
+        labels: &st.plan.labels,
+        provenance: Some(provenance),
+    };
     let m = svit_export::bundle::write(&net, &spec, &out)?;
     // Prove the bundle loads as the board would load it before calling it done.
-    svit_runtime::Model::load(&out, "f32").with_context(|| format!("re-loading {}", out.display()))?;
+    svit_runtime::Model::load(&out, "f32")
+        .with_context(|| format!("re-loading {}", out.display()))?;
     tracing::info!(files = m.files.len(), "wrote bundle {}", out.display());
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
 fn eval(
-    bundle: PathBuf, coco_json: PathBuf, images: PathBuf, thresholds: Vec<f32>, min_keep: Option<usize>, precision: String,
-    score_threshold: f32, json: Option<PathBuf>, limit: Option<usize>, threads: usize,
+    bundle: PathBuf,
+    coco_json: PathBuf,
+    images: PathBuf,
+    thresholds: Vec<f32>,
+    min_keep: Option<usize>,
+    precision: String,
+    score_threshold: f32,
+    json: Option<PathBuf>,
+    limit: Option<usize>,
+    threads: usize,
 ) -> Result<()> {
     svit_runtime::set_threads(threads);
-    let model = svit_runtime::Model::load(&bundle, &precision).with_context(|| format!("loading bundle {}", bundle.display()))?;
+    let model = svit_runtime::Model::load(&bundle, &precision)
+        .with_context(|| format!("loading bundle {}", bundle.display()))?;
     // COCO results files go beside the summary JSON, or under runs/eval without one.
     let results_dir = match json.as_ref().and_then(|j| j.parent()) {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -246,7 +354,13 @@ fn eval(
         None => PathBuf::from("runs/eval"),
     };
     let spec = svit_export::eval::EvalSpec {
-        coco: &coco_json, images: &images, thresholds: &thresholds, min_keep, score_threshold, results_dir: &results_dir, limit,
+        coco: &coco_json,
+        images: &images,
+        thresholds: &thresholds,
+        min_keep,
+        score_threshold,
+        results_dir: &results_dir,
+        limit,
     };
     let bar = ProgressBar::new(0);
     let runs = svit_export::eval::run(&model, &spec, |done, total| {
@@ -254,16 +368,27 @@ fn eval(
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    println!("{:>9} {:>9} {:>7} {:>7} {:>9} {:>9} {:>6} {:>6}", "threshold", "precision", "box AP", "mask AP", "box AP50", "mask AP50", "kept", "GMACs");
+    println!(
+        "{:>9} {:>9} {:>7} {:>7} {:>9} {:>9} {:>6} {:>6}",
+        "threshold", "precision", "box AP", "mask AP", "box AP50", "mask AP50", "kept", "GMACs"
+    );
     for r in &runs {
         println!(
             "{:>9.2} {:>9} {:>7.2} {:>7.2} {:>9.2} {:>9.2} {:>6.3} {:>6.3}",
-            r.threshold, r.precision, r.box_ap, r.mask_ap, r.box_ap50, r.mask_ap50, r.kept_fraction, r.gmacs
+            r.threshold,
+            r.precision,
+            r.box_ap,
+            r.mask_ap,
+            r.box_ap50,
+            r.mask_ap50,
+            r.kept_fraction,
+            r.gmacs
         );
     }
     if let Some(j) = json {
         let doc = serde_json::json!({ "bundle": bundle.display().to_string(), "runs": runs });
-        std::fs::write(&j, serde_json::to_vec_pretty(&doc)?).with_context(|| format!("writing {}", j.display()))?;
+        std::fs::write(&j, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("writing {}", j.display()))?;
     }
     Ok(())
 }
@@ -271,7 +396,9 @@ fn eval(
 fn reference(bundle: PathBuf, image: PathBuf, out: PathBuf) -> Result<()> {
     use tract_onnx::prelude::*;
     let model = svit_runtime::Model::load(&bundle, "f32")?;
-    let img = image::open(&image).with_context(|| format!("reading {}", image.display()))?.to_rgb8();
+    let img = image::open(&image)
+        .with_context(|| format!("reading {}", image.display()))?
+        .to_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
     let s = model.config().image_size;
     let inp = &model.manifest.input;
@@ -280,7 +407,11 @@ fn reference(bundle: PathBuf, image: PathBuf, out: PathBuf) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let write = |name: &str, v: &[f32]| -> Result<()> {
         let p = out.join(name);
-        std::fs::write(&p, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).with_context(|| format!("writing {}", p.display()))
+        std::fs::write(
+            &p,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+        )
+        .with_context(|| format!("writing {}", p.display()))
     };
     write("input.f32", &chw)?;
     let plan = tract_onnx::onnx()
@@ -290,10 +421,19 @@ fn reference(bundle: PathBuf, image: PathBuf, out: PathBuf) -> Result<()> {
     let res = plan.run(tvec!(Tensor::from_shape(&[1, 3, s, s], &chw)?.into()))?;
     let names = ["heat", "boxes", "coef", "protos"];
     for (name, t) in names.iter().zip(res.iter()) {
-        write(&format!("tract_dense_{name}.f32"), t.try_as_plain_ram()?.as_slice::<f32>()?)?;
+        write(
+            &format!("tract_dense_{name}.f32"),
+            t.try_as_plain_ram()?.as_slice::<f32>()?,
+        )?;
     }
     let mut st = model.new_state()?;
-    let opts = svit_runtime::RunOptions { pruning: svit_runtime::Pruning::Threshold { threshold: 0.0, min_keep: 1 }, ..model.default_options() };
+    let opts = svit_runtime::RunOptions {
+        pruning: svit_runtime::Pruning::Threshold {
+            threshold: 0.0,
+            min_keep: 1,
+        },
+        ..model.default_options()
+    };
     model.run_tensor(&mut st, &chw, &opts)?;
     for (name, v) in names.iter().zip(st.head_outputs()) {
         write(&format!("stages_t0_{name}.f32"), v)?;
@@ -319,17 +459,31 @@ fn data(out: PathBuf, scenes: u64, seed: u64, size: usize) -> Result<()> {
         categories: svit_scenes::CLASSES
             .iter()
             .enumerate()
-            .map(|(i, n)| coco::Category { id: i as u64 + 1, name: n.to_string() })
+            .map(|(i, n)| coco::Category {
+                id: i as u64 + 1,
+                name: n.to_string(),
+            })
             .collect(),
     };
     for i in 0..scenes {
         let s = svit_scenes::generate(&cfg, seed, i);
         let file_name = format!("{i:06}.png");
         let path = out.join(&file_name);
-        image::save_buffer(&path, &s.rgb, s.width as u32, s.height as u32, image::ColorType::Rgb8)
-            .with_context(|| format!("writing {}", path.display()))?;
+        image::save_buffer(
+            &path,
+            &s.rgb,
+            s.width as u32,
+            s.height as u32,
+            image::ColorType::Rgb8,
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
         let image_id = i + 1;
-        ds.images.push(coco::Image { id: image_id, file_name, width: s.width, height: s.height });
+        ds.images.push(coco::Image {
+            id: image_id,
+            file_name,
+            width: s.width,
+            height: s.height,
+        });
         for o in &s.objects {
             ds.annotations.push(coco::Annotation {
                 id: ds.annotations.len() as u64 + 1,
@@ -345,7 +499,13 @@ fn data(out: PathBuf, scenes: u64, seed: u64, size: usize) -> Result<()> {
     }
     bar.finish();
     let json = out.join("instances.json");
-    ds.save(&json).with_context(|| format!("writing {}", json.display()))?;
-    tracing::info!(images = ds.images.len(), objects = ds.annotations.len(), "wrote {}", json.display());
+    ds.save(&json)
+        .with_context(|| format!("writing {}", json.display()))?;
+    tracing::info!(
+        images = ds.images.len(),
+        objects = ds.annotations.len(),
+        "wrote {}",
+        json.display()
+    );
     Ok(())
 }

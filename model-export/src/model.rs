@@ -25,7 +25,14 @@ impl Linear {
         Self::with_bias(vb, inp, out, name, 0.0)
     }
     fn with_bias(vb: &VarBuilder, inp: usize, out: usize, name: &str, bias: f64) -> Result<Self> {
-        let w = vb.get_with_hints((out, inp), &format!("{name}.weight"), Init::Randn { mean: 0.0, stdev: 0.02 })?;
+        let w = vb.get_with_hints(
+            (out, inp),
+            &format!("{name}.weight"),
+            Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        )?;
         let b = vb.get_with_hints(out, &format!("{name}.bias"), Init::Const(bias))?;
         Ok(Linear { w, b })
     }
@@ -226,7 +233,9 @@ impl Head {
 pub fn pixel_shuffle(x: &Tensor, g: usize) -> Result<Tensor> {
     let (b, _, c4) = x.dims3()?;
     let d = c4 / 4;
-    x.reshape((b, g, g, 2, 2, d))?.permute((0, 1, 3, 2, 4, 5))?.reshape((b, 4 * g * g, d))
+    x.reshape((b, g, g, 2, 2, d))?
+        .permute((0, 1, 3, 2, 4, 5))?
+        .reshape((b, 4 * g * g, d))
 }
 
 pub struct Svit {
@@ -262,11 +271,29 @@ impl Svit {
         let (c, p, n) = (cfg.dim, cfg.patch, cfg.tokens());
         Ok(Svit {
             cfg: cfg.clone(),
-            patch_w: vb.get_with_hints((c, 3, p, p), "patch_embed.proj.weight", Init::Randn { mean: 0.0, stdev: 0.02 })?,
+            patch_w: vb.get_with_hints(
+                (c, 3, p, p),
+                "patch_embed.proj.weight",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?,
             patch_b: vb.get_with_hints(c, "patch_embed.proj.bias", Init::Const(0.0))?,
-            pos: vb.get_with_hints((1, n, c), "pos_embed", Init::Randn { mean: 0.0, stdev: 0.02 })?,
-            blocks: (0..cfg.depth).map(|i| Block::new(vb, cfg, i)).collect::<Result<_>>()?,
-            gates: (0..cfg.num_gates()).map(|g| Gate::new(vb, cfg, g)).collect::<Result<_>>()?,
+            pos: vb.get_with_hints(
+                (1, n, c),
+                "pos_embed",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?,
+            blocks: (0..cfg.depth)
+                .map(|i| Block::new(vb, cfg, i))
+                .collect::<Result<_>>()?,
+            gates: (0..cfg.num_gates())
+                .map(|g| Gate::new(vb, cfg, g))
+                .collect::<Result<_>>()?,
             head: Head::new(vb, cfg)?,
         })
     }
@@ -280,8 +307,13 @@ impl Svit {
             .reshape((b, 3, gh, p, gw, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((b * gh * gw, 3 * p * p))?;
-        let lin = Linear { w: self.patch_w.reshape((self.cfg.dim, 3 * p * p))?, b: self.patch_b.clone() };
-        lin.fwd2(&patches)?.reshape((b, gh * gw, self.cfg.dim))?.broadcast_add(&self.pos)
+        let lin = Linear {
+            w: self.patch_w.reshape((self.cfg.dim, 3 * p * p))?,
+            b: self.patch_b.clone(),
+        };
+        lin.fwd2(&patches)?
+            .reshape((b, gh * gw, self.cfg.dim))?
+            .broadcast_add(&self.pos)
     }
 
     pub fn forward(&self, img: &Tensor, mode: &GateMode) -> Result<ForwardOut> {
@@ -294,7 +326,13 @@ impl Svit {
                     let logp = self.gates[i - self.cfg.first_gated].forward(&x)?;
                     Some(gumbel_hard_keep(&logp)?)
                 }
-                (GateMode::Threshold { threshold, min_keep }, true) => {
+                (
+                    GateMode::Threshold {
+                        threshold,
+                        min_keep,
+                    },
+                    true,
+                ) => {
                     let logp = self.gates[i - self.cfg.first_gated].forward(&x)?;
                     Some(threshold_policy(&logp, *threshold, *min_keep)?)
                 }
@@ -302,7 +340,10 @@ impl Svit {
             x = block.forward(&x, policy.as_ref())?;
             policies.extend(policy);
         }
-        Ok(ForwardOut { head: self.head.forward(&x, self.cfg.grid())?, policies })
+        Ok(ForwardOut {
+            head: self.head.forward(&x, self.cfg.grid())?,
+            policies,
+        })
     }
 }
 
@@ -320,7 +361,11 @@ fn gumbel_hard_keep(logp: &Tensor) -> Result<Tensor> {
 /// The runtime's deterministic selection, computed host-side per image.
 fn threshold_policy(logp: &Tensor, threshold: f32, min_keep: usize) -> Result<Tensor> {
     let (b, n, _) = logp.dims3()?;
-    let p = logp.narrow(D::Minus1, 0, 1)?.squeeze(D::Minus1)?.exp()?.to_vec2::<f32>()?;
+    let p = logp
+        .narrow(D::Minus1, 0, 1)?
+        .squeeze(D::Minus1)?
+        .exp()?
+        .to_vec2::<f32>()?;
     let mut out = Vec::with_capacity(b * n);
     for row in &p {
         let keep = svit_runtime::select_tokens(row, threshold, min_keep);

@@ -28,7 +28,13 @@ pub enum Dim {
 
 impl Graph {
     pub fn new(name: &str) -> Self {
-        Graph { g: pb::GraphProto { name: name.into(), ..Default::default() }, n: 0 }
+        Graph {
+            g: pb::GraphProto {
+                name: name.into(),
+                ..Default::default()
+            },
+            n: 0,
+        }
     }
 
     fn fresh(&mut self, hint: &str) -> String {
@@ -73,7 +79,11 @@ impl Graph {
 
     pub fn f32_init(&mut self, hint: &str, dims: &[usize], data: Vec<f32>) -> String {
         let name = self.fresh(hint);
-        assert_eq!(dims.iter().product::<usize>(), data.len(), "initializer {hint}");
+        assert_eq!(
+            dims.iter().product::<usize>(),
+            data.len(),
+            "initializer {hint}"
+        );
         let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.g.initializer.push(pb::TensorProto {
             name: name.clone(),
@@ -101,8 +111,16 @@ impl Graph {
         self.f32_init("c", &[], vec![v])
     }
 
-    pub fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>, out: Option<&str>) -> String {
-        let o = out.map(String::from).unwrap_or_else(|| self.fresh(&op.to_lowercase()));
+    pub fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<pb::AttributeProto>,
+        out: Option<&str>,
+    ) -> String {
+        let o = out
+            .map(String::from)
+            .unwrap_or_else(|| self.fresh(&op.to_lowercase()));
         let name = self.fresh(op);
         self.g.node.push(pb::NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
@@ -122,7 +140,10 @@ impl Graph {
     pub fn into_model(self) -> pb::ModelProto {
         pb::ModelProto {
             ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
             producer_name: "svit-export".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             graph: Some(self.g),
@@ -136,14 +157,26 @@ impl Graph {
 }
 
 pub fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: 7, ints: v.to_vec(), ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: 7,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 pub fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: 2, i: v, ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: 2,
+        i: v,
+        ..Default::default()
+    }
 }
 
 fn host(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("f32 weights on the CPU")
+    t.flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("f32 weights on the CPU")
 }
 
 /// Writes model pieces as graph nodes. Weights are transposed to `(in, out)` for MatMul.
@@ -196,7 +229,8 @@ impl Writer<'_> {
     }
 
     fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
-        self.g.node("Transpose", &[x], vec![attr_ints("perm", perm)], None)
+        self.g
+            .node("Transpose", &[x], vec![attr_ints("perm", perm)], None)
     }
 
     /// (1, K, C) -> (1, K, C): pre-norm attention and MLP on whatever tokens it is given.
@@ -222,7 +256,9 @@ impl Writer<'_> {
         let v = self.reshape(&v, &shape);
         let v = self.transpose(&v, &[0, 2, 1, 3]);
         let s = self.g.op("MatMul", &[&q, &k]);
-        let p = self.g.node("Softmax", &[&s], vec![attr_int("axis", -1)], None);
+        let p = self
+            .g
+            .node("Softmax", &[&s], vec![attr_int("axis", -1)], None);
         let y = self.g.op("MatMul", &[&p, &v]);
         let y = self.transpose(&y, &[0, 2, 1, 3]);
         let y = self.reshape(&y, &[1, -1, c as i64]);
@@ -241,19 +277,34 @@ impl Writer<'_> {
         let h = self.linear(&h, &gate.fc1);
         let h = self.gelu(&h);
         let h = self.linear(&h, &gate.fc2);
-        self.g.node("Softmax", &[&h], vec![attr_int("axis", -1)], None)
+        self.g
+            .node("Softmax", &[&h], vec![attr_int("axis", -1)], None)
     }
 
     /// (1, 3, S, S) -> (1, N, C).
     pub fn embed(&mut self, img: &str, net: &Svit) -> String {
         let cfg = &net.cfg;
         let p = cfg.patch as i64;
-        let w = self.g.f32_init("patch_w", &[cfg.dim, 3, cfg.patch, cfg.patch], host(&net.patch_w));
+        let w = self.g.f32_init(
+            "patch_w",
+            &[cfg.dim, 3, cfg.patch, cfg.patch],
+            host(&net.patch_w),
+        );
         let b = self.g.f32_init("patch_b", &[cfg.dim], host(&net.patch_b));
-        let y = self.g.node("Conv", &[img, &w, &b], vec![attr_ints("kernel_shape", &[p, p]), attr_ints("strides", &[p, p])], None);
+        let y = self.g.node(
+            "Conv",
+            &[img, &w, &b],
+            vec![
+                attr_ints("kernel_shape", &[p, p]),
+                attr_ints("strides", &[p, p]),
+            ],
+            None,
+        );
         let y = self.reshape(&y, &[1, cfg.dim as i64, cfg.tokens() as i64]);
         let y = self.transpose(&y, &[0, 2, 1]);
-        let pos = self.g.f32_init("pos", &[1, cfg.tokens(), cfg.dim], host(&net.pos));
+        let pos = self
+            .g
+            .f32_init("pos", &[1, cfg.tokens(), cfg.dim], host(&net.pos));
         self.g.op("Add", &[&y, &pos])
     }
 
@@ -276,7 +327,12 @@ impl Writer<'_> {
         let pu = self.linear(&u, &h.proto_up);
         let pu = self.gelu(&pu);
         let pu = self.pixel_shuffle(&pu, cfg.grid() * 2, cfg.proto_dim);
-        [self.linear(&hd, &h.cls), self.linear(&hd, &h.boxes), self.linear(&hd, &h.coef), self.linear(&pu, &h.proto)]
+        [
+            self.linear(&hd, &h.cls),
+            self.linear(&hd, &h.boxes),
+            self.linear(&hd, &h.coef),
+            self.linear(&pu, &h.proto),
+        ]
     }
 }
 

@@ -17,7 +17,11 @@ pub struct Sample {
 impl Sample {
     pub fn from_scene(s: svit_scenes::Scene) -> Self {
         debug_assert_eq!(s.width, s.height);
-        Sample { size: s.width, rgb: s.rgb, objects: s.objects }
+        Sample {
+            size: s.width,
+            rgb: s.rgb,
+            objects: s.objects,
+        }
     }
 }
 
@@ -58,7 +62,10 @@ pub fn build(cfg: &ModelConfig, batch: &[Sample]) -> Targets {
     let mut t = Targets::default();
     t.heat = vec![0f32; batch.len() * g8 * g8 * nc];
     for (b, sample) in batch.iter().enumerate() {
-        assert_eq!(sample.size, s, "samples are resized to the model input before batching");
+        assert_eq!(
+            sample.size, s,
+            "samples are resized to the model input before batching"
+        );
         normalise_into(&sample.rgb, s, &mut t.images);
         for o in &sample.objects {
             let [x, y, w, h] = o.bbox;
@@ -81,11 +88,22 @@ pub fn build(cfg: &ModelConfig, batch: &[Sample]) -> Targets {
                 }
             }
             t.centre_idx.push((b * g8 * g8 + cj * g8 + ci) as u32);
-            t.boxes.extend([cx - ci as f32, cy - cj as f32, (w / 8.0).ln(), (h / 8.0).ln()]);
+            t.boxes.extend([
+                cx - ci as f32,
+                cy - cj as f32,
+                (w / 8.0).ln(),
+                (h / 8.0).ln(),
+            ]);
             t.obj_img.push(b as u32);
             // Mask at stride 4: a cell is inside when at least half of its pixels are.
-            let (bx0, by0) = ((x / 4.0).floor() as isize - 1, (y / 4.0).floor() as isize - 1);
-            let (bx1, by1) = (((x + w) / 4.0).ceil() as isize + 1, ((y + h) / 4.0).ceil() as isize + 1);
+            let (bx0, by0) = (
+                (x / 4.0).floor() as isize - 1,
+                (y / 4.0).floor() as isize - 1,
+            );
+            let (bx1, by1) = (
+                ((x + w) / 4.0).ceil() as isize + 1,
+                ((y + h) / 4.0).ceil() as isize + 1,
+            );
             for gy in 0..g4 {
                 for gx in 0..g4 {
                     let mut n = 0;
@@ -95,7 +113,10 @@ pub fn build(cfg: &ModelConfig, batch: &[Sample]) -> Targets {
                         }
                     }
                     t.masks.push(if n >= 8 { 1.0 } else { 0.0 });
-                    let inside = (gx as isize) >= bx0 && (gx as isize) < bx1 && (gy as isize) >= by0 && (gy as isize) < by1;
+                    let inside = (gx as isize) >= bx0
+                        && (gx as isize) < bx1
+                        && (gy as isize) >= by0
+                        && (gy as isize) < by1;
                     t.mask_w.push(inside as u8 as f32);
                 }
             }
@@ -119,12 +140,23 @@ mod tests {
         for (k, o) in scene.objects.iter().enumerate() {
             let cell = t.centre_idx[k] as usize;
             assert_eq!(t.heat[cell * cfg.num_classes + o.class], 1.0);
-            let [ox, oy, lw, lh] = [t.boxes[4 * k], t.boxes[4 * k + 1], t.boxes[4 * k + 2], t.boxes[4 * k + 3]];
+            let [ox, oy, lw, lh] = [
+                t.boxes[4 * k],
+                t.boxes[4 * k + 1],
+                t.boxes[4 * k + 2],
+                t.boxes[4 * k + 3],
+            ];
             assert!((0.0..1.0).contains(&ox) && (0.0..1.0).contains(&oy));
-            assert!((lw.exp() * 8.0 - o.bbox[2]).abs() < 1e-3 && (lh.exp() * 8.0 - o.bbox[3]).abs() < 1e-3);
+            assert!(
+                (lw.exp() * 8.0 - o.bbox[2]).abs() < 1e-3
+                    && (lh.exp() * 8.0 - o.bbox[3]).abs() < 1e-3
+            );
             let m = &t.masks[k * 64 * 64..(k + 1) * 64 * 64];
             let w = &t.mask_w[k * 64 * 64..(k + 1) * 64 * 64];
-            assert!(m.iter().zip(w).all(|(m, w)| *m == 0.0 || *w == 1.0), "mask outside its crop");
+            assert!(
+                m.iter().zip(w).all(|(m, w)| *m == 0.0 || *w == 1.0),
+                "mask outside its crop"
+            );
         }
     }
 }

@@ -50,7 +50,9 @@ pub struct Synthetic {
 
 impl DataSource for Synthetic {
     fn sample(&mut self, index: u64) -> Result<Sample> {
-        Ok(Sample::from_scene(svit_scenes::generate(&self.cfg, self.seed, index)))
+        Ok(Sample::from_scene(svit_scenes::generate(
+            &self.cfg, self.seed, index,
+        )))
     }
 }
 
@@ -121,7 +123,13 @@ pub fn losses(net: &Svit, t: &Targets, b: usize, mode: &GateMode, dev: &Device) 
         (Tensor::stack(&acc, 0)?.mean_all()? * RATIO_WEIGHT)?
     };
     let total = ((((&heat + &off)? + &size)? + &mask)? + &ratio)?;
-    let parts = [heat.to_scalar()?, off.to_scalar()?, size.to_scalar()?, mask.to_scalar()?, ratio.to_scalar()?];
+    let parts = [
+        heat.to_scalar()?,
+        off.to_scalar()?,
+        size.to_scalar()?,
+        mask.to_scalar()?,
+        ratio.to_scalar()?,
+    ];
     if parts.iter().any(|v: &f32| !v.is_finite()) {
         bail!("loss is not finite ({parts:?}): lower the learning rate or check the data");
     }
@@ -159,7 +167,8 @@ impl Checkpoint {
         self.dir.join("dense.safetensors")
     }
     fn save(&self, vm: &VarMap, st: &CheckpointState) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
         // Write then rename, so a kill mid-save leaves the previous checkpoint intact.
         let tmp = self.dir.join("model.safetensors.tmp");
         vm.save(&tmp).context("saving weights")?;
@@ -172,7 +181,8 @@ impl Checkpoint {
     pub fn load_state(&self) -> Result<CheckpointState> {
         let p = self.state();
         let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a training state", p.display()))
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a training state", p.display()))
     }
 }
 
@@ -180,13 +190,17 @@ impl Checkpoint {
 pub fn load_model(weights: &Path, cfg: &ModelConfig, dev: &Device) -> Result<(VarMap, Svit)> {
     let mut vm = VarMap::new();
     let net = model::build(cfg, &vm, dev)?;
-    vm.load(weights).with_context(|| format!("loading weights from {}", weights.display()))?;
+    vm.load(weights)
+        .with_context(|| format!("loading weights from {}", weights.display()))?;
     Ok((vm, net))
 }
 
 fn vars_by(vm: &VarMap, gate: bool) -> Vec<Var> {
     let data = vm.data().lock().expect("varmap lock");
-    let mut named: Vec<(&String, &Var)> = data.iter().filter(|(k, _)| k.starts_with("gates.") == gate).collect();
+    let mut named: Vec<(&String, &Var)> = data
+        .iter()
+        .filter(|(k, _)| k.starts_with("gates.") == gate)
+        .collect();
     named.sort_by(|a, b| a.0.cmp(b.0));
     named.into_iter().map(|(_, v)| v.clone()).collect()
 }
@@ -209,13 +223,22 @@ pub fn train(
     let dev = Device::Cpu;
     let mut vm = VarMap::new();
     let net = model::build(&plan.config, &vm, &dev)?;
-    let mut state = CheckpointState { plan: plan.clone(), step: 0, seconds: 0.0, last_loss: None };
+    let mut state = CheckpointState {
+        plan: plan.clone(),
+        step: 0,
+        seconds: 0.0,
+        last_loss: None,
+    };
     if resume {
         let saved = ckpt.load_state()?;
         if saved.plan.config != plan.config {
-            bail!("{} was trained with another model config; use a new --out or the same --preset", ckpt.state().display());
+            bail!(
+                "{} was trained with another model config; use a new --out or the same --preset",
+                ckpt.state().display()
+            );
         }
-        vm.load(ckpt.weights()).with_context(|| format!("loading {}", ckpt.weights().display()))?;
+        vm.load(ckpt.weights())
+            .with_context(|| format!("loading {}", ckpt.weights().display()))?;
         state.step = saved.step;
         state.seconds = saved.seconds;
         tracing::info!(step = state.step, "resumed from {}", ckpt.dir.display());
@@ -223,7 +246,11 @@ pub fn train(
         crate::import::load_backbone(&mut vm, init, &plan.config)?;
     }
 
-    let params = |lr| ParamsAdamW { lr, weight_decay: 0.01, ..Default::default() };
+    let params = |lr| ParamsAdamW {
+        lr,
+        weight_decay: 0.01,
+        ..Default::default()
+    };
     let mut opt_main = AdamW::new(vars_by(&vm, false), params(plan.lr))?;
     let mut opt_gate = AdamW::new(vars_by(&vm, true), params(plan.lr))?;
     let total = plan.dense_steps + plan.gated_steps;
@@ -236,11 +263,19 @@ pub fn train(
             .map(|i| data.sample((step * plan.batch + i) as u64))
             .collect::<Result<_>>()?;
         let t = targets::build(&plan.config, &batch);
-        let mode = if gated { GateMode::Gumbel } else { GateMode::Dense };
+        let mode = if gated {
+            GateMode::Gumbel
+        } else {
+            GateMode::Dense
+        };
         let l = losses(&net, &t, batch.len(), &mode, &dev)?;
         let grads = l.total.backward()?;
         let lr = lr_at(&plan, step);
-        opt_main.set_learning_rate(if gated { lr * plan.finetune_lr_scale } else { lr });
+        opt_main.set_learning_rate(if gated {
+            lr * plan.finetune_lr_scale
+        } else {
+            lr
+        });
         opt_main.step(&grads)?;
         if gated {
             opt_gate.set_learning_rate(lr);
@@ -262,5 +297,8 @@ pub fn train(
 
 /// Mean over a (B, N) keep policy per gate, for logging and tests.
 pub fn keep_means(policies: &[Tensor]) -> Result<Vec<f32>> {
-    policies.iter().map(|p| Ok(p.mean_all()?.to_scalar::<f32>()?)).collect()
+    policies
+        .iter()
+        .map(|p| Ok(p.mean_all()?.to_scalar::<f32>()?))
+        .collect()
 }

@@ -20,14 +20,28 @@ fn setup(name: &str) -> (Svit, std::path::PathBuf, Vec<f32>) {
     // Spread gate scores (fresh gates all say ~0.5) so selection is far from ties, and give
     // every weight a scale at which a wrong op would show.
     for (n, v) in vm.data().lock().unwrap().iter() {
-        let std = if n.contains("gates.") && n.ends_with("fc2.weight") { 2.0 } else { 0.1 };
+        let std = if n.contains("gates.") && n.ends_with("fc2.weight") {
+            2.0
+        } else {
+            0.1
+        };
         if n.ends_with("weight") && !n.contains("norm") {
-            v.set(&Tensor::randn(0f32, std, v.shape(), &dev).unwrap()).unwrap();
+            v.set(&Tensor::randn(0f32, std, v.shape(), &dev).unwrap())
+                .unwrap();
         }
     }
     let dir = temp_dir(name);
     let labels: Vec<String> = svit_scenes::CLASSES.iter().map(|s| s.to_string()).collect();
-    bundle::write(&net, &BundleSpec { name: "tiny", labels: &labels, provenance: None }, &dir).unwrap();
+    bundle::write(
+        &net,
+        &BundleSpec {
+            name: "tiny",
+            labels: &labels,
+            provenance: None,
+        },
+        &dir,
+    )
+    .unwrap();
     let scene = svit_scenes::generate(&svit_scenes::SceneConfig::square(64), 3, 1);
     let mut input = Vec::new();
     normalise_into(&scene.rgb, 64, &mut input);
@@ -40,13 +54,28 @@ fn candle_head(net: &Svit, input: &[f32], mode: &GateMode) -> (Vec<Vec<f32>>, Ve
     let out = net.forward(&img, mode).unwrap();
     let h = &out.head;
     let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let kept = out.policies.iter().map(|p| p.sum_all().unwrap().to_scalar::<f32>().unwrap() as usize).collect();
-    (vec![flat(&h.heat), flat(&h.boxes), flat(&h.coef), flat(&h.protos)], kept)
+    let kept = out
+        .policies
+        .iter()
+        .map(|p| p.sum_all().unwrap().to_scalar::<f32>().unwrap() as usize)
+        .collect();
+    (
+        vec![
+            flat(&h.heat),
+            flat(&h.boxes),
+            flat(&h.coef),
+            flat(&h.protos),
+        ],
+        kept,
+    )
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32, what: &str) {
@@ -69,8 +98,16 @@ fn dense_onnx_matches_candle() {
         .unwrap();
     let img = tract_onnx::prelude::Tensor::from_shape(&[1, 3, 64, 64], &input).unwrap();
     let out = plan.run(tvec!(img.into())).unwrap();
-    let got: Vec<Vec<f32>> =
-        out.iter().map(|t| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()).collect();
+    let got: Vec<Vec<f32>> = out
+        .iter()
+        .map(|t| {
+            t.try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec()
+        })
+        .collect();
     assert_close(&got, &want, 1e-4, "dense.onnx vs candle");
 }
 
@@ -79,11 +116,30 @@ fn runtime_threshold_zero_is_the_dense_pass() {
     let (net, dir, input) = setup("thr0");
     let model = Model::load(&dir, "f32").unwrap();
     let mut st = model.new_state().unwrap();
-    let opts = |pruning| RunOptions { pruning, score_threshold: 0.3, max_detections: 100 };
-    let zero = model.run_tensor(&mut st, &input, &opts(Pruning::Threshold { threshold: 0.0, min_keep: 1 })).unwrap();
+    let opts = |pruning| RunOptions {
+        pruning,
+        score_threshold: 0.3,
+        max_detections: 100,
+    };
+    let zero = model
+        .run_tensor(
+            &mut st,
+            &input,
+            &opts(Pruning::Threshold {
+                threshold: 0.0,
+                min_keep: 1,
+            }),
+        )
+        .unwrap();
     let a = st.head_outputs().clone();
-    let dense = model.run_tensor(&mut st, &input, &opts(Pruning::Dense)).unwrap();
-    assert_eq!(&a, st.head_outputs(), "threshold 0 must be bit-identical to dense");
+    let dense = model
+        .run_tensor(&mut st, &input, &opts(Pruning::Dense))
+        .unwrap();
+    assert_eq!(
+        &a,
+        st.head_outputs(),
+        "threshold 0 must be bit-identical to dense"
+    );
     assert_eq!(zero.kept, vec![16; 3]);
     assert_eq!(zero.detections, dense.detections);
     let (want, _) = candle_head(&net, &input, &GateMode::Dense);
@@ -96,12 +152,35 @@ fn runtime_pruned_pass_matches_candle_masked_pass() {
     let model = Model::load(&dir, "f32").unwrap();
     let mut st = model.new_state().unwrap();
     let (thr, min_keep) = (0.5, 2);
-    let opts = RunOptions { pruning: Pruning::Threshold { threshold: thr, min_keep }, score_threshold: 0.3, max_detections: 100 };
+    let opts = RunOptions {
+        pruning: Pruning::Threshold {
+            threshold: thr,
+            min_keep,
+        },
+        score_threshold: 0.3,
+        max_detections: 100,
+    };
     let out = model.run_tensor(&mut st, &input, &opts).unwrap();
-    let (want, kept) = candle_head(&net, &input, &GateMode::Threshold { threshold: thr, min_keep });
+    let (want, kept) = candle_head(
+        &net,
+        &input,
+        &GateMode::Threshold {
+            threshold: thr,
+            min_keep,
+        },
+    );
     assert_eq!(&out.kept[1..], &kept[..], "kept tokens per gated block");
-    assert!(out.kept.iter().any(|&k| k < 16), "test weights should prune something: {:?}", out.kept);
-    assert_close(st.head_outputs(), &want, 1e-4, "runtime pruned vs candle masked");
+    assert!(
+        out.kept.iter().any(|&k| k < 16),
+        "test weights should prune something: {:?}",
+        out.kept
+    );
+    assert_close(
+        st.head_outputs(),
+        &want,
+        1e-4,
+        "runtime pruned vs candle masked",
+    );
     let full = 16 * 3;
     assert!(out.kept_fraction(16) < 1.0 && out.kept.iter().sum::<usize>() < full);
     assert!(out.gmacs > 0.0);
@@ -118,10 +197,23 @@ fn nan_weights_are_reported_not_turned_into_boxes() {
     let mut net = net;
     net.blocks[1].fc1.w = poisoned;
     let labels: Vec<String> = svit_scenes::CLASSES.iter().map(|s| s.to_string()).collect();
-    bundle::write(&net, &BundleSpec { name: "nan", labels: &labels, provenance: None }, &dir).unwrap();
+    bundle::write(
+        &net,
+        &BundleSpec {
+            name: "nan",
+            labels: &labels,
+            provenance: None,
+        },
+        &dir,
+    )
+    .unwrap();
     let model = Model::load(&dir, "f32").unwrap();
     let mut st = model.new_state().unwrap();
-    let opts = RunOptions { pruning: Pruning::Dense, score_threshold: 0.3, max_detections: 100 };
+    let opts = RunOptions {
+        pruning: Pruning::Dense,
+        score_threshold: 0.3,
+        max_detections: 100,
+    };
     let err = model.run_tensor(&mut st, &input, &opts).unwrap_err();
     assert!(err.to_string().contains("block_1"), "{err}");
 }

@@ -12,29 +12,83 @@ use svit_runtime::{Model, ModelConfig};
 fn deit_tiny_trains_exports_and_runs() {
     let labels: Vec<String> = svit_scenes::CLASSES.iter().map(|s| s.to_string()).collect();
     let config = ModelConfig::deit_tiny(labels.len());
-    assert_eq!((config.dim, config.depth, config.heads, config.image_size, config.first_gated), (192, 12, 3, 320, 3));
+    assert_eq!(
+        (
+            config.dim,
+            config.depth,
+            config.heads,
+            config.image_size,
+            config.first_gated
+        ),
+        (192, 12, 3, 320, 3)
+    );
     let plan = TrainPlan {
-        config: config.clone(), labels: labels.clone(), dense_steps: 1, gated_steps: 1, batch: 2, lr: 1e-4,
-        finetune_lr_scale: 0.1, warmup: 1, seed: 5,
+        config: config.clone(),
+        labels: labels.clone(),
+        dense_steps: 1,
+        gated_steps: 1,
+        batch: 2,
+        lr: 1e-4,
+        finetune_lr_scale: 0.1,
+        warmup: 1,
+        seed: 5,
     };
     let dir = temp_dir("deit-tiny");
-    let ckpt = Checkpoint { dir: dir.join("ckpt") };
-    let mut data = Synthetic { cfg: svit_scenes::SceneConfig::square(320), seed: 5 };
+    let ckpt = Checkpoint {
+        dir: dir.join("ckpt"),
+    };
+    let mut data = Synthetic {
+        cfg: svit_scenes::SceneConfig::square(320),
+        seed: 5,
+    };
     let mut seen = Vec::new();
     let mut on_step = |s: usize, parts: &[f32; 5], _lr: f64| seen.push((s, parts[4]));
-    let st = train::train(plan, &ckpt, false, None, &mut data, 10, Progress { on_step: &mut on_step }).unwrap();
+    let st = train::train(
+        plan,
+        &ckpt,
+        false,
+        None,
+        &mut data,
+        10,
+        Progress {
+            on_step: &mut on_step,
+        },
+    )
+    .unwrap();
     assert_eq!(st.step, 2);
-    assert!(seen[0].1 == 0.0 && seen[1].1 > 0.0, "ratio loss only once gates train: {seen:?}");
+    assert!(
+        seen[0].1 == 0.0 && seen[1].1 > 0.0,
+        "ratio loss only once gates train: {seen:?}"
+    );
     assert!(ckpt.dense_weights().exists() && ckpt.weights().exists());
 
-    let (_vm, net) = train::load_model(&ckpt.weights(), &config, &candle_core::Device::Cpu).unwrap();
+    let (_vm, net) =
+        train::load_model(&ckpt.weights(), &config, &candle_core::Device::Cpu).unwrap();
     let out = dir.join("bundle");
-    bundle::write(&net, &BundleSpec { name: "deit-tiny-smoke", labels: &labels, provenance: None }, &out).unwrap();
+    bundle::write(
+        &net,
+        &BundleSpec {
+            name: "deit-tiny-smoke",
+            labels: &labels,
+            provenance: None,
+        },
+        &out,
+    )
+    .unwrap();
     let model = Model::load(&out, "f32").unwrap();
     let mut state = model.new_state().unwrap();
     let scene = svit_scenes::generate(&svit_scenes::SceneConfig::square(320), 9, 0);
-    let o = model.run_rgb(&mut state, &scene.rgb, 320, 320, &model.default_options()).unwrap();
+    let o = model
+        .run_rgb(&mut state, &scene.rgb, 320, 320, &model.default_options())
+        .unwrap();
     assert_eq!(o.kept.len(), 12);
-    assert!(o.kept[..3].iter().all(|&k| k == 400), "ungated blocks see all 400 tokens");
-    assert!(o.kept[3..].iter().all(|&k| (25..=400).contains(&k)), "{:?}", o.kept);
+    assert!(
+        o.kept[..3].iter().all(|&k| k == 400),
+        "ungated blocks see all 400 tokens"
+    );
+    assert!(
+        o.kept[3..].iter().all(|&k| (25..=400).contains(&k)),
+        "{:?}",
+        o.kept
+    );
 }

@@ -20,8 +20,15 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
         ipad[i] ^= k[i];
         opad[i] ^= k[i];
     }
-    let inner = Sha256::new().chain_update(ipad).chain_update(msg).finalize();
-    Sha256::new().chain_update(opad).chain_update(inner).finalize().into()
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(opad)
+        .chain_update(inner)
+        .finalize()
+        .into()
 }
 
 fn label(role: &Role) -> &'static [u8] {
@@ -45,8 +52,14 @@ pub fn mac(key: &[u8], prover: Role, nonce: &[u8; 16]) -> [u8; 32] {
 pub fn nonce() -> [u8; 16] {
     use std::io::Read;
     let mut n = [0u8; 16];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut n)).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut n))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         n.copy_from_slice(&Sha256::digest(t.to_le_bytes())[..16]);
     }
     n
@@ -55,12 +68,17 @@ pub fn nonce() -> [u8; 16] {
 /// Reads a key file: its bytes, trailing whitespace removed. Errors name the file.
 #[cfg(feature = "std")]
 pub fn read_key(path: &std::path::Path) -> std::io::Result<std::vec::Vec<u8>> {
-    let mut k = std::fs::read(path).map_err(|e| std::io::Error::new(e.kind(), std::format!("key file {}: {e}", path.display())))?;
+    let mut k = std::fs::read(path).map_err(|e| {
+        std::io::Error::new(e.kind(), std::format!("key file {}: {e}", path.display()))
+    })?;
     while k.last().is_some_and(|b| b.is_ascii_whitespace()) {
         k.pop();
     }
     if k.len() < 16 {
-        return Err(std::io::Error::other(std::format!("key file {}: key shorter than 16 bytes", path.display())));
+        return Err(std::io::Error::other(std::format!(
+            "key file {}: key shorter than 16 bytes",
+            path.display()
+        )));
     }
     Ok(k)
 }
@@ -79,7 +97,10 @@ mod tests {
     fn rfc4231_case_2() {
         let m = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
         let hex: alloc::string::String = m.iter().map(|b| alloc::format!("{b:02x}")).collect();
-        assert_eq!(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]

@@ -14,8 +14,13 @@ pub enum DecodeError {
 impl core::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            DecodeError::Oversized { limit } => write!(f, "frame larger than {limit} bytes, discarded"),
-            DecodeError::Malformed => write!(f, "malformed frame (bad COBS or not a protocol message), discarded"),
+            DecodeError::Oversized { limit } => {
+                write!(f, "frame larger than {limit} bytes, discarded")
+            }
+            DecodeError::Malformed => write!(
+                f,
+                "malformed frame (bad COBS or not a protocol message), discarded"
+            ),
         }
     }
 }
@@ -46,8 +51,14 @@ pub fn decode_one<T: DeserializeOwned>(frame: &[u8]) -> Result<T, DecodeError> {
 pub enum Feed<'a, T> {
     /// All input consumed, no complete frame yet.
     Pending,
-    Message { msg: T, rest: &'a [u8] },
-    Error { err: DecodeError, rest: &'a [u8] },
+    Message {
+        msg: T,
+        rest: &'a [u8],
+    },
+    Error {
+        err: DecodeError,
+        rest: &'a [u8],
+    },
 }
 
 /// Accumulates bytes into frames. Memory is bounded by `limit`; an oversized frame is skipped
@@ -60,7 +71,11 @@ pub struct FrameDecoder {
 
 impl FrameDecoder {
     pub fn new(limit: usize) -> Self {
-        FrameDecoder { buf: Vec::new(), limit, overflow: false }
+        FrameDecoder {
+            buf: Vec::new(),
+            limit,
+            overflow: false,
+        }
     }
 
     /// Bytes held for an incomplete frame (a torn tail at end of stream).
@@ -80,7 +95,10 @@ impl FrameDecoder {
             if self.overflow {
                 self.overflow = false;
                 self.buf.clear();
-                return Feed::Error { err: DecodeError::Oversized { limit: self.limit }, rest };
+                return Feed::Error {
+                    err: DecodeError::Oversized { limit: self.limit },
+                    rest,
+                };
             }
             if self.buf.is_empty() {
                 // A lone delimiter: keep-alive or resynchronisation, not a message.
@@ -92,7 +110,10 @@ impl FrameDecoder {
             self.buf.clear();
             return match res {
                 Ok(msg) => Feed::Message { msg, rest },
-                Err(_) => Feed::Error { err: DecodeError::Malformed, rest },
+                Err(_) => Feed::Error {
+                    err: DecodeError::Malformed,
+                    rest,
+                },
             };
         }
     }
@@ -117,7 +138,11 @@ mod tests {
     use alloc::vec;
 
     fn frames() -> Vec<EdgeMsg> {
-        vec![crate::tests::sample_frame(), EdgeMsg::Bench("{}".into()), crate::tests::sample_frame()]
+        vec![
+            crate::tests::sample_frame(),
+            EdgeMsg::Bench("{}".into()),
+            crate::tests::sample_frame(),
+        ]
     }
 
     fn drain(dec: &mut FrameDecoder, mut input: &[u8]) -> Vec<Result<EdgeMsg, DecodeError>> {
@@ -140,10 +165,17 @@ mod tests {
     #[test]
     fn round_trip_in_arbitrary_chunks() {
         let msgs = frames();
-        let bytes: Vec<u8> = msgs.iter().flat_map(|m| encode(m, MAX_FRAME).unwrap()).collect();
+        let bytes: Vec<u8> = msgs
+            .iter()
+            .flat_map(|m| encode(m, MAX_FRAME).unwrap())
+            .collect();
         for chunk in [1, 3, 7, 64, bytes.len()] {
             let mut dec = FrameDecoder::new(MAX_FRAME);
-            let got: Vec<EdgeMsg> = bytes.chunks(chunk).flat_map(|c| drain(&mut dec, c)).map(|r| r.unwrap()).collect();
+            let got: Vec<EdgeMsg> = bytes
+                .chunks(chunk)
+                .flat_map(|c| drain(&mut dec, c))
+                .map(|r| r.unwrap())
+                .collect();
             assert_eq!(got, msgs, "chunk size {chunk}");
             assert_eq!(dec.pending(), 0);
         }
@@ -169,8 +201,17 @@ mod tests {
         let mut tail = vec![0u8];
         tail.extend(encode(&EdgeMsg::Bench("ok".into()), 64).unwrap());
         let got = drain(&mut dec, &tail);
-        assert_eq!(got, vec![Err(DecodeError::Oversized { limit: 64 }), Ok(EdgeMsg::Bench("ok".into()))]);
-        assert_eq!(encode(&crate::tests::sample_frame(), 16), Err(DecodeError::Oversized { limit: 16 }));
+        assert_eq!(
+            got,
+            vec![
+                Err(DecodeError::Oversized { limit: 64 }),
+                Ok(EdgeMsg::Bench("ok".into()))
+            ]
+        );
+        assert_eq!(
+            encode(&crate::tests::sample_frame(), 16),
+            Err(DecodeError::Oversized { limit: 16 })
+        );
     }
 
     #[test]

@@ -191,7 +191,10 @@ pub fn schema_hash() -> u64 {
         }
     }
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    let _ = core::fmt::write(&mut h, format_args!("{:?}{:?}", EdgeMsg::SCHEMA, HostMsg::SCHEMA));
+    let _ = core::fmt::write(
+        &mut h,
+        format_args!("{:?}{:?}", EdgeMsg::SCHEMA, HostMsg::SCHEMA),
+    );
     h.0
 }
 
@@ -225,10 +228,16 @@ impl Hello {
     /// Checks a received hello against this build.
     pub fn check(&self, expected: Role) -> Result<(), HelloError> {
         if self.protocol_version != PROTOCOL_VERSION {
-            return Err(HelloError::Version { ours: PROTOCOL_VERSION, theirs: self.protocol_version });
+            return Err(HelloError::Version {
+                ours: PROTOCOL_VERSION,
+                theirs: self.protocol_version,
+            });
         }
         if self.schema_hash != schema_hash() {
-            return Err(HelloError::Schema { ours: schema_hash(), theirs: self.schema_hash });
+            return Err(HelloError::Schema {
+                ours: schema_hash(),
+                theirs: self.schema_hash,
+            });
         }
         if self.role != expected {
             return Err(HelloError::Role { expected });
@@ -267,12 +276,23 @@ mod tests {
             capture_us: 1_700_000_000_000_000,
             width: 256,
             height: 256,
-            times: StageTimes { embed: 900, blocks: vec![1000, 800, 400], ..Default::default() },
+            times: StageTimes {
+                embed: 900,
+                blocks: vec![1000, 800, 400],
+                ..Default::default()
+            },
             detections: vec![Detection {
                 class: 3,
                 score: 0.9,
                 bbox: [1.0, 2.0, 30.0, 40.0],
-                mask: CompactMask { x0: 0, y0: 0, w: 3, h: 2, cell: [4.0, 4.0], bits: pack_bits([true, false, true, true, true, false]) },
+                mask: CompactMask {
+                    x0: 0,
+                    y0: 0,
+                    w: 3,
+                    h: 2,
+                    cell: [4.0, 4.0],
+                    bits: pack_bits([true, false, true, true, true, false]),
+                },
             }],
             kept: vec![256, 256, 120],
             keep_maps: vec![pack_bits((0..256).map(|i| i % 3 == 0))],
@@ -308,7 +328,13 @@ mod tests {
         let e = h.check(Role::Edge).unwrap_err();
         assert!(alloc::format!("{e}").contains(&alloc::format!("{:016x}", schema_hash())));
         h.protocol_version = 99;
-        assert_eq!(h.check(Role::Edge), Err(HelloError::Version { ours: PROTOCOL_VERSION, theirs: 99 }));
+        assert_eq!(
+            h.check(Role::Edge),
+            Err(HelloError::Version {
+                ours: PROTOCOL_VERSION,
+                theirs: 99
+            })
+        );
     }
 
     #[test]

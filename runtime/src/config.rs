@@ -77,14 +77,38 @@ impl ModelConfig {
     /// Checks the invariants the graphs rely on; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         let checks: [(bool, &str); 8] = [
-            (self.patch > 0 && self.image_size % (self.patch * 4) == 0, "image_size must be a multiple of 4 * patch"),
-            (self.dim > 0 && self.heads > 0 && self.dim % self.heads == 0, "dim must be a multiple of heads"),
-            (self.dim % 4 == 0, "dim must be a multiple of 4 (gate hidden width dim/4)"),
-            (self.depth > 0 && self.first_gated <= self.depth, "first_gated must be <= depth"),
-            (self.keep_targets.len() == self.num_gates(), "keep_targets needs one entry per gated block"),
-            (self.keep_targets.iter().all(|t| *t > 0.0 && *t <= 1.0), "keep_targets must lie in (0, 1]"),
-            (self.num_classes > 0 && self.num_protos > 0, "num_classes and num_protos must be > 0"),
-            (self.head_dim > 0 && self.proto_dim > 0 && self.mlp_ratio > 0, "head_dim, proto_dim and mlp_ratio must be > 0"),
+            (
+                self.patch > 0 && self.image_size % (self.patch * 4) == 0,
+                "image_size must be a multiple of 4 * patch",
+            ),
+            (
+                self.dim > 0 && self.heads > 0 && self.dim % self.heads == 0,
+                "dim must be a multiple of heads",
+            ),
+            (
+                self.dim % 4 == 0,
+                "dim must be a multiple of 4 (gate hidden width dim/4)",
+            ),
+            (
+                self.depth > 0 && self.first_gated <= self.depth,
+                "first_gated must be <= depth",
+            ),
+            (
+                self.keep_targets.len() == self.num_gates(),
+                "keep_targets needs one entry per gated block",
+            ),
+            (
+                self.keep_targets.iter().all(|t| *t > 0.0 && *t <= 1.0),
+                "keep_targets must lie in (0, 1]",
+            ),
+            (
+                self.num_classes > 0 && self.num_protos > 0,
+                "num_classes and num_protos must be > 0",
+            ),
+            (
+                self.head_dim > 0 && self.proto_dim > 0 && self.mlp_ratio > 0,
+                "head_dim, proto_dim and mlp_ratio must be > 0",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, msg)) => Err(format!("invalid model config: {msg}")),
@@ -94,7 +118,11 @@ impl ModelConfig {
 
     /// Multiply-accumulates of one transformer block on `k` tokens.
     pub fn block_macs(&self, k: usize) -> u64 {
-        let (k, c, m) = (k as u64, self.dim as u64, (self.dim * self.mlp_ratio) as u64);
+        let (k, c, m) = (
+            k as u64,
+            self.dim as u64,
+            (self.dim * self.mlp_ratio) as u64,
+        );
         k * c * 3 * c + 2 * k * k * c + k * c * c + 2 * k * c * m
     }
     pub fn gate_macs(&self) -> u64 {
@@ -115,7 +143,9 @@ impl ModelConfig {
 
 /// SViT's stepped keep targets, spread over `gates` gates in three equal stages.
 pub fn stepped_targets(gates: usize, stages: &[f32; 3]) -> Vec<f32> {
-    (0..gates).map(|g| stages[(g * 3 / gates.max(1)).min(2)]).collect()
+    (0..gates)
+        .map(|g| stages[(g * 3 / gates.max(1)).min(2)])
+        .collect()
 }
 
 #[cfg(test)]
@@ -129,7 +159,10 @@ mod tests {
         assert_eq!(d.tokens(), 256);
         let t = ModelConfig::deit_tiny(6);
         t.validate().unwrap();
-        assert_eq!(t.keep_targets, vec![0.7, 0.7, 0.7, 0.49, 0.49, 0.49, 0.343, 0.343, 0.343]);
+        assert_eq!(
+            t.keep_targets,
+            vec![0.7, 0.7, 0.7, 0.49, 0.49, 0.49, 0.343, 0.343, 0.343]
+        );
     }
 
     #[test]

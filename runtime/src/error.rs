@@ -9,15 +9,29 @@ pub enum BundleError {
     #[error("bundle file {path} is missing")]
     Missing { path: PathBuf },
     #[error("cannot read bundle file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {problem}")]
     Manifest { path: PathBuf, problem: String },
     #[error("{path}: bundle format version {} but this runtime reads version {expected}; re-export the bundle with a matching svit-export", found.map(|v| v.to_string()).unwrap_or_else(|| "missing".into()))]
-    Version { path: PathBuf, found: Option<u64>, expected: u32 },
+    Version {
+        path: PathBuf,
+        found: Option<u64>,
+        expected: u32,
+    },
     #[error("{path}: SHA-256 mismatch (manifest says {expected}, file has {actual}): the file is corrupt or was changed")]
-    Hash { path: PathBuf, expected: String, actual: String },
+    Hash {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("bundle has no {requested} graphs; it has: {}", available.join(", "))]
-    Precision { requested: String, available: Vec<String> },
+    Precision {
+        requested: String,
+        available: Vec<String>,
+    },
     #[error("{path}: tract cannot load or optimise this graph: {source}")]
     Graph { path: PathBuf, source: Source },
 }
@@ -32,7 +46,12 @@ pub enum RunError {
     Tract { stage: String, source: Source },
 }
 
-pub(crate) fn tract_err(stage: impl Into<String>) -> impl FnOnce(tract_onnx::prelude::TractError) -> RunError {
+pub(crate) fn tract_err(
+    stage: impl Into<String>,
+) -> impl FnOnce(tract_onnx::prelude::TractError) -> RunError {
     let stage = stage.into();
-    move |e| RunError::Tract { stage, source: format!("{e:#}").into() }
+    move |e| RunError::Tract {
+        stage,
+        source: format!("{e:#}").into(),
+    }
 }

@@ -61,7 +61,10 @@ pub fn stage_files(cfg: &ModelConfig, precision: &str) -> Vec<String> {
 pub const DENSE_ONNX: &str = "dense.onnx";
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Manifest {
@@ -71,21 +74,40 @@ impl Manifest {
         let path = dir.join(MANIFEST);
         let bytes = read(&path)?;
         // Read the version first, so a future manifest fails on its version, not a field.
-        let probe: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| BundleError::Manifest { path: path.clone(), problem: e.to_string() })?;
+        let probe: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| BundleError::Manifest {
+                path: path.clone(),
+                problem: e.to_string(),
+            })?;
         let found = probe.get("format_version").and_then(|v| v.as_u64());
         if found != Some(FORMAT_VERSION as u64) {
-            return Err(BundleError::Version { path, found, expected: FORMAT_VERSION });
+            return Err(BundleError::Version {
+                path,
+                found,
+                expected: FORMAT_VERSION,
+            });
         }
-        let m: Manifest = serde_json::from_value(probe)
-            .map_err(|e| BundleError::Manifest { path: path.clone(), problem: e.to_string() })?;
-        let bad = |problem: String| BundleError::Manifest { path: path.clone(), problem };
+        let m: Manifest = serde_json::from_value(probe).map_err(|e| BundleError::Manifest {
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+        let bad = |problem: String| BundleError::Manifest {
+            path: path.clone(),
+            problem,
+        };
         m.config.validate().map_err(bad)?;
         if m.labels.len() != m.config.num_classes {
-            return Err(bad(format!("{} labels for {} classes", m.labels.len(), m.config.num_classes)));
+            return Err(bad(format!(
+                "{} labels for {} classes",
+                m.labels.len(),
+                m.config.num_classes
+            )));
         }
         if m.input.size != m.config.image_size {
-            return Err(bad(format!("input size {} but the model takes {}", m.input.size, m.config.image_size)));
+            return Err(bad(format!(
+                "input size {} but the model takes {}",
+                m.input.size, m.config.image_size
+            )));
         }
         for p in &m.precisions {
             for f in stage_files(&m.config, p) {
@@ -96,12 +118,18 @@ impl Manifest {
         }
         for (rel, want) in &m.files {
             if rel.contains("..") || rel.starts_with('/') {
-                return Err(bad(format!("file entry {rel:?} leaves the bundle directory")));
+                return Err(bad(format!(
+                    "file entry {rel:?} leaves the bundle directory"
+                )));
             }
             let fp = dir.join(rel);
             let got = sha256_hex(&read(&fp)?);
             if &got != want {
-                return Err(BundleError::Hash { path: fp, expected: want.clone(), actual: got });
+                return Err(BundleError::Hash {
+                    path: fp,
+                    expected: want.clone(),
+                    actual: got,
+                });
             }
         }
         Ok(m)
@@ -111,9 +139,14 @@ impl Manifest {
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, BundleError> {
     std::fs::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
-            BundleError::Missing { path: path.to_path_buf() }
+            BundleError::Missing {
+                path: path.to_path_buf(),
+            }
         } else {
-            BundleError::Io { path: path.to_path_buf(), source }
+            BundleError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
         }
     })
 }

@@ -110,7 +110,10 @@ impl FrameState {
 }
 
 fn load_plan(path: &Path) -> Result<Plan, BundleError> {
-    let graph = |e: TractError| BundleError::Graph { path: path.to_path_buf(), source: format!("{e:#}").into() };
+    let graph = |e: TractError| BundleError::Graph {
+        path: path.to_path_buf(),
+        source: format!("{e:#}").into(),
+    };
     let bytes = crate::manifest::read(path)?;
     tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])
@@ -130,18 +133,35 @@ impl Model {
     pub fn load(dir: &Path, precision: &str) -> Result<Model, BundleError> {
         let manifest = Manifest::load_verified(dir)?;
         if !manifest.precisions.iter().any(|p| p == precision) {
-            return Err(BundleError::Precision { requested: precision.into(), available: manifest.precisions.clone() });
+            return Err(BundleError::Precision {
+                requested: precision.into(),
+                available: manifest.precisions.clone(),
+            });
         }
         let cfg = &manifest.config;
         let files = stage_files(cfg, precision);
         let plan = |rel: &str| load_plan(&dir.join(rel));
         let embed = plan(&files[0])?;
         let gates = (0..cfg.depth)
-            .map(|b| cfg.gated(b).then(|| plan(&format!("{precision}/gate_{b}.onnx"))).transpose())
+            .map(|b| {
+                cfg.gated(b)
+                    .then(|| plan(&format!("{precision}/gate_{b}.onnx")))
+                    .transpose()
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let blocks = (0..cfg.depth).map(|b| plan(&format!("{precision}/block_{b}.onnx"))).collect::<Result<Vec<_>, _>>()?;
+        let blocks = (0..cfg.depth)
+            .map(|b| plan(&format!("{precision}/block_{b}.onnx")))
+            .collect::<Result<Vec<_>, _>>()?;
         let head = plan(&format!("{precision}/head.onnx"))?;
-        Ok(Model { manifest, dir: dir.to_path_buf(), precision: precision.into(), embed, gates, blocks, head })
+        Ok(Model {
+            manifest,
+            dir: dir.to_path_buf(),
+            precision: precision.into(),
+            embed,
+            gates,
+            blocks,
+            head,
+        })
     }
 
     pub fn config(&self) -> &crate::ModelConfig {
@@ -151,7 +171,10 @@ impl Model {
     pub fn default_options(&self) -> RunOptions {
         let d = &self.manifest.defaults;
         RunOptions {
-            pruning: Pruning::Threshold { threshold: d.threshold, min_keep: d.min_keep },
+            pruning: Pruning::Threshold {
+                threshold: d.threshold,
+                min_keep: d.min_keep,
+            },
             score_threshold: d.score_threshold,
             max_detections: 100,
         }
@@ -166,9 +189,18 @@ impl Model {
                 .gates
                 .iter()
                 .enumerate()
-                .map(|(b, g)| g.as_ref().map(|p| spawn(p, &format!("gate_{b}"))).transpose())
+                .map(|(b, g)| {
+                    g.as_ref()
+                        .map(|p| spawn(p, &format!("gate_{b}")))
+                        .transpose()
+                })
                 .collect::<Result<_, _>>()?,
-            blocks: self.blocks.iter().enumerate().map(|(b, p)| spawn(p, &format!("block_{b}"))).collect::<Result<_, _>>()?,
+            blocks: self
+                .blocks
+                .iter()
+                .enumerate()
+                .map(|(b, p)| spawn(p, &format!("block_{b}")))
+                .collect::<Result<_, _>>()?,
             head: spawn(&self.head, "head")?,
             map: vec![0.0; cfg.tokens() * cfg.dim],
             gathered: Vec::with_capacity(cfg.tokens() * cfg.dim),
@@ -178,7 +210,14 @@ impl Model {
     }
 
     /// Runs one interleaved RGB frame of any size (resized to the model input).
-    pub fn run_rgb(&self, st: &mut FrameState, rgb: &[u8], width: usize, height: usize, opts: &RunOptions) -> Result<FrameOutput, RunError> {
+    pub fn run_rgb(
+        &self,
+        st: &mut FrameState,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        opts: &RunOptions,
+    ) -> Result<FrameOutput, RunError> {
         if width == 0 || height == 0 {
             return Err(RunError::Input(format!("empty frame ({width}x{height})")));
         }
@@ -192,7 +231,15 @@ impl Model {
         let t0 = Instant::now();
         let s = self.config().image_size;
         let inp = &self.manifest.input;
-        crate::preprocess::resize_normalise(rgb, width, height, s, inp.mean, inp.std, &mut st.input);
+        crate::preprocess::resize_normalise(
+            rgb,
+            width,
+            height,
+            s,
+            inp.mean,
+            inp.std,
+            &mut st.input,
+        );
         let preprocess = ms(t0);
         let mut out = self.run_normalised(st, opts)?;
         out.timings.preprocess = preprocess;
@@ -204,30 +251,50 @@ impl Model {
     }
 
     /// Runs the CHW-normalised input already in `st.input` (what `run_rgb` prepares).
-    pub fn run_tensor(&self, st: &mut FrameState, chw: &[f32], opts: &RunOptions) -> Result<FrameOutput, RunError> {
+    pub fn run_tensor(
+        &self,
+        st: &mut FrameState,
+        chw: &[f32],
+        opts: &RunOptions,
+    ) -> Result<FrameOutput, RunError> {
         let s = self.config().image_size;
         if chw.len() != 3 * s * s {
-            return Err(RunError::Input(format!("{} values for a 3x{s}x{s} input", chw.len())));
+            return Err(RunError::Input(format!(
+                "{} values for a 3x{s}x{s} input",
+                chw.len()
+            )));
         }
         if chw.iter().any(|v| !v.is_finite()) {
-            return Err(RunError::NonFinite { stage: "input".into() });
+            return Err(RunError::NonFinite {
+                stage: "input".into(),
+            });
         }
         st.input.clear();
         st.input.extend_from_slice(chw);
         self.run_normalised(st, opts)
     }
 
-    fn run_normalised(&self, st: &mut FrameState, opts: &RunOptions) -> Result<FrameOutput, RunError> {
+    fn run_normalised(
+        &self,
+        st: &mut FrameState,
+        opts: &RunOptions,
+    ) -> Result<FrameOutput, RunError> {
         let cfg = self.config().clone();
         let (n, c, s) = (cfg.tokens(), cfg.dim, cfg.image_size);
-        let mut t = Timings { blocks: Vec::with_capacity(cfg.depth), ..Default::default() };
+        let mut t = Timings {
+            blocks: Vec::with_capacity(cfg.depth),
+            ..Default::default()
+        };
         let mut kept = Vec::with_capacity(cfg.depth);
         let mut keep_maps = Vec::new();
         let mut macs = cfg.embed_macs() + cfg.head_macs();
 
         let t0 = Instant::now();
         let img = tensor_from(&[1, 3, s, s], &st.input, "embed")?;
-        let y = st.embed.run(tvec!(img.into())).map_err(tract_err("embed"))?;
+        let y = st
+            .embed
+            .run(tvec!(img.into()))
+            .map_err(tract_err("embed"))?;
         copy_out(&y[0], &mut st.map, "embed")?;
         t.embed = ms(t0);
 
@@ -237,15 +304,25 @@ impl Model {
             if let (Some(gate), false) = (st.gates[b].as_mut(), opts.pruning == Pruning::Dense) {
                 let tg = Instant::now();
                 let x = tensor_from(&[1, n, c], &st.map, "gate")?;
-                let probs = gate.run(tvec!(x.into())).map_err(tract_err(format!("gate_{b}")))?;
+                let probs = gate
+                    .run(tvec!(x.into()))
+                    .map_err(tract_err(format!("gate_{b}")))?;
                 let probs = f32s(&probs[0]).map_err(tract_err(format!("gate_{b}")))?;
                 let p_keep: Vec<f32> = probs.chunks_exact(2).map(|p| p[0]).collect();
                 if p_keep.iter().any(|p| !p.is_finite()) {
-                    return Err(RunError::NonFinite { stage: format!("gate_{b}") });
+                    return Err(RunError::NonFinite {
+                        stage: format!("gate_{b}"),
+                    });
                 }
                 let sel = match opts.pruning {
-                    Pruning::Threshold { threshold, min_keep } => prune::select_tokens(&p_keep, threshold, min_keep),
-                    Pruning::Ratio(r) => prune::top_k(&p_keep, ((r.clamp(0.0, 1.0) * n as f32).round() as usize).max(1)),
+                    Pruning::Threshold {
+                        threshold,
+                        min_keep,
+                    } => prune::select_tokens(&p_keep, threshold, min_keep),
+                    Pruning::Ratio(r) => prune::top_k(
+                        &p_keep,
+                        ((r.clamp(0.0, 1.0) * n as f32).round() as usize).max(1),
+                    ),
                     Pruning::Dense => unreachable!("gates are skipped when dense"),
                 };
                 macs += cfg.gate_macs();
@@ -266,7 +343,9 @@ impl Model {
             match &keep {
                 None => {
                     let x = tensor_from(&[1, n, c], &st.map, &stage)?;
-                    let y = st.blocks[b].run(tvec!(x.into())).map_err(tract_err(&stage))?;
+                    let y = st.blocks[b]
+                        .run(tvec!(x.into()))
+                        .map_err(tract_err(&stage))?;
                     copy_out(&y[0], &mut st.map, &stage)?;
                     t.blocks.push(ms(tb));
                 }
@@ -280,7 +359,9 @@ impl Model {
                     let x = tensor_from(&[1, idx.len(), c], &st.gathered, &stage)?;
                     let mut gs = ms(tgs);
                     let tr = Instant::now();
-                    let y = st.blocks[b].run(tvec!(x.into())).map_err(tract_err(&stage))?;
+                    let y = st.blocks[b]
+                        .run(tvec!(x.into()))
+                        .map_err(tract_err(&stage))?;
                     t.blocks.push(ms(tr));
                     let tsc = Instant::now();
                     let ys = f32s(&y[0]).map_err(tract_err(&stage))?;
@@ -306,10 +387,21 @@ impl Model {
             dst.clear();
             dst.extend_from_slice(slice(i)?);
         }
-        let head = HeadOutputs { heat: slice(0)?, boxes: slice(1)?, coef: slice(2)?, protos: slice(3)? };
+        let head = HeadOutputs {
+            heat: slice(0)?,
+            boxes: slice(1)?,
+            coef: slice(2)?,
+            protos: slice(3)?,
+        };
         let detections = post::decode(&cfg, &head, opts.score_threshold, opts.max_detections)?;
         t.postprocess = ms(tp);
-        Ok(FrameOutput { detections, kept, keep_maps, gmacs: macs as f64 / 1e9, timings: t })
+        Ok(FrameOutput {
+            detections,
+            kept,
+            keep_maps,
+            gmacs: macs as f64 / 1e9,
+            timings: t,
+        })
     }
 }
 
@@ -328,10 +420,15 @@ fn tensor_from(shape: &[usize], data: &[f32], stage: &str) -> Result<Tensor, Run
 fn copy_out(t: &TValue, dst: &mut [f32], stage: &str) -> Result<(), RunError> {
     let src = f32s(t).map_err(tract_err(stage))?;
     if src.len() != dst.len() {
-        return Err(RunError::Tract { stage: stage.into(), source: format!("output has {} values, expected {}", src.len(), dst.len()).into() });
+        return Err(RunError::Tract {
+            stage: stage.into(),
+            source: format!("output has {} values, expected {}", src.len(), dst.len()).into(),
+        });
     }
     if src.iter().any(|v| !v.is_finite()) {
-        return Err(RunError::NonFinite { stage: stage.into() });
+        return Err(RunError::NonFinite {
+            stage: stage.into(),
+        });
     }
     dst.copy_from_slice(src);
     Ok(())

@@ -2,7 +2,15 @@
 //! written into a reused buffer (no allocation once it has grown to size).
 
 /// Interleaved RGB `w x h` -> CHW floats `3 x size x size` in `out` (cleared first).
-pub fn resize_normalise(rgb: &[u8], w: usize, h: usize, size: usize, mean: [f32; 3], std: [f32; 3], out: &mut Vec<f32>) {
+pub fn resize_normalise(
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+    size: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+    out: &mut Vec<f32>,
+) {
     out.clear();
     out.resize(3 * size * size, 0.0);
     let (sx, sy) = (w as f32 / size as f32, h as f32 / size as f32);
@@ -18,7 +26,10 @@ pub fn resize_normalise(rgb: &[u8], w: usize, h: usize, size: usize, mean: [f32;
             let x1 = (x0 + 1).min(w - 1);
             for c in 0..3 {
                 let p = |xx: usize, yy: usize| rgb[(yy * w + xx) * 3 + c] as f32;
-                let v = p(x0, y0) * (1.0 - wx) * (1.0 - wy) + p(x1, y0) * wx * (1.0 - wy) + p(x0, y1) * (1.0 - wx) * wy + p(x1, y1) * wx * wy;
+                let v = p(x0, y0) * (1.0 - wx) * (1.0 - wy)
+                    + p(x1, y0) * wx * (1.0 - wy)
+                    + p(x0, y1) * (1.0 - wx) * wy
+                    + p(x1, y1) * wx * wy;
                 out[c * size * size + y * size + x] = v * scale[c] + bias[c];
             }
         }

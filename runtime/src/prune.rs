@@ -20,7 +20,13 @@ pub fn select_tokens(p_keep: &[f32], threshold: f32, min_keep: usize) -> Vec<usi
 pub fn top_k(p_keep: &[f32], k: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..p_keep.len()).collect();
     // NaN sorts last: it is never preferred over a real score.
-    let key = |i: usize| if p_keep[i].is_nan() { f32::NEG_INFINITY } else { p_keep[i] };
+    let key = |i: usize| {
+        if p_keep[i].is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            p_keep[i]
+        }
+    };
     order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
     order.truncate(k.min(p_keep.len()));
     order.sort_unstable();

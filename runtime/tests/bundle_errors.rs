@@ -31,9 +31,14 @@ fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
 
 #[test]
 fn missing_bundle_names_the_manifest() {
-    let e = Model::load(Path::new("/nonexistent/bundle"), "f32").err().unwrap();
+    let e = Model::load(Path::new("/nonexistent/bundle"), "f32")
+        .err()
+        .unwrap();
     assert!(matches!(e, BundleError::Missing { .. }));
-    assert!(e.to_string().contains("/nonexistent/bundle/manifest.json"), "{e}");
+    assert!(
+        e.to_string().contains("/nonexistent/bundle/manifest.json"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -41,7 +46,10 @@ fn corrupt_manifest_is_reported() {
     let d = copy_demo("json");
     std::fs::write(d.join("manifest.json"), b"{ not json").unwrap();
     let e = Model::load(&d, "f32").err().unwrap();
-    assert!(matches!(e, BundleError::Manifest { .. }) && e.to_string().contains("manifest.json"), "{e}");
+    assert!(
+        matches!(e, BundleError::Manifest { .. }) && e.to_string().contains("manifest.json"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -49,7 +57,10 @@ fn wrong_format_version_names_both() {
     let d = copy_demo("version");
     edit_manifest(&d, |v| v["format_version"] = 99.into());
     let e = Model::load(&d, "f32").err().unwrap().to_string();
-    assert!(e.contains("99") && e.contains(&svit_runtime::FORMAT_VERSION.to_string()), "{e}");
+    assert!(
+        e.contains("99") && e.contains(&svit_runtime::FORMAT_VERSION.to_string()),
+        "{e}"
+    );
 }
 
 #[test]
@@ -61,7 +72,10 @@ fn changed_file_fails_its_hash() {
     bytes[mid] ^= 0x40;
     std::fs::write(&p, bytes).unwrap();
     let e = Model::load(&d, "f32").err().unwrap();
-    assert!(matches!(&e, BundleError::Hash { path, .. } if path.ends_with("f32/block_3.onnx")), "{e}");
+    assert!(
+        matches!(&e, BundleError::Hash { path, .. } if path.ends_with("f32/block_3.onnx")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -69,7 +83,10 @@ fn missing_stage_file_is_named() {
     let d = copy_demo("missing");
     std::fs::remove_file(d.join("f32/gate_4.onnx")).unwrap();
     let e = Model::load(&d, "f32").err().unwrap();
-    assert!(e.to_string().contains("gate_4.onnx") && e.to_string().contains("missing"), "{e}");
+    assert!(
+        e.to_string().contains("gate_4.onnx") && e.to_string().contains("missing"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -81,7 +98,14 @@ fn unknown_precision_lists_what_there_is() {
 #[test]
 fn inconsistent_config_is_refused() {
     let d = copy_demo("config");
-    edit_manifest(&d, |v| v["labels"].as_array_mut().unwrap().pop().map(|_| ()).unwrap());
+    edit_manifest(&d, |v| {
+        v["labels"]
+            .as_array_mut()
+            .unwrap()
+            .pop()
+            .map(|_| ())
+            .unwrap()
+    });
     let e = Model::load(&d, "f32").err().unwrap().to_string();
     assert!(e.contains("labels"), "{e}");
 }
@@ -91,14 +115,28 @@ fn wrong_frame_shape_is_an_input_error() {
     let m = Model::load(&demo(), "f32").unwrap();
     let mut st = m.new_state().unwrap();
     let opts = m.default_options();
-    let e = m.run_rgb(&mut st, &[0u8; 100], 10, 10, &opts).err().unwrap();
-    assert!(matches!(e, RunError::Input(_)) && e.to_string().contains("3 channels"), "{e}");
+    let e = m
+        .run_rgb(&mut st, &[0u8; 100], 10, 10, &opts)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, RunError::Input(_)) && e.to_string().contains("3 channels"),
+        "{e}"
+    );
     let e = m.run_rgb(&mut st, &[], 0, 0, &opts).err().unwrap();
     assert!(matches!(e, RunError::Input(_)));
     let mut chw = vec![0f32; 3 * 256 * 256];
     chw[7] = f32::NAN;
-    assert!(matches!(m.run_tensor(&mut st, &chw, &opts), Err(RunError::NonFinite { .. })));
+    assert!(matches!(
+        m.run_tensor(&mut st, &chw, &opts),
+        Err(RunError::NonFinite { .. })
+    ));
     // A frame of another size is resized, not refused.
-    let out = m.run_rgb(&mut st, &vec![128u8; 320 * 240 * 3], 320, 240, &opts).unwrap();
-    assert!(out.detections.iter().all(|d| d.bbox[2] <= 320.0 && d.bbox[3] <= 240.0));
+    let out = m
+        .run_rgb(&mut st, &vec![128u8; 320 * 240 * 3], 320, 240, &opts)
+        .unwrap();
+    assert!(out
+        .detections
+        .iter()
+        .all(|d| d.bbox[2] <= 320.0 && d.bbox[3] <= 240.0));
 }

@@ -166,7 +166,12 @@ pub fn generate(cfg: &SceneConfig, seed: u64, index: u64) -> Scene {
             if area == 0 {
                 return None;
             }
-            Some(Object { class: p.class, bbox: mask_bbox(&mask, w, h), mask, area })
+            Some(Object {
+                class: p.class,
+                bbox: mask_bbox(&mask, w, h),
+                mask,
+                area,
+            })
         })
         .collect();
 
@@ -175,7 +180,12 @@ pub fn generate(cfg: &SceneConfig, seed: u64, index: u64) -> Scene {
         .iter()
         .map(|&v| ((v + noise * rng.normal()).clamp(0.0, 1.0) * 255.0).round() as u8)
         .collect();
-    Scene { width: w, height: h, rgb, objects }
+    Scene {
+        width: w,
+        height: h,
+        rgb,
+        objects,
+    }
 }
 
 /// Tight `[x, y, w, h]` of the non-zero pixels of a row-major mask.
@@ -220,7 +230,11 @@ fn vivid(rng: &mut Rng) -> [f32; 3] {
     let sat = rng.range(0.5, 1.0);
     let val = rng.range(0.55, 1.0);
     let f = hue.fract();
-    let (p, q, t) = (val * (1.0 - sat), val * (1.0 - sat * f), val * (1.0 - sat * (1.0 - f)));
+    let (p, q, t) = (
+        val * (1.0 - sat),
+        val * (1.0 - sat * f),
+        val * (1.0 - sat * (1.0 - f)),
+    );
     match hue as u32 {
         0 => [val, t, p],
         1 => [q, val, p],
@@ -237,7 +251,11 @@ fn texture(kind: u8, freq: f32, u: f32, v: f32) -> f32 {
         1 => 0.75 + 0.25 * (u * freq * std::f32::consts::PI).sin().signum(),
         2 => {
             let a = ((u + 2.0) * freq).floor() as i32 + ((v + 2.0) * freq).floor() as i32;
-            if a % 2 == 0 { 1.0 } else { 0.65 }
+            if a % 2 == 0 {
+                1.0
+            } else {
+                0.65
+            }
         }
         _ => 0.7 + 0.3 * (0.5 - 0.5 * v),
     }
@@ -295,7 +313,8 @@ fn background(rng: &mut Rng, w: usize, h: usize, rgb: &mut [f32]) {
     let grid: Vec<f32> = (0..gw * gh).map(|_| rng.range(-0.15, 0.15)).collect();
     for y in 0..h {
         for x in 0..w {
-            let t = ((x as f32 / w as f32 - 0.5) * dc + (y as f32 / h as f32 - 0.5) * ds + 0.7) / 1.4;
+            let t =
+                ((x as f32 / w as f32 - 0.5) * dc + (y as f32 / h as f32 - 0.5) * ds + 0.7) / 1.4;
             let (gx, gy) = (x as f32 / cell as f32, y as f32 / cell as f32);
             let (ix, iy) = (gx as usize, gy as usize);
             let (fx, fy) = (gx.fract(), gy.fract());
@@ -379,7 +398,10 @@ mod tests {
                     *c += m;
                 }
             }
-            assert!(cover.iter().all(|&c| c <= 1), "instance masks overlap in scene {i}");
+            assert!(
+                cover.iter().all(|&c| c <= 1),
+                "instance masks overlap in scene {i}"
+            );
         }
     }
 

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use svit_protocol::{self as proto, EdgeMsg, Feed, FrameDecoder, HostMsg, MAX_FRAME};
 
 pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary, built once per test run (`cargo build --workspace --bins`,
@@ -27,7 +30,9 @@ pub fn bin(name: &str) -> PathBuf {
             .expect("running cargo build");
         assert!(st.success(), "building the workspace binaries failed");
     });
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join("target"));
     let p = target.join("debug").join(name);
     assert!(p.exists(), "{} was not built", p.display());
     p
@@ -49,9 +54,14 @@ pub fn host_hello() -> HostMsg {
 }
 
 /// Reads edge messages until `until` says stop, the peer closes, or `timeout` passes.
-pub fn read_messages(s: &mut TcpStream, timeout: Duration, mut until: impl FnMut(&EdgeMsg) -> bool) -> (Vec<EdgeMsg>, usize) {
+pub fn read_messages(
+    s: &mut TcpStream,
+    timeout: Duration,
+    mut until: impl FnMut(&EdgeMsg) -> bool,
+) -> (Vec<EdgeMsg>, usize) {
     let deadline = Instant::now() + timeout;
-    s.set_read_timeout(Some(Duration::from_millis(200))).expect("socket");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("socket");
     let mut dec = FrameDecoder::new(MAX_FRAME);
     let mut out = Vec::new();
     let mut errors = 0;
@@ -60,7 +70,14 @@ pub fn read_messages(s: &mut TcpStream, timeout: Duration, mut until: impl FnMut
         let n = match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
             Err(_) => break,
         };
         let mut input = &buf[..n];
@@ -86,5 +103,6 @@ pub fn read_messages(s: &mut TcpStream, timeout: Duration, mut until: impl FnMut
 }
 
 pub fn send(s: &mut TcpStream, msg: &HostMsg) {
-    s.write_all(&proto::encode(msg, MAX_FRAME).expect("encodable")).expect("send to edge");
+    s.write_all(&proto::encode(msg, MAX_FRAME).expect("encodable"))
+        .expect("send to edge");
 }

@@ -13,7 +13,15 @@ use svit_protocol::{EdgeMsg, HostMsg};
 // trained (BENCHMARKS.md), so detections are asked for down to score 0.1.
 fn spawn_edge(port: u16, frames: u32) -> std::process::Child {
     Command::new(bin("svit-edge"))
-        .args(["run", "--camera", "synthetic", "--frames", &frames.to_string(), "--score-threshold", "0.1"])
+        .args([
+            "run",
+            "--camera",
+            "synthetic",
+            "--frames",
+            &frames.to_string(),
+            "--score-threshold",
+            "0.1",
+        ])
         .args(["--connect", &format!("127.0.0.1:{port}")])
         .current_dir(workspace())
         .stdout(Stdio::null())
@@ -29,16 +37,30 @@ fn edge_streams_frames_with_continuous_sequence_numbers() {
     let mut edge = spawn_edge(port, 12);
     let (mut s, _) = listener.accept().unwrap();
     let (first, _) = read_messages(&mut s, Duration::from_secs(60), |_| true);
-    let EdgeMsg::Hello(h) = &first[0] else { panic!("first message must be the hello, got {:?}", first[0]) };
+    let EdgeMsg::Hello(h) = &first[0] else {
+        panic!("first message must be the hello, got {:?}", first[0])
+    };
     h.check(svit_protocol::Role::Edge).unwrap();
     assert_eq!(h.labels.len(), 6);
     send(&mut s, &host_hello());
     let (msgs, errors) = read_messages(&mut s, Duration::from_secs(120), |_| false);
     assert_eq!(errors, 0);
-    let frames: Vec<_> = msgs.iter().filter_map(|m| if let EdgeMsg::Frame(f) = m { Some(f) } else { None }).collect();
+    let frames: Vec<_> = msgs
+        .iter()
+        .filter_map(|m| {
+            if let EdgeMsg::Frame(f) = m {
+                Some(f)
+            } else {
+                None
+            }
+        })
+        .collect();
     let seqs: Vec<u64> = frames.iter().map(|f| f.seq).collect();
     assert_eq!(seqs, (0..12).collect::<Vec<_>>(), "every frame, in order");
-    assert!(frames.iter().filter(|f| !f.detections.is_empty()).count() >= 6, "synthetic scenes always hold objects");
+    assert!(
+        frames.iter().filter(|f| !f.detections.is_empty()).count() >= 6,
+        "synthetic scenes always hold objects"
+    );
     for f in &frames {
         assert_eq!(f.kept.len(), h.blocks as usize);
         assert!(f.kept.iter().all(|&k| k >= 1 && k <= h.tokens));
@@ -48,7 +70,10 @@ fn edge_streams_frames_with_continuous_sequence_numbers() {
             assert!(d.bbox[0] < d.bbox[2] && d.bbox[1] < d.bbox[3]);
         }
     }
-    assert!(msgs.iter().any(|m| matches!(m, EdgeMsg::Health(_))), "health is sent every second");
+    assert!(
+        msgs.iter().any(|m| matches!(m, EdgeMsg::Health(_))),
+        "health is sent every second"
+    );
     assert!(edge.wait().unwrap().success());
 }
 
@@ -69,18 +94,46 @@ fn edge_survives_a_garbage_peer_and_a_host_that_goes_away() {
         n += matches!(m, EdgeMsg::Frame(_)) as usize;
         n >= 3
     });
-    let last = msgs.iter().rev().find_map(|m| if let EdgeMsg::Frame(f) = m { Some(f.seq) } else { None }).unwrap();
+    let last = msgs
+        .iter()
+        .rev()
+        .find_map(|m| {
+            if let EdgeMsg::Frame(f) = m {
+                Some(f.seq)
+            } else {
+                None
+            }
+        })
+        .unwrap();
     drop(s);
     std::thread::sleep(Duration::from_millis(1500));
     // 3: the host comes back; the edge reconnects and reports what it dropped meanwhile.
     let (mut s, _) = listener.accept().unwrap();
     send(&mut s, &host_hello());
     send(&mut s, &HostMsg::SetThreshold(0.0));
-    let (msgs, _) = read_messages(&mut s, Duration::from_secs(120), |m| matches!(m, EdgeMsg::Frame(f) if f.threshold == 0.0));
-    let f = msgs.iter().rev().find_map(|m| if let EdgeMsg::Frame(f) = m { Some(f) } else { None }).expect("frames after reconnect");
+    let (msgs, _) = read_messages(
+        &mut s,
+        Duration::from_secs(120),
+        |m| matches!(m, EdgeMsg::Frame(f) if f.threshold == 0.0),
+    );
+    let f = msgs
+        .iter()
+        .rev()
+        .find_map(|m| {
+            if let EdgeMsg::Frame(f) = m {
+                Some(f)
+            } else {
+                None
+            }
+        })
+        .expect("frames after reconnect");
     assert!(f.seq > last, "sequence numbers go on across reconnects");
     assert_eq!(f.threshold, 0.0, "control message applied");
-    assert!(f.kept.iter().all(|&k| k == 256), "threshold 0 runs dense: {:?}", f.kept);
+    assert!(
+        f.kept.iter().all(|&k| k == 256),
+        "threshold 0 runs dense: {:?}",
+        f.kept
+    );
     let _ = edge.kill();
     let _ = edge.wait();
 }

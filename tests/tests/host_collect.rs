@@ -9,12 +9,21 @@ use std::time::{Duration, Instant};
 use svit_e2e::{bin, workspace};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn host(port: u16, rec: &Path) -> Child {
     Command::new(bin("svit-host"))
-        .args(["listen", &format!("127.0.0.1:{port}"), "--quiet", "--record"])
+        .args([
+            "listen",
+            &format!("127.0.0.1:{port}"),
+            "--quiet",
+            "--record",
+        ])
         .arg(rec)
         .stdout(Stdio::null())
         .spawn()
@@ -23,7 +32,15 @@ fn host(port: u16, rec: &Path) -> Child {
 
 fn edge(port: u16, name: &str, camera: &str, frames: u32) -> Child {
     Command::new(bin("svit-edge"))
-        .args(["run", "--camera", camera, "--name", name, "--frames", &frames.to_string()])
+        .args([
+            "run",
+            "--camera",
+            camera,
+            "--name",
+            name,
+            "--frames",
+            &frames.to_string(),
+        ])
         .args(["--connect", &format!("127.0.0.1:{port}")])
         .current_dir(workspace())
         .stdout(Stdio::null())
@@ -32,11 +49,22 @@ fn edge(port: u16, name: &str, camera: &str, frames: u32) -> Child {
 }
 
 fn signal(child: &Child, sig: &str) {
-    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
 }
 
 fn summary(rec: &Path, out: &Path) -> serde_json::Value {
-    let st = Command::new(bin("svit-host")).arg("report").arg(rec).arg("--out").arg(out).stdout(Stdio::null()).status().unwrap();
+    let st = Command::new(bin("svit-host"))
+        .arg("report")
+        .arg(rec)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(st.success(), "report failed");
     serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
 }
@@ -69,23 +97,43 @@ fn two_boards_one_host_nothing_lost() {
         assert_eq!(bd["frames"], 8, "every frame sent is recorded: {bd}");
         assert_eq!(bd["missing"], 0);
         assert!(bd["total_ms"]["p50"].as_f64().unwrap() > 0.0);
-        assert!(bd["kept_fraction"].as_f64().unwrap() > 0.0 && bd["kept_fraction"].as_f64().unwrap() <= 1.0);
+        assert!(
+            bd["kept_fraction"].as_f64().unwrap() > 0.0
+                && bd["kept_fraction"].as_f64().unwrap() <= 1.0
+        );
     }
     let csv = std::fs::read_to_string(dir.join("report/frames.csv")).unwrap();
     for name in ["board-a", "board-b"] {
-        let seqs: Vec<u64> = csv.lines().filter(|l| l.starts_with(name)).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+        let seqs: Vec<u64> = csv
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+            .collect();
         assert_eq!(seqs, (0..8).collect::<Vec<_>>(), "{name}");
     }
     // Frame 0 always carries a thumbnail: it renders with its masks and kept-token map.
     let png = dir.join("frame0.png");
     let st = Command::new(bin("svit-host"))
-        .arg("render").arg(&rec).args(["--frame", "0", "--device", "board-b", "--block", "7", "--out"]).arg(&png)
-        .stdout(Stdio::null()).status().unwrap();
+        .arg("render")
+        .arg(&rec)
+        .args([
+            "--frame", "0", "--device", "board-b", "--block", "7", "--out",
+        ])
+        .arg(&png)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(st.success());
     let img = std::fs::read(&png).unwrap();
     assert!(img.starts_with(b"\x89PNG") && img.len() > 1000);
-    let st = Command::new(bin("svit-host")).arg("render").arg(&rec).args(["--frame", "999", "--out"]).arg(&png)
-        .stderr(Stdio::null()).status().unwrap();
+    let st = Command::new(bin("svit-host"))
+        .arg("render")
+        .arg(&rec)
+        .args(["--frame", "999", "--out"])
+        .arg(&png)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
     assert!(!st.success(), "a frame that is not recorded is an error");
 }
 
@@ -98,7 +146,9 @@ fn recording_survives_kill_9() {
     std::thread::sleep(Duration::from_millis(300));
     let mut e = edge(port, "board-k", "synthetic", 100_000);
     let t = Instant::now();
-    while std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0) < 20_000 && t.elapsed() < Duration::from_secs(120) {
+    while std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0) < 20_000
+        && t.elapsed() < Duration::from_secs(120)
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     signal(&h, "-KILL");
@@ -108,11 +158,27 @@ fn recording_survives_kill_9() {
     let s = summary(&rec, &dir.join("report"));
     let bd = &s["boards"][0];
     assert!(bd["frames"].as_u64().unwrap() >= 1, "{s}");
-    assert_eq!(bd["missing"], 0, "what was recorded before the kill is intact and contiguous");
-    let out = Command::new(bin("svit-host")).arg("replay").arg(&rec).arg("--max-speed").output().unwrap();
+    assert_eq!(
+        bd["missing"], 0,
+        "what was recorded before the kill is intact and contiguous"
+    );
+    let out = Command::new(bin("svit-host"))
+        .arg("replay")
+        .arg(&rec)
+        .arg("--max-speed")
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    let lines = String::from_utf8(out.stdout).unwrap().lines().filter(|l| l.starts_with('{')).count();
-    assert_eq!(lines as u64, bd["frames"].as_u64().unwrap(), "replay shows every recorded frame");
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .count();
+    assert_eq!(
+        lines as u64,
+        bd["frames"].as_u64().unwrap(),
+        "replay shows every recorded frame"
+    );
 }
 
 #[test]
@@ -143,7 +209,9 @@ fn host_refuses_bad_peers_and_keeps_serving() {
         blocks: 0,
         nonce: [0; 16],
     });
-    wrong.write_all(&proto::encode(&hello, proto::MAX_FRAME).unwrap()).unwrap();
+    wrong
+        .write_all(&proto::encode(&hello, proto::MAX_FRAME).unwrap())
+        .unwrap();
     let mut e = edge(port, "board-ok", "synthetic", 5);
     assert!(e.wait().unwrap().success());
     std::thread::sleep(Duration::from_millis(300));
@@ -165,7 +233,12 @@ fn pre_shared_key_admits_only_its_holders() {
     let port = free_port();
     let rec = dir.join("run.svrec");
     let mut h = Command::new(bin("svit-host"))
-        .args(["listen", &format!("127.0.0.1:{port}"), "--quiet", "--record"])
+        .args([
+            "listen",
+            &format!("127.0.0.1:{port}"),
+            "--quiet",
+            "--record",
+        ])
         .arg(&rec)
         .arg("--key")
         .arg(&good)
@@ -175,23 +248,45 @@ fn pre_shared_key_admits_only_its_holders() {
     std::thread::sleep(Duration::from_millis(300));
     let with_key = |name: &str, key: Option<&Path>| {
         let mut c = Command::new(bin("svit-edge"));
-        c.args(["run", "--camera", "synthetic", "--name", name, "--frames", "4", "--connect", &format!("127.0.0.1:{port}")]);
+        c.args([
+            "run",
+            "--camera",
+            "synthetic",
+            "--name",
+            name,
+            "--frames",
+            "4",
+            "--connect",
+            &format!("127.0.0.1:{port}"),
+        ]);
         if let Some(k) = key {
             c.arg("--key").arg(k);
         }
-        c.current_dir(workspace()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+        c.current_dir(workspace())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
     };
     let mut a = with_key("holder", Some(&good));
     let mut b = with_key("wrong-key", Some(&bad));
     let mut c = with_key("no-key", None);
     for e in [&mut a, &mut b, &mut c] {
-        assert!(e.wait().unwrap().success(), "an edge refused by the host still exits cleanly");
+        assert!(
+            e.wait().unwrap().success(),
+            "an edge refused by the host still exits cleanly"
+        );
     }
     std::thread::sleep(Duration::from_millis(300));
     signal(&h, "-TERM");
     assert!(h.wait().unwrap().success());
     let s = summary(&rec, &dir.join("report"));
-    let names: Vec<&str> = s["boards"].as_array().unwrap().iter().map(|b| b["device"].as_str().unwrap()).collect();
+    let names: Vec<&str> = s["boards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["device"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["holder"], "{s}");
     assert_eq!(s["boards"][0]["frames"], 4);
 }

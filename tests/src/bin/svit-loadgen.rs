@@ -15,17 +15,31 @@ fn frame(seq: u64) -> EdgeMsg {
         class: i % 6,
         score: 0.9,
         bbox: [10.0 * i as f32, 12.0, 10.0 * i as f32 + 40.0, 60.0],
-        mask: proto::CompactMask { x0: 2 * i, y0: 3, w: 12, h: 14, cell: [4.0, 4.0], bits: vec![0xA5; 21] },
+        mask: proto::CompactMask {
+            x0: 2 * i,
+            y0: 3,
+            w: 12,
+            h: 14,
+            cell: [4.0, 4.0],
+            bits: vec![0xA5; 21],
+        },
     };
     EdgeMsg::Frame(proto::Frame {
         seq,
         capture_us: seq * 33_333,
         width: 256,
         height: 256,
-        times: proto::StageTimes { embed: 900, blocks: vec![3000; 8], head: 2000, ..Default::default() },
+        times: proto::StageTimes {
+            embed: 900,
+            blocks: vec![3000; 8],
+            head: 2000,
+            ..Default::default()
+        },
         detections: (0..10).map(det).collect(),
         kept: vec![256, 256, 140, 130, 100, 90, 70, 60],
-        keep_maps: (0..8).map(|b| if b < 2 { vec![] } else { vec![0x5A; 32] }).collect(),
+        keep_maps: (0..8)
+            .map(|b| if b < 2 { vec![] } else { vec![0x5A; 32] })
+            .collect(),
         gmacs: 0.35,
         dropped_total: 0,
         threshold: 0.5,
@@ -39,7 +53,11 @@ fn main() {
         std::process::exit(2);
     }
     let addr = args[1].clone();
-    let parse = |i: usize| args[i].parse::<f64>().unwrap_or_else(|_| panic!("argument {i} must be a number"));
+    let parse = |i: usize| {
+        args[i]
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("argument {i} must be a number"))
+    };
     let (boards, fps, secs) = (parse(2) as usize, parse(3), parse(4));
     let handles: Vec<_> = (0..boards)
         .map(|b| {
@@ -58,7 +76,8 @@ fn main() {
                     blocks: 8,
                     nonce: [0; 16],
                 });
-                s.write_all(&proto::encode(&hello, proto::MAX_FRAME).unwrap()).unwrap();
+                s.write_all(&proto::encode(&hello, proto::MAX_FRAME).unwrap())
+                    .unwrap();
                 let period = Duration::from_secs_f64(1.0 / fps);
                 let start = Instant::now();
                 let mut seq = 0u64;
