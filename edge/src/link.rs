@@ -1,8 +1,8 @@
-//! Where frames go: a host over TCP (connecting out, reconnecting with backoff) or stdout as
-//! JSON lines. The sender only ever waits on its own queue: inference never waits on the link.
+//! Where frames go: a host over TCP (connecting out and reconnecting with backoff, or listening
+//! for the host to connect) or stdout as JSON lines. The sender only ever waits on its own queue: inference never waits on the link.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,11 +132,74 @@ fn spawn_control_reader(mut stream: TcpStream, ctl: Arc<Control>, leftover: Vec<
     });
 }
 
-/// Sends queued messages to `addr`, reconnecting with backoff; returns when the queue closes
-/// and everything queued has been flushed (or the host cannot be reached for the final flush).
-/// `hello` is this edge's greeting; with `key`, host and edge prove they share it.
+/// How the edge meets its host.
+pub enum Peer {
+    /// `--connect HOST:PORT`: dial out, again with backoff whenever the link drops.
+    Connect(String),
+    /// `--listen ADDR`: wait for the host (`svit-host listen --board EDGE:PORT`) to dial in.
+    Listen(TcpListener),
+}
+
+impl Peer {
+    fn describe(&self) -> String {
+        match self {
+            Peer::Connect(a) => format!("host {a}"),
+            Peer::Listen(l) => l
+                .local_addr()
+                .map_or("listener".into(), |a| format!("listener {a}")),
+        }
+    }
+
+    /// One link with the hello done. A listener gives up after a second without a host, so the
+    /// caller can notice shutdown.
+    fn open(&self, hello: &proto::Hello, key: Option<&[u8]>) -> Result<(TcpStream, Vec<u8>)> {
+        let mut s = match self {
+            Peer::Connect(addr) => {
+                TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?
+            }
+            Peer::Listen(l) => {
+                l.set_nonblocking(true)?;
+                let deadline = Instant::now() + Duration::from_secs(1);
+                loop {
+                    match l.accept() {
+                        Ok((s, peer)) => {
+                            s.set_nonblocking(false)?;
+                            tracing::info!("host {peer} connected");
+                            break s;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            if Instant::now() > deadline {
+                                bail!(NoHostYet);
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(e) => return Err(e).context("accepting a host"),
+                    }
+                }
+            }
+        };
+        s.set_nodelay(true)?;
+        s.set_write_timeout(Some(Duration::from_secs(5)))?;
+        let mut hello = hello.clone();
+        hello.nonce = proto::auth::nonce();
+        s.write_all(
+            &proto::encode(&EdgeMsg::Hello(hello.clone()), MAX_FRAME)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )?;
+        let leftover = handshake(&mut s, &hello, key)?;
+        Ok((s, leftover))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no host has connected yet")]
+struct NoHostYet;
+
+/// Sends queued messages to the peer, re-establishing the link when it drops; returns when the
+/// queue closes and everything queued has been flushed (or no host is there for the final
+/// flush). `hello` is this edge's greeting; with `key`, host and edge prove they share it.
 pub fn tcp_loop(
-    addr: &str,
+    peer: Peer,
     q: Arc<Queue<EdgeMsg>>,
     hello: proto::Hello,
     key: Option<Vec<u8>>,
@@ -147,11 +210,12 @@ pub fn tcp_loop(
     let mut backoff = Duration::from_millis(100);
     let mut last_health = Instant::now() - Duration::from_secs(2);
     let mut pending: Option<Vec<u8>> = None;
+    let addr = peer.describe();
     loop {
-        let (mut stream, leftover) = match connect(addr, &hello, key.as_deref()) {
+        let (mut stream, leftover) = match peer.open(&hello, key.as_deref()) {
             Ok(s) => {
                 backoff = Duration::from_millis(100);
-                tracing::info!("connected to host {addr}");
+                tracing::info!("streaming to {addr}");
                 s
             }
             Err(e) => {
@@ -161,8 +225,11 @@ pub fn tcp_loop(
                     while q.pop_timeout(Duration::ZERO).is_some() {
                         lost += 1;
                     }
-                    tracing::warn!("stopping with host {addr} unreachable ({e:#}); {lost} queued messages not delivered");
+                    tracing::warn!("stopping with {addr} unreachable ({e:#}); {lost} queued messages not delivered");
                     return Ok(());
+                }
+                if e.is::<NoHostYet>() {
+                    continue;
                 }
                 tracing::warn!("host {addr} unreachable ({e:#}); retrying in {backoff:?}");
                 std::thread::sleep(backoff);
@@ -214,18 +281,4 @@ pub fn tcp_loop(
             }
         }
     }
-}
-
-fn connect(addr: &str, hello: &proto::Hello, key: Option<&[u8]>) -> Result<(TcpStream, Vec<u8>)> {
-    let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-    s.set_nodelay(true)?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut hello = hello.clone();
-    hello.nonce = proto::auth::nonce();
-    s.write_all(
-        &proto::encode(&EdgeMsg::Hello(hello.clone()), MAX_FRAME)
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    )?;
-    let leftover = handshake(&mut s, &hello, key)?;
-    Ok((s, leftover))
 }

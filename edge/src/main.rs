@@ -1,6 +1,7 @@
 //! `svit-edge`: runs on the board. Camera -> token-pruned SViT (tract) -> postcard frames to a
 //! host (or JSON lines on stdout), and `bench`, the on-device latency profiler.
 
+mod arducam;
 mod bench;
 mod health;
 mod link;
@@ -35,12 +36,19 @@ enum Cmd {
         /// Bundle directory (models/demo ships with the repository).
         #[arg(long, default_value = "models/demo")]
         bundle: PathBuf,
-        /// Camera: `synthetic` or `file:PATH` (an image or a folder of images, looping).
+        /// Camera: `synthetic`, `file:PATH` (an image or a folder of images, looping),
+        /// `sim-arducam[:res=320x240,stall-every=N,corrupt-every=N]` (the ArduCAM driver on a
+        /// simulated module) or `arducam[:spi=/dev/spidev0.0,i2c=/dev/i2c-1,led=GPIO22,res=320x240]`.
         #[arg(long, default_value = "synthetic")]
         camera: String,
-        /// Host to stream to (HOST:PORT). Without it, one JSON line per frame goes to stdout.
-        #[arg(long)]
+        /// Host to stream to (HOST:PORT). Without it or --listen, one JSON line per frame goes
+        /// to stdout.
+        #[arg(long, conflicts_with = "listen")]
         connect: Option<String>,
+        /// Wait for the host to connect here instead (ADDR:PORT, e.g. 0.0.0.0:7879; the host
+        /// dials with `svit-host listen --board EDGE:7879`). Use --key off loopback.
+        #[arg(long)]
+        listen: Option<String>,
         /// Stop after this many frames.
         #[arg(long)]
         frames: Option<u64>,
@@ -93,12 +101,14 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().cmd {
         Cmd::Run {
             bundle,
             camera,
             connect,
+            listen,
             frames,
             threshold,
             score_threshold,
@@ -110,12 +120,30 @@ fn main() -> Result<()> {
             key,
         } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
+            let peer = match (connect, listen) {
+                (Some(addr), _) => Some(link::Peer::Connect(addr)),
+                (None, Some(addr)) => {
+                    let l = std::net::TcpListener::bind(&addr)
+                        .with_context(|| format!("listening on {addr}"))?;
+                    let local = l.local_addr()?;
+                    if key.is_none() && !local.ip().is_loopback() {
+                        tracing::warn!(
+                            "LISTENING ON {local} WITHOUT --key: anyone who can reach this \
+                             address can read the camera's detections and change the pruning; \
+                             give both sides a key file (--key)"
+                        );
+                    }
+                    tracing::info!("waiting for a host on {local}");
+                    Some(link::Peer::Listen(l))
+                }
+                (None, None) => None,
+            };
             let thumbs = (thumbnail_every > 0.0)
                 .then(|| std::time::Duration::from_secs_f64(thumbnail_every));
             run(
                 bundle,
                 camera,
-                connect,
+                peer,
                 frames,
                 threshold,
                 score_threshold,
@@ -191,7 +219,7 @@ fn main() -> Result<()> {
 fn run(
     bundle: PathBuf,
     camera: String,
-    connect: Option<String>,
+    peer: Option<link::Peer>,
     frames: Option<u64>,
     threshold: Option<f32>,
     score_threshold: Option<f32>,
@@ -252,9 +280,9 @@ fn run(
             .spawn(move || pipeline::infer_loop(m, i, o, c, s, frames, thumbs, score_threshold))?
     };
     let labels = model.manifest.labels.clone();
-    let sent = match connect {
+    let sent = match peer {
         None => link::stdout_loop(outgoing.clone(), labels),
-        Some(addr) => {
+        Some(peer) => {
             let hello = svit_protocol::Hello {
                 protocol_version: svit_protocol::PROTOCOL_VERSION,
                 schema_hash: svit_protocol::schema_hash(),
@@ -268,7 +296,7 @@ fn run(
                 nonce: [0; 16],
             };
             link::tcp_loop(
-                &addr,
+                peer,
                 outgoing.clone(),
                 hello,
                 key,

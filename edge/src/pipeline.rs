@@ -224,7 +224,7 @@ pub fn infer_loop(
             thumbnail_every.is_some_and(|every| last_thumb.is_none_or(|t| t.elapsed() >= every));
         if snapshot || due {
             last_thumb = Some(Instant::now());
-            match jpeg(&d.rgb, d.width, d.height) {
+            match encode_jpeg(&d.rgb, d.width, d.height, 75) {
                 Ok(jpeg) => {
                     out.push(proto::EdgeMsg::Thumbnail(proto::Thumbnail { seq, jpeg }));
                 }
@@ -243,10 +243,15 @@ pub fn infer_loop(
     Ok(())
 }
 
-/// The frame as a JPEG for the host's live view and `render` (quality 75).
-fn jpeg(rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>, image::ImageError> {
+/// RGB -> JPEG (thumbnails for the host's live view use quality 75).
+pub fn encode_jpeg(
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+    quality: u8,
+) -> Result<Vec<u8>, image::ImageError> {
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 75).encode(
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality).encode(
         rgb,
         w as u32,
         h as u32,

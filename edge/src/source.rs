@@ -17,6 +17,9 @@ pub enum SourceError {
     },
     #[error("frame could not be decoded: {0}")]
     Corrupt(String),
+    /// The camera answered but the frame is lost (timeout, corrupt FIFO, bus error).
+    #[error("camera error: {0}")]
+    Camera(String),
     #[error("{0}")]
     Config(String),
 }
@@ -223,7 +226,8 @@ impl FrameSource for Files {
     }
 }
 
-/// Parses `--camera`: `synthetic`, `file:PATH`. `fps` paces software cameras.
+/// Parses `--camera`: `synthetic`, `file:PATH`, `sim-arducam[:OPTS]`, `arducam[:OPTS]`.
+/// `fps` paces the cameras that would otherwise run as fast as they can.
 pub fn open(
     spec: &str,
     size: usize,
@@ -232,8 +236,14 @@ pub fn open(
     match spec.split_once(':') {
         None if spec == "synthetic" => Ok(Box::new(Synthetic::new(size, 424_242, fps))),
         Some(("file", path)) => Ok(Box::new(Files::open(Path::new(path), fps)?)),
+        None if spec == "sim-arducam" => crate::arducam::open_sim("", fps),
+        Some(("sim-arducam", opts)) => crate::arducam::open_sim(opts, fps),
+        #[cfg(target_os = "linux")]
+        None if spec == "arducam" => crate::arducam::open_linux("", fps),
+        #[cfg(target_os = "linux")]
+        Some(("arducam", opts)) => crate::arducam::open_linux(opts, fps),
         _ => Err(SourceError::Config(format!(
-            "unknown camera {spec:?}: use synthetic or file:PATH (sim-arducam, arducam:... and v4l:... are not built yet)"
+            "unknown camera {spec:?}: use synthetic, file:PATH, sim-arducam[:OPTS] or              arducam[:spi=..,i2c=..,led=..] (v4l:... is not built yet)"
         ))),
     }
 }

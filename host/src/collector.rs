@@ -2,7 +2,7 @@
 //! `HostEvent`s on a bounded channel. A broken board only ends its own thread.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -63,7 +63,6 @@ pub fn accept_loop(
 ) {
     let _ = listener.set_nonblocking(true);
     let active = Arc::new(AtomicU32::new(0));
-    let mut next = 0u32;
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((s, peer)) => {
@@ -72,9 +71,13 @@ pub fn accept_loop(
                     tracing::warn!("refusing {peer}: already {max_boards} boards connected");
                     continue;
                 }
-                next += 1;
-                let (tx, stop, active, conn, key) =
-                    (tx.clone(), stop.clone(), active.clone(), next, key.clone());
+                let (tx, stop, active, conn, key) = (
+                    tx.clone(),
+                    stop.clone(),
+                    active.clone(),
+                    next_conn(),
+                    key.clone(),
+                );
                 active.fetch_add(1, Ordering::Relaxed);
                 std::thread::spawn(move || {
                     board(s, conn, &tx, &stop, key.as_deref().map(Vec::as_slice));
@@ -87,6 +90,47 @@ pub fn accept_loop(
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
                 std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Connection numbers, unique across accepted and dialled links.
+fn next_conn() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Dials a board that listens (`svit-edge run --listen`), and again with backoff whenever the
+/// link drops, until `stop`.
+pub fn dial_loop(
+    addr: String,
+    tx: SyncSender<HostEvent>,
+    stop: Arc<AtomicBool>,
+    key: Option<Arc<Vec<u8>>>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !stop.load(Ordering::Relaxed) {
+        let target = addr.to_socket_addrs().ok().and_then(|mut a| a.next());
+        match target.map(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2))) {
+            Some(Ok(s)) => {
+                backoff = Duration::from_millis(100);
+                board(
+                    s,
+                    next_conn(),
+                    &tx,
+                    &stop,
+                    key.as_deref().map(Vec::as_slice),
+                );
+            }
+            failed => {
+                let why = match failed {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "address does not resolve".into(),
+                };
+                tracing::warn!("board {addr} unreachable ({why}); retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -48,6 +48,9 @@ enum Cmd {
         /// Pre-shared key file: boards must hold the same key (see `svit-edge run --key`).
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Also dial a board that listens (`svit-edge run --listen`), HOST:PORT; repeatable.
+        #[arg(long = "board")]
+        boards: Vec<String>,
     },
     /// The whole system on this machine, no hardware: this host plus two local svit-edge
     /// processes (synthetic camera and a folder of images) on the demo bundle; prints the
@@ -96,6 +99,7 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().cmd {
         Cmd::Listen {
@@ -105,9 +109,10 @@ fn main() -> Result<()> {
             max_boards,
             quiet,
             key,
+            boards,
         } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
-            listen(&addr, record, duration, max_boards, quiet, key)
+            listen(&addr, record, duration, max_boards, quiet, key, boards)
         }
         Cmd::Demo {
             bundle,
@@ -194,6 +199,7 @@ fn listen(
     max_boards: u32,
     quiet: bool,
     key: Option<Vec<u8>>,
+    boards: Vec<String>,
 ) -> Result<()> {
     let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
     tracing::info!("listening on {}", listener.local_addr()?);
@@ -207,6 +213,7 @@ fn listen(
         quiet,
         stop,
         key,
+        boards,
     )?;
     print_table(&report::summarize(&kept));
     Ok(())
@@ -223,7 +230,7 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path) -> Result
     );
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let cameras = [
-        ("edge-synthetic", "synthetic".to_string()),
+        ("edge-arducam-sim", "sim-arducam".to_string()),
         ("edge-files", "file:tests/data".to_string()),
     ];
     let mut children = Vec::new();
@@ -252,7 +259,16 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path) -> Result
     let stop = Arc::new(AtomicBool::new(false));
     install_stop_handler(stop.clone());
     let rec = out.join("demo.svrec");
-    let kept = collect(listener, Some(&rec), Some(seconds), 8, true, stop, None);
+    let kept = collect(
+        listener,
+        Some(&rec),
+        Some(seconds),
+        8,
+        true,
+        stop,
+        None,
+        Vec::new(),
+    );
     for c in &mut children {
         // SIGTERM: the edge flushes what it queued and exits.
         let _ = std::process::Command::new("kill")
@@ -282,11 +298,16 @@ fn collect(
     quiet: bool,
     stop: Arc<AtomicBool>,
     key: Option<Vec<u8>>,
+    boards: Vec<String>,
 ) -> Result<Vec<record::Record>> {
     let (tx, rx) = mpsc::sync_channel::<HostEvent>(4096);
+    let key = key.map(Arc::new);
+    for addr in boards {
+        let (tx, stop, key) = (tx.clone(), stop.clone(), key.clone());
+        std::thread::spawn(move || collector::dial_loop(addr, tx, stop, key));
+    }
     {
         let stop = stop.clone();
-        let key = key.map(Arc::new);
         std::thread::spawn(move || collector::accept_loop(listener, tx, stop, max_boards, key));
     }
     let mut writer = record.map(record::Writer::create).transpose()?;

@@ -1,5 +1,6 @@
-//! `svit-edge` as a real process on the shipped demo bundle and the synthetic camera, streaming
-//! over loopback TCP to a receiver written against the protocol crate.
+//! `svit-edge` as a real process on the shipped demo bundle and the synthetic camera (or the
+//! ArduCAM driver on the simulated module), streaming over loopback TCP to a receiver written
+//! against the protocol crate.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -12,11 +13,15 @@ use svit_protocol::{EdgeMsg, HostMsg};
 // The pipeline is under test here, not the model: the shipped demo model is still weakly
 // trained (BENCHMARKS.md), so detections are asked for down to score 0.1.
 fn spawn_edge(port: u16, frames: u32) -> std::process::Child {
+    spawn_edge_on(port, frames, "synthetic")
+}
+
+fn spawn_edge_on(port: u16, frames: u32, camera: &str) -> std::process::Child {
     Command::new(bin("svit-edge"))
         .args([
             "run",
             "--camera",
-            "synthetic",
+            camera,
             "--frames",
             &frames.to_string(),
             "--score-threshold",
@@ -32,9 +37,33 @@ fn spawn_edge(port: u16, frames: u32) -> std::process::Child {
 
 #[test]
 fn edge_streams_frames_with_continuous_sequence_numbers() {
+    stream_and_check("synthetic", 12);
+}
+
+/// The real driver over the simulated module, with a capture that stalls every 4th time and a
+/// corrupt JPEG every 5th: those frames are skipped and counted, the stream goes on.
+#[test]
+fn edge_on_the_simulated_arducam_skips_bad_frames_and_goes_on() {
+    let stderr = stream_and_check("sim-arducam:res=320x240,stall-every=4,corrupt-every=5", 12);
+    let errors: u64 = stderr
+        .lines()
+        .filter(|l| l.contains("stopped"))
+        .find_map(|l| l.split("camera_errors=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        .unwrap_or_else(|| panic!("no final stats in the edge log:\n{stderr}"));
+    assert!(
+        errors >= 3,
+        "stalls and corrupt frames are counted: {errors}"
+    );
+    assert!(stderr.contains("no frame captured") && stderr.contains("no complete JPEG"));
+}
+
+/// Streams `n` frames from `camera`, checks them, returns the edge's log.
+fn stream_and_check(camera: &str, n: u64) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut edge = spawn_edge(port, 12);
+    let edge = spawn_edge_on(port, n as u32, camera);
     let (mut s, _) = listener.accept().unwrap();
     let (first, _) = read_messages(&mut s, Duration::from_secs(60), |_| true);
     let EdgeMsg::Hello(h) = &first[0] else {
@@ -56,9 +85,9 @@ fn edge_streams_frames_with_continuous_sequence_numbers() {
         })
         .collect();
     let seqs: Vec<u64> = frames.iter().map(|f| f.seq).collect();
-    assert_eq!(seqs, (0..12).collect::<Vec<_>>(), "every frame, in order");
+    assert_eq!(seqs, (0..n).collect::<Vec<_>>(), "every frame, in order");
     assert!(
-        frames.iter().filter(|f| !f.detections.is_empty()).count() >= 6,
+        frames.iter().filter(|f| !f.detections.is_empty()).count() as u64 >= n / 2,
         "synthetic scenes always hold objects"
     );
     for f in &frames {
@@ -74,7 +103,10 @@ fn edge_streams_frames_with_continuous_sequence_numbers() {
         msgs.iter().any(|m| matches!(m, EdgeMsg::Health(_))),
         "health is sent every second"
     );
-    assert!(edge.wait().unwrap().success());
+    let out = edge.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    log
 }
 
 #[test]

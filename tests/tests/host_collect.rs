@@ -290,3 +290,55 @@ fn pre_shared_key_admits_only_its_holders() {
     assert_eq!(names, vec!["holder"], "{s}");
     assert_eq!(s["boards"][0]["frames"], 4);
 }
+
+/// The other direction: the board listens (`--listen`), the host dials it (`--board`). Frames
+/// made before the host arrives wait in the board's bounded queue.
+#[test]
+fn host_dials_a_listening_board() {
+    let dir = tmp("dial");
+    let (edge_port, host_port) = (free_port(), free_port());
+    let mut e = Command::new(bin("svit-edge"))
+        .args([
+            "run",
+            "--camera",
+            "sim-arducam",
+            "--name",
+            "board-l",
+            "--frames",
+            "6",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{edge_port}")])
+        .current_dir(workspace())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start svit-edge");
+    let rec = dir.join("run.svrec");
+    let mut h = Command::new(bin("svit-host"))
+        .args(["listen", &format!("127.0.0.1:{host_port}"), "--quiet"])
+        .args(["--board", &format!("127.0.0.1:{edge_port}"), "--record"])
+        .arg(&rec)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start svit-host");
+    assert!(e.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&h, "-TERM");
+    assert!(h.wait().unwrap().success());
+    let s = summary(&rec, &dir.join("report"));
+    let bd = &s["boards"][0];
+    assert_eq!(bd["device"], "board-l", "{s}");
+    assert_eq!(bd["frames"], 6, "{s}");
+    assert_eq!(bd["missing"], 0, "{s}");
+
+    // Listening off loopback without a key is allowed but warned about loudly.
+    let out = Command::new(bin("svit-edge"))
+        .args(["run", "--frames", "1", "--listen", "0.0.0.0:0"])
+        .current_dir(workspace())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("WITHOUT --key"), "{log}");
+}
