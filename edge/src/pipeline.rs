@@ -124,9 +124,22 @@ pub struct Decoded {
     decode: Duration,
 }
 
+#[derive(Default)]
 pub struct Stats {
     pub camera_errors: AtomicU64,
     pub frames_done: AtomicU64,
+    /// When the inference thread expects to want its next frame (µs since the Unix epoch).
+    pub infer_free_at_us: AtomicU64,
+}
+
+/// Exponential moving average of a duration in µs, shared between threads as bits.
+fn ewma(old_us: f64, new: Duration) -> f64 {
+    let new_us = new.as_secs_f64() * 1e6;
+    if old_us == 0.0 {
+        new_us
+    } else {
+        0.8 * old_us + 0.2 * new_us
+    }
 }
 
 /// Capture thread body: capture, decode, hand over; counts camera errors and moves on.
@@ -137,11 +150,20 @@ pub fn capture_loop(
     stats: Arc<Stats>,
 ) {
     let mut consecutive = 0u32;
+    let mut grab_us = 0.0f64; // capture + decode, smoothed
     while !ctl.stop.load(Ordering::Relaxed) && !out.is_closed() {
         if ctl.paused.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
+        // Just-in-time capture: start so the frame is decoded when inference wants it, rather
+        // than as soon as possible (a frame that waits for the model is a stale frame).
+        let free_at = stats.infer_free_at_us.load(Ordering::Relaxed) as f64;
+        let wait_us = free_at - grab_us - crate::source::now_us() as f64;
+        if wait_us > 0.0 {
+            std::thread::sleep(Duration::from_micros(wait_us.min(1e6) as u64));
+        }
+        let started = Instant::now();
         let res = src.capture().and_then(|c| {
             let t = Instant::now();
             let (rgb, width, height) = to_rgb(c.pixels)?;
@@ -157,6 +179,7 @@ pub fn capture_loop(
         match res {
             Ok(d) => {
                 consecutive = 0;
+                grab_us = ewma(grab_us, started.elapsed());
                 out.push(d);
             }
             Err(e) => {
@@ -189,7 +212,12 @@ pub fn infer_loop(
         base.score_threshold = s;
     }
     let mut seq = 0u64;
+    let mut infer_us = 0.0f64; // per-frame work of this thread, smoothed
     while let Some(d) = input.pop() {
+        let started = Instant::now();
+        stats
+            .infer_free_at_us
+            .store(crate::source::now_us() + infer_us as u64, Ordering::Relaxed);
         let ratio = f32::from_bits(ctl.ratio_bits.load(Ordering::Relaxed));
         let threshold = ctl.threshold();
         let pruning = if ratio > 0.0 {
@@ -233,6 +261,7 @@ pub fn infer_loop(
         }
         seq += 1;
         stats.frames_done.store(seq, Ordering::Relaxed);
+        infer_us = ewma(infer_us, started.elapsed());
         if max_frames.is_some_and(|n| seq >= n) {
             ctl.stop.store(true, Ordering::Relaxed);
             input.close();

@@ -174,12 +174,21 @@ fn main() -> Result<()> {
 
 fn print_table(s: &report::Summary) {
     println!(
-        "{:<20} {:>7} {:>7} {:>8} {:>7} {:>9} {:>9} {:>6}",
-        "board", "frames", "missing", "dropped", "fps", "total p50", "total p99", "kept"
+        "{:<20} {:>7} {:>7} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "board",
+        "frames",
+        "missing",
+        "dropped",
+        "fps",
+        "total p50",
+        "total p99",
+        "infer p50",
+        "cap->host",
+        "kept"
     );
     for b in &s.boards {
         println!(
-            "{:<20} {:>7} {:>7} {:>8} {:>7.1} {:>9.2} {:>9.2} {:>6.3}",
+            "{:<20} {:>7} {:>7} {:>8} {:>7.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>6.3}",
             b.device,
             b.frames,
             b.missing,
@@ -187,6 +196,8 @@ fn print_table(s: &report::Summary) {
             b.fps,
             b.total_ms.p50,
             b.total_ms.p99,
+            b.inference_ms.p50,
+            b.capture_to_recv_ms.p50,
             b.kept_fraction
         );
     }

@@ -45,6 +45,15 @@ pub struct BoardSummary {
     pub fps: f64,
     pub total_ms: Pct,
     pub backbone_ms: Pct,
+    /// The model alone: embed, gates, gather/scatter, blocks, head.
+    pub inference_ms: Pct,
+    /// Camera time of a frame (for a triggered camera: exposure and readout).
+    pub capture_ms: Pct,
+    /// Per frame, decode + preprocess + postprocess + encode over inference (mean).
+    pub outside_inference_fraction: f64,
+    /// Capture done -> frame recorded by the host. Both clocks must agree (one machine, or
+    /// boards with NTP): only meaningful then.
+    pub capture_to_recv_ms: Pct,
     pub kept_fraction: f64,
     pub gmacs: f64,
     pub detections_per_frame: f64,
@@ -65,6 +74,19 @@ pub fn total_ms(f: &Frame) -> f64 {
         + t.head
         + t.postprocess) as f64
         / 1000.0
+}
+
+fn ms(us: u32) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn inference_ms(f: &Frame) -> f64 {
+    backbone_ms(f) + f.times.head as f64 / 1000.0
+}
+
+fn outside_inference_ms(f: &Frame) -> f64 {
+    let t = &f.times;
+    (t.decode + t.preprocess + t.postprocess + t.encode) as f64 / 1000.0
 }
 
 fn backbone_ms(f: &Frame) -> f64 {
@@ -142,6 +164,23 @@ pub fn summarize(records: &[Record]) -> Summary {
                     .iter()
                     .map(|(_, f)| backbone_ms(f))
                     .collect::<Vec<_>>()),
+                inference_ms: pct(&frames
+                    .iter()
+                    .map(|(_, f)| inference_ms(f))
+                    .collect::<Vec<_>>()),
+                capture_ms: pct(&frames
+                    .iter()
+                    .map(|(_, f)| f.times.capture as f64 / 1000.0)
+                    .collect::<Vec<_>>()),
+                outside_inference_fraction: frames
+                    .iter()
+                    .map(|(_, f)| outside_inference_ms(f) / inference_ms(f).max(1e-3))
+                    .sum::<f64>()
+                    / n,
+                capture_to_recv_ms: pct(&frames
+                    .iter()
+                    .map(|(r, f)| (r.recv_us as f64 - f.capture_us as f64) / 1000.0)
+                    .collect::<Vec<_>>()),
                 kept_fraction: frames
                     .iter()
                     .map(|(_, f)| kept_fraction(f, tokens))
@@ -165,22 +204,29 @@ pub fn write(records: &[Record], out: &Path) -> Result<Summary> {
     let p = out.join("summary.json");
     std::fs::write(&p, serde_json::to_vec_pretty(&summary)?)
         .with_context(|| format!("writing {}", p.display()))?;
-    let mut csv = String::from("device,seq,recv_us,capture_us,total_ms,embed_ms,blocks_ms,head_ms,kept,gmacs,detections,dropped_total,threshold\n");
+    let mut csv = String::from("device,seq,recv_us,capture_us,total_ms,capture_ms,decode_ms,preprocess_ms,embed_ms,gates_ms,gather_scatter_ms,blocks_ms,head_ms,postprocess_ms,encode_ms,kept,gmacs,detections,dropped_total,threshold\n");
     for r in records {
         if let EdgeMsg::Frame(f) = &r.msg {
             let t = &f.times;
             let kept: Vec<String> = f.kept.iter().map(|k| k.to_string()).collect();
             let _ = writeln!(
                 csv,
-                "{},{},{},{},{:.3},{:.3},{:.3},{:.3},{},{:.4},{},{},{}",
+                "{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{:.4},{},{},{}",
                 r.device.replace(',', "_"),
                 f.seq,
                 r.recv_us,
                 f.capture_us,
                 total_ms(f),
-                t.embed as f64 / 1000.0,
-                t.blocks.iter().sum::<u32>() as f64 / 1000.0,
-                t.head as f64 / 1000.0,
+                ms(t.capture),
+                ms(t.decode),
+                ms(t.preprocess),
+                ms(t.embed),
+                ms(t.gates),
+                ms(t.gather_scatter),
+                ms(t.blocks.iter().sum::<u32>()),
+                ms(t.head),
+                ms(t.postprocess),
+                ms(t.encode),
                 kept.join(" "),
                 f.gmacs,
                 f.detections.len(),

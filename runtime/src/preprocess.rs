@@ -1,5 +1,5 @@
 //! Frame -> model input: bilinear resize to the square input and per-channel normalisation,
-//! written into a reused buffer (no allocation once it has grown to size).
+//! written into a reused buffer.
 
 /// Interleaved RGB `w x h` -> CHW floats `3 x size x size` in `out` (cleared first).
 pub fn resize_normalise(
@@ -13,25 +13,45 @@ pub fn resize_normalise(
 ) {
     out.clear();
     out.resize(3 * size * size, 0.0);
-    let (sx, sy) = (w as f32 / size as f32, h as f32 / size as f32);
     let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * std[c]));
     let bias: [f32; 3] = std::array::from_fn(|c| -mean[c] / std[c]);
+    let plane = size * size;
+    let (r_out, rest) = out.split_at_mut(plane);
+    let (g_out, b_out) = rest.split_at_mut(plane);
+    if w == size && h == size {
+        for (i, px) in rgb.chunks_exact(3).enumerate().take(plane) {
+            r_out[i] = px[0] as f32 * scale[0] + bias[0];
+            g_out[i] = px[1] as f32 * scale[1] + bias[1];
+            b_out[i] = px[2] as f32 * scale[2] + bias[2];
+        }
+        return;
+    }
+    // Bilinear taps per output column, computed once per frame rather than per pixel.
+    let sx = w as f32 / size as f32;
+    let cols: Vec<(usize, usize, f32)> = (0..size)
+        .map(|x| {
+            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
+            let x0 = fx as usize;
+            (3 * x0, 3 * (x0 + 1).min(w - 1), fx.fract())
+        })
+        .collect();
+    let sy = h as f32 / size as f32;
     for y in 0..size {
         let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
         let (y0, wy) = (fy as usize, fy.fract());
         let y1 = (y0 + 1).min(h - 1);
-        for x in 0..size {
-            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
-            let (x0, wx) = (fx as usize, fx.fract());
-            let x1 = (x0 + 1).min(w - 1);
-            for c in 0..3 {
-                let p = |xx: usize, yy: usize| rgb[(yy * w + xx) * 3 + c] as f32;
-                let v = p(x0, y0) * (1.0 - wx) * (1.0 - wy)
-                    + p(x1, y0) * wx * (1.0 - wy)
-                    + p(x0, y1) * (1.0 - wx) * wy
-                    + p(x1, y1) * wx * wy;
-                out[c * size * size + y * size + x] = v * scale[c] + bias[c];
-            }
+        let row0 = &rgb[y0 * w * 3..(y0 + 1) * w * 3];
+        let row1 = &rgb[y1 * w * 3..(y1 + 1) * w * 3];
+        for (x, &(x0, x1, wx)) in cols.iter().enumerate() {
+            let i = y * size + x;
+            let tap = |c: usize| {
+                let top = row0[x0 + c] as f32 * (1.0 - wx) + row0[x1 + c] as f32 * wx;
+                let bot = row1[x0 + c] as f32 * (1.0 - wx) + row1[x1 + c] as f32 * wx;
+                top * (1.0 - wy) + bot * wy
+            };
+            r_out[i] = tap(0) * scale[0] + bias[0];
+            g_out[i] = tap(1) * scale[1] + bias[1];
+            b_out[i] = tap(2) * scale[2] + bias[2];
         }
     }
 }
@@ -49,6 +69,33 @@ mod tests {
             for i in 0..16 {
                 let want = (rgb[i * 3 + c] as f32 / 255.0 - 0.5) / 0.25;
                 assert!((out[c * 16 + i] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn resizing_matches_the_bilinear_formula() {
+        let (w, h, size) = (7, 5, 4);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+        let mut out = Vec::new();
+        resize_normalise(&rgb, w, h, size, [0.0; 3], [1.0; 3], &mut out);
+        let (sx, sy) = (w as f32 / size as f32, h as f32 / size as f32);
+        for c in 0..3 {
+            for y in 0..size {
+                for x in 0..size {
+                    let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
+                    let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
+                    let (x0, y0) = (fx as usize, fy as usize);
+                    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+                    let (wx, wy) = (fx.fract(), fy.fract());
+                    let p = |xx: usize, yy: usize| rgb[(yy * w + xx) * 3 + c] as f32 / 255.0;
+                    let want = p(x0, y0) * (1.0 - wx) * (1.0 - wy)
+                        + p(x1, y0) * wx * (1.0 - wy)
+                        + p(x0, y1) * (1.0 - wx) * wy
+                        + p(x1, y1) * wx * wy;
+                    let got = out[c * size * size + y * size + x];
+                    assert!((got - want).abs() < 1e-5, "{c} {y} {x}: {got} vs {want}");
+                }
             }
         }
     }

@@ -1,0 +1,86 @@
+//! The staged, pruned forward pass against the bundle's one-graph `dense.onnx`, both on tract,
+//! on whatever CPU runs the test (x86 here, aarch64 under qemu in CI: different kernels).
+
+use std::path::Path;
+
+use svit_runtime::{Model, Pruning, RunOptions};
+use tract_onnx::prelude::*;
+
+fn input(s: usize) -> Vec<f32> {
+    // A smooth pattern with edges, deterministic, in the normalised range.
+    (0..3 * s * s)
+        .map(|i| {
+            let (c, y, x) = (i / (s * s), (i / s) % s, i % s);
+            ((x as f32 * 0.11 + c as f32).sin() + (y as f32 * 0.07).cos()) * 0.9
+                + if (x / 32 + y / 32) % 2 == 0 {
+                    0.5
+                } else {
+                    -0.5
+                }
+        })
+        .collect()
+}
+
+#[test]
+fn stages_at_threshold_zero_equal_dense_onnx_and_pruning_is_deterministic() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+    let model = Model::load(&dir, "f32").unwrap();
+    let s = model.config().image_size;
+    let chw = input(s);
+
+    let plan = tract_onnx::onnx()
+        .model_for_path(dir.join("dense.onnx"))
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let dense = plan
+        .run(tvec!(Tensor::from_shape(&[1, 3, s, s], &chw)
+            .unwrap()
+            .into()))
+        .unwrap();
+
+    let mut st = model.new_state().unwrap();
+    let at = |threshold| RunOptions {
+        pruning: Pruning::Threshold {
+            threshold,
+            min_keep: 1,
+        },
+        ..model.default_options()
+    };
+    model.run_tensor(&mut st, &chw, &at(0.0)).unwrap();
+    for (i, staged) in st.head_outputs().iter().enumerate() {
+        let d = dense[i]
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap();
+        assert_eq!(d.len(), staged.len());
+        let max = d
+            .iter()
+            .zip(staged)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max < 1e-4,
+            "output {i}: stages differ from dense.onnx by {max}"
+        );
+    }
+
+    let a = model.run_tensor(&mut st, &chw, &at(0.5)).unwrap();
+    let heads_a = st.head_outputs().clone();
+    let b = model.run_tensor(&mut st, &chw, &at(0.5)).unwrap();
+    assert_eq!(a.kept, b.kept, "same image, same tokens kept");
+    assert_eq!(
+        &heads_a,
+        st.head_outputs(),
+        "pruned inference is deterministic"
+    );
+    let n = model.config().tokens();
+    assert!(
+        a.kept.iter().any(|&k| k < n),
+        "threshold 0.5 prunes something: {:?}",
+        a.kept
+    );
+}
