@@ -16,6 +16,8 @@ pub enum HostEvent {
     Connected {
         conn: u32,
         hello: proto::Hello,
+        /// The socket's write side, for control messages.
+        control: Option<TcpStream>,
     },
     Msg(Record),
     Refused {
@@ -203,7 +205,11 @@ fn board(
                             return;
                         }
                         device = Some(hello.device.clone());
-                        let _ = tx.send(HostEvent::Connected { conn, hello });
+                        let _ = tx.send(HostEvent::Connected {
+                            conn,
+                            hello,
+                            control: s.try_clone().ok(),
+                        });
                         continue;
                     }
                     match (&device, msg) {
@@ -231,7 +237,11 @@ fn board(
                                 awaiting_auth = Some((h, nonce));
                             } else {
                                 device = Some(h.device.clone());
-                                let _ = tx.send(HostEvent::Connected { conn, hello: h });
+                                let _ = tx.send(HostEvent::Connected {
+                                    conn,
+                                    hello: h,
+                                    control: s.try_clone().ok(),
+                                });
                             }
                         }
                         (None, other) => {

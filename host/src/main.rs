@@ -1,10 +1,14 @@
 //! `svit-host`: collects from one or many `svit-edge` boards, records every message, reports.
 
 mod collector;
+mod live;
+mod monitor;
 mod record;
 mod render;
 mod report;
 
+use std::collections::HashMap;
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,7 +57,8 @@ enum Cmd {
         boards: Vec<String>,
     },
     /// The whole system on this machine, no hardware: this host plus two local svit-edge
-    /// processes (synthetic camera and a folder of images) on the demo bundle; prints the
+    /// processes (the ArduCAM driver on a simulated module, and the synthetic camera) on the
+    /// demo bundle; shows the live monitor on a terminal, prints the
     /// summary table and writes a report.
     Demo {
         #[arg(long, default_value = "models/demo")]
@@ -98,7 +103,13 @@ fn main() -> Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| -> Box<dyn std::io::Write> {
+            if live::SCREEN_TAKEN.load(Ordering::Relaxed) {
+                Box::new(std::io::sink())
+            } else {
+                Box::new(std::io::stderr())
+            }
+        })
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().cmd {
@@ -146,15 +157,20 @@ fn main() -> Result<()> {
         } => {
             let rec = record::read(&recording)?;
             let mut prev: Option<u64> = None;
-            for r in &rec.records {
-                if let (Some(p), false) = (prev, max_speed) {
-                    std::thread::sleep(Duration::from_micros(
-                        r.recv_us.saturating_sub(p).min(5_000_000),
-                    ));
-                }
-                prev = Some(r.recv_us);
-                if let EdgeMsg::Frame(f) = &r.msg {
-                    println!("{}", frame_line(&r.device, f));
+            {
+                let mut live = live::Live::new(false)?;
+                for r in &rec.records {
+                    if let (Some(p), false) = (prev, max_speed) {
+                        std::thread::sleep(Duration::from_micros(
+                            r.recv_us.saturating_sub(p).min(5_000_000),
+                        ));
+                    }
+                    prev = Some(r.recv_us);
+                    live.record(r);
+                    // A recording cannot take control messages: keys other than quit do nothing.
+                    if live.tick()?.1 {
+                        break;
+                    }
                 }
             }
             print_table(&report::summarize(&rec.records));
@@ -242,7 +258,7 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path) -> Result
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let cameras = [
         ("edge-arducam-sim", "sim-arducam".to_string()),
-        ("edge-files", "file:tests/data".to_string()),
+        ("edge-synthetic", "synthetic".to_string()),
     ];
     let mut children = Vec::new();
     for (name, cam) in &cameras {
@@ -275,7 +291,8 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path) -> Result
         Some(&rec),
         Some(seconds),
         8,
-        true,
+        // The monitor on a terminal; otherwise only the summary table at the end.
+        !std::io::IsTerminal::is_terminal(&std::io::stdout()),
         stop,
         None,
         Vec::new(),
@@ -324,22 +341,48 @@ fn collect(
     let mut writer = record.map(record::Writer::create).transpose()?;
     let mut kept: Vec<record::Record> = Vec::new();
     let started = Instant::now();
-    let json_lines = !quiet;
+    let mut live = live::Live::new(quiet)?;
+    // Write halves of the board sockets, for control messages from the monitor's keys.
+    let mut controls: HashMap<u32, std::net::TcpStream> = HashMap::new();
     while !stop.load(Ordering::Relaxed)
         && duration.is_none_or(|d| started.elapsed().as_secs_f64() < d)
     {
-        let ev = match rx.recv_timeout(Duration::from_millis(100)) {
+        let (sends, quit) = live.tick()?;
+        if quit {
+            break;
+        }
+        for (conn, msg) in sends {
+            let sent = controls.get_mut(&conn).map(|s| {
+                svit_protocol::encode(&msg, svit_protocol::MAX_FRAME)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .and_then(|b| Ok(s.write_all(&b)?))
+            });
+            if let Some(Err(e)) = sent {
+                live.note(format!("control to #{conn} not sent: {e:#}"));
+            }
+        }
+        let ev = match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(ev) => ev,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let rec = match ev {
-            HostEvent::Connected { conn, hello } => {
+            HostEvent::Connected {
+                conn,
+                hello,
+                control,
+            } => {
                 tracing::info!(
                     "board {} connected (#{conn}, bundle {})",
                     hello.device,
                     hello.bundle
                 );
+                live.connected(conn, &hello);
+                if let Some(c) = control {
+                    // A stuck board must not freeze the monitor.
+                    let _ = c.set_write_timeout(Some(Duration::from_millis(200)));
+                    controls.insert(conn, c);
+                }
                 let device = hello.device.clone();
                 record::Record {
                     recv_us: now_us(),
@@ -350,6 +393,7 @@ fn collect(
             }
             HostEvent::Refused { conn, reason } => {
                 tracing::warn!("connection #{conn} refused: {reason}");
+                live.note(format!("connection #{conn} refused: {reason}"));
                 continue;
             }
             HostEvent::Disconnected {
@@ -358,13 +402,13 @@ fn collect(
                 reason,
             } => {
                 tracing::info!("board {device} (#{conn}) disconnected: {reason}");
+                live.disconnected(conn, &reason);
+                controls.remove(&conn);
                 continue;
             }
             HostEvent::Msg(r) => r,
         };
-        if let (EdgeMsg::Frame(f), true) = (&rec.msg, json_lines) {
-            println!("{}", frame_line(&rec.device, f));
-        }
+        live.record(&rec);
         if let Some(w) = writer.as_mut() {
             w.append(&rec).context("writing the recording")?;
         }
@@ -373,6 +417,7 @@ fn collect(
             kept.push(rec);
         }
     }
+    drop(live);
     stop.store(true, Ordering::Relaxed);
     if let Some(mut w) = writer {
         w.flush().context("flushing the recording")?;
@@ -386,7 +431,7 @@ fn collect(
 }
 
 /// The JSON line printed per frame by `listen` and `replay`.
-fn frame_line(device: &str, f: &svit_protocol::Frame) -> serde_json::Value {
+pub(crate) fn frame_line(device: &str, f: &svit_protocol::Frame) -> serde_json::Value {
     serde_json::json!({
         "device": device, "seq": f.seq, "detections": f.detections.len(),
         "total_ms": report::total_ms(f), "kept": f.kept, "gmacs": f.gmacs, "dropped": f.dropped_total,

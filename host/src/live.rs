@@ -1,0 +1,125 @@
+//! What `listen`, `demo` and `replay` show while they run: the ratatui monitor when stdout is a
+//! terminal, otherwise JSON lines (or nothing with --quiet). Owns the terminal and gives it back
+//! on drop, also on an error path.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::DefaultTerminal;
+use svit_protocol::{EdgeMsg, Hello, HostMsg};
+
+use crate::monitor::Monitor;
+use crate::record::Record;
+
+/// While the monitor owns the screen, log lines would tear it: the log writer drops them (the
+/// monitor's event panel shows connects, disconnects and refusals instead).
+pub static SCREEN_TAKEN: AtomicBool = AtomicBool::new(false);
+
+pub enum Output {
+    Monitor {
+        term: DefaultTerminal,
+        mon: Monitor,
+        last_draw: Instant,
+    },
+    JsonLines,
+    Quiet,
+}
+
+pub struct Live(pub Output);
+
+impl Live {
+    /// The monitor if stdout is a terminal and `quiet` is off; JSON lines if not a terminal.
+    pub fn new(quiet: bool) -> Result<Self> {
+        let out = if quiet {
+            Output::Quiet
+        } else if std::io::stdout().is_terminal() {
+            let term = ratatui::try_init()?;
+            SCREEN_TAKEN.store(true, Ordering::Relaxed);
+            Output::Monitor {
+                term,
+                mon: Monitor::default(),
+                last_draw: Instant::now() - Duration::from_secs(1),
+            }
+        } else {
+            Output::JsonLines
+        };
+        Ok(Live(out))
+    }
+
+    pub fn connected(&mut self, conn: u32, hello: &Hello) {
+        if let Output::Monitor { mon, .. } = &mut self.0 {
+            mon.connected(conn, hello.clone());
+        }
+    }
+
+    pub fn note(&mut self, line: String) {
+        if let Output::Monitor { mon, .. } = &mut self.0 {
+            mon.note(line);
+        }
+    }
+
+    pub fn disconnected(&mut self, conn: u32, reason: &str) {
+        if let Output::Monitor { mon, .. } = &mut self.0 {
+            mon.disconnected(conn, reason);
+        }
+    }
+
+    pub fn record(&mut self, r: &Record) {
+        match &mut self.0 {
+            Output::Monitor { mon, .. } => mon.record(r),
+            Output::JsonLines => {
+                if let EdgeMsg::Frame(f) = &r.msg {
+                    println!("{}", crate::frame_line(&r.device, f));
+                }
+            }
+            Output::Quiet => {}
+        }
+    }
+
+    /// Handles pending keys and redraws at most ten times a second. Returns control messages
+    /// to send and whether the user asked to quit.
+    pub fn tick(&mut self) -> Result<(Vec<(u32, HostMsg)>, bool)> {
+        let Output::Monitor {
+            term,
+            mon,
+            last_draw,
+        } = &mut self.0
+        else {
+            return Ok((Vec::new(), false));
+        };
+        let mut out = Vec::new();
+        while event::poll(Duration::ZERO)? {
+            if let Event::Key(k) = event::read()? {
+                if k.kind != KeyEventKind::Press {
+                    continue;
+                }
+                let c = match k.code {
+                    KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => 'q',
+                    KeyCode::Char(c) => c,
+                    KeyCode::Down => 'j',
+                    KeyCode::Up => 'k',
+                    KeyCode::Esc => 'q',
+                    _ => continue,
+                };
+                out.extend(mon.key(c));
+            }
+        }
+        if last_draw.elapsed() >= Duration::from_millis(100) {
+            *last_draw = Instant::now();
+            term.draw(|f| mon.draw(f))?;
+        }
+        Ok((out, mon.quit))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Output::Monitor { .. } = self.0 {
+            ratatui::restore();
+            SCREEN_TAKEN.store(false, Ordering::Relaxed);
+        }
+    }
+}
