@@ -248,7 +248,7 @@ fn run(
     let ctl = Arc::new(Control::new(
         threshold.unwrap_or(model.manifest.defaults.threshold),
     ));
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats::new());
     // One decoded frame waiting is enough: a newer one replaces it.
     let decoded = Arc::new(Queue::new(1));
     let outgoing = Arc::new(Queue::new(32));

@@ -124,12 +124,22 @@ pub struct Decoded {
     decode: Duration,
 }
 
-#[derive(Default)]
 pub struct Stats {
     pub camera_errors: AtomicU64,
     pub frames_done: AtomicU64,
-    /// When the inference thread expects to want its next frame (µs since the Unix epoch).
+    /// When the inference thread expects to want its next frame (µs since the Unix epoch);
+    /// `u64::MAX` until it is ready for the first one.
     pub infer_free_at_us: AtomicU64,
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        Stats {
+            camera_errors: AtomicU64::new(0),
+            frames_done: AtomicU64::new(0),
+            infer_free_at_us: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 /// Exponential moving average of a duration in µs, shared between threads as bits.
@@ -151,6 +161,7 @@ pub fn capture_loop(
 ) {
     let mut consecutive = 0u32;
     let mut grab_us = 0.0f64; // capture + decode, smoothed
+    let mut taken_for = u64::MAX; // the inference slot the last frame was captured for
     while !ctl.stop.load(Ordering::Relaxed) && !out.is_closed() {
         if ctl.paused.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
@@ -158,7 +169,15 @@ pub fn capture_loop(
         }
         // Just-in-time capture: start so the frame is decoded when inference wants it, rather
         // than as soon as possible (a frame that waits for the model is a stale frame).
-        let free_at = stats.infer_free_at_us.load(Ordering::Relaxed) as f64;
+        let free_at = stats.infer_free_at_us.load(Ordering::Relaxed);
+        if free_at == u64::MAX || free_at == taken_for {
+            // The model is still being prepared, or has not taken the last frame yet: a frame
+            // taken now would only replace it.
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        taken_for = free_at;
+        let free_at = free_at as f64;
         let wait_us = free_at - grab_us - crate::source::now_us() as f64;
         if wait_us > 0.0 {
             std::thread::sleep(Duration::from_micros(wait_us.min(1e6) as u64));
@@ -184,6 +203,7 @@ pub fn capture_loop(
             }
             Err(e) => {
                 stats.camera_errors.fetch_add(1, Ordering::Relaxed);
+                taken_for = u64::MAX; // nothing was delivered: capture again for the same slot
                 consecutive += 1;
                 tracing::warn!("frame skipped: {e}");
                 // Back off on a camera that keeps failing, without giving up on it.
@@ -213,6 +233,9 @@ pub fn infer_loop(
     }
     let mut seq = 0u64;
     let mut infer_us = 0.0f64; // per-frame work of this thread, smoothed
+    stats
+        .infer_free_at_us
+        .store(crate::source::now_us(), Ordering::Relaxed);
     while let Some(d) = input.pop() {
         let started = Instant::now();
         stats

@@ -3,6 +3,7 @@
 mod collector;
 mod live;
 mod monitor;
+mod plots;
 mod record;
 mod render;
 mod report;
@@ -90,7 +91,17 @@ enum Cmd {
         #[arg(long, default_value = "frame.png")]
         out: PathBuf,
     },
-    /// Turn a recording into summary.json and frames.csv.
+    /// Two recordings side by side (dense against pruned, two boards, two precisions), with
+    /// the ratio B/A of every figure. Boards are matched by name, or taken as they are when each
+    /// recording holds one.
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn a recording into summary.json, frames.csv, SVG plots and index.html.
     Report {
         recording: PathBuf,
         #[arg(long)]
@@ -176,6 +187,7 @@ fn main() -> Result<()> {
             print_table(&report::summarize(&rec.records));
             Ok(())
         }
+        Cmd::Compare { a, b, json } => compare(&a, &b, json),
         Cmd::Report { recording, out } => {
             let rec = record::read(&recording)?;
             let s = report::write(&rec.records, &out)?;
@@ -186,6 +198,83 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn compare(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<()> {
+    let sa = report::summarize(&record::read(a)?.records);
+    let sb = report::summarize(&record::read(b)?.records);
+    let pairs: Vec<(&report::BoardSummary, &report::BoardSummary)> =
+        if let ([x], [y]) = (&sa.boards[..], &sb.boards[..]) {
+            vec![(x, y)]
+        } else {
+            sa.boards
+                .iter()
+                .filter_map(|x| {
+                    sb.boards
+                        .iter()
+                        .find(|y| y.device == x.device)
+                        .map(|y| (x, y))
+                })
+                .collect()
+        };
+    anyhow::ensure!(
+        !pairs.is_empty(),
+        "no board in {} matches one in {} by name (and they do not hold one board each)",
+        a.display(),
+        b.display()
+    );
+    let figures = |s: &report::BoardSummary| {
+        [
+            ("fps", s.fps),
+            ("total p50 ms", s.total_ms.p50),
+            ("total p95 ms", s.total_ms.p95),
+            ("total p99 ms", s.total_ms.p99),
+            ("inference p50 ms", s.inference_ms.p50),
+            ("backbone p50 ms", s.backbone_ms.p50),
+            ("capture->host p50 ms", s.capture_to_recv_ms.p50),
+            ("kept fraction", s.kept_fraction),
+            ("GMACs", s.gmacs),
+            ("detections/frame", s.detections_per_frame),
+        ]
+    };
+    let ratio = |x: f64, y: f64| if x != 0.0 { y / x } else { f64::NAN };
+    if json {
+        let v: Vec<serde_json::Value> = pairs
+            .iter()
+            .map(|(x, y)| {
+                let rows: serde_json::Map<String, serde_json::Value> = figures(x)
+                    .iter()
+                    .zip(figures(y))
+                    .map(|((k, va), (_, vb))| {
+                        (
+                            k.to_string(),
+                            serde_json::json!({"a": va, "b": vb, "b_over_a": ratio(*va, vb)}),
+                        )
+                    })
+                    .collect();
+                serde_json::json!({"a": x.device, "b": y.device, "figures": rows})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    for (x, y) in pairs {
+        println!(
+            "A = {} ({}, {} frames)   B = {} ({}, {} frames)",
+            x.device,
+            a.display(),
+            x.frames,
+            y.device,
+            b.display(),
+            y.frames
+        );
+        println!("{:<22} {:>10} {:>10} {:>8}", "", "A", "B", "B/A");
+        for ((k, va), (_, vb)) in figures(x).iter().zip(figures(y)) {
+            println!("{k:<22} {va:>10.3} {vb:>10.3} {:>8.2}", ratio(*va, vb));
+        }
+        println!();
+    }
+    Ok(())
 }
 
 fn print_table(s: &report::Summary) {

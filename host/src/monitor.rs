@@ -28,7 +28,7 @@ pub const STAGES: [&str; 8] = [
 const HISTORY: usize = 120;
 const LOG_LINES: usize = 6;
 
-fn stage_us(f: &Frame) -> [u32; 8] {
+pub fn stage_us(f: &Frame) -> [u32; 8] {
     let t = &f.times;
     [
         t.capture,

@@ -1,4 +1,5 @@
-//! Recording -> summary.json and frames.csv. Every number is computed from the recorded frames.
+//! Recording -> summary.json, frames.csv and (plots.rs) SVG plots with index.html. Every number
+//! is computed from the recorded frames.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -37,6 +38,8 @@ fn pct(v: &[f64]) -> Pct {
 pub struct BoardSummary {
     pub device: String,
     pub bundle: String,
+    /// Tokens per image of the board's model.
+    pub tokens: u16,
     pub frames: usize,
     /// Sequence numbers never received (lost between board and host).
     pub missing: u64,
@@ -89,7 +92,7 @@ fn outside_inference_ms(f: &Frame) -> f64 {
     (t.decode + t.preprocess + t.postprocess + t.encode) as f64 / 1000.0
 }
 
-fn backbone_ms(f: &Frame) -> f64 {
+pub fn backbone_ms(f: &Frame) -> f64 {
     let t = &f.times;
     (t.embed + t.gates + t.gather_scatter + t.blocks.iter().sum::<u32>()) as f64 / 1000.0
 }
@@ -151,6 +154,7 @@ pub fn summarize(records: &[Record]) -> Summary {
             BoardSummary {
                 device: device.to_string(),
                 bundle: hello.map(|h| h.bundle.clone()).unwrap_or_default(),
+                tokens,
                 frames: frames.len(),
                 missing,
                 dropped_on_board: dropped,
@@ -237,5 +241,6 @@ pub fn write(records: &[Record], out: &Path) -> Result<Summary> {
     }
     let p = out.join("frames.csv");
     std::fs::write(&p, csv).with_context(|| format!("writing {}", p.display()))?;
+    crate::plots::write(records, &summary, out)?;
     Ok(summary)
 }

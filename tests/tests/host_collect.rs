@@ -102,6 +102,18 @@ fn two_boards_one_host_nothing_lost() {
                 && bd["kept_fraction"].as_f64().unwrap() <= 1.0
         );
     }
+    let html = std::fs::read_to_string(dir.join("report/index.html")).unwrap();
+    for plot in [
+        "latency_hist.svg",
+        "stages.svg",
+        "latency_vs_kept.svg",
+        "fps.svg",
+        "kept_per_block.svg",
+    ] {
+        assert!(html.contains(plot), "index.html shows {plot}");
+        let svg = std::fs::read_to_string(dir.join("report").join(plot)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("board-a") && svg.contains("board-b"));
+    }
     let csv = std::fs::read_to_string(dir.join("report/frames.csv")).unwrap();
     for name in ["board-a", "board-b"] {
         let seqs: Vec<u64> = csv
@@ -341,4 +353,68 @@ fn host_dials_a_listening_board() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("WITHOUT --key"), "{log}");
+}
+
+/// Dense against pruned, recorded separately, compared: pruning shows as fewer kept tokens and
+/// GMACs in B than in A.
+#[test]
+fn compare_puts_dense_and_pruned_side_by_side() {
+    let dir = tmp("compare");
+    let mut recs = Vec::new();
+    for (name, threshold) in [("dense", "0"), ("pruned", "0.7")] {
+        let port = free_port();
+        let rec = dir.join(format!("{name}.svrec"));
+        let mut h = host(port, &rec);
+        std::thread::sleep(Duration::from_millis(300));
+        let st = Command::new(bin("svit-edge"))
+            .args([
+                "run",
+                "--camera",
+                "synthetic",
+                "--name",
+                "pi",
+                "--frames",
+                "5",
+            ])
+            .args([
+                "--threshold",
+                threshold,
+                "--connect",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .current_dir(workspace())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::thread::sleep(Duration::from_millis(300));
+        signal(&h, "-TERM");
+        assert!(h.wait().unwrap().success());
+        recs.push(rec);
+    }
+    let out = Command::new(bin("svit-host"))
+        .arg("compare")
+        .args(&recs)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fig = &v[0]["figures"];
+    assert_eq!(fig["kept fraction"]["a"], 1.0, "{v}");
+    assert!(
+        fig["kept fraction"]["b_over_a"].as_f64().unwrap() < 0.9,
+        "{v}"
+    );
+    assert!(fig["GMACs"]["b_over_a"].as_f64().unwrap() < 0.9, "{v}");
+    let table = Command::new(bin("svit-host"))
+        .arg("compare")
+        .args(&recs)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("B/A") && text.contains("kept fraction"),
+        "{text}"
+    );
 }
