@@ -142,6 +142,8 @@ pub fn render(
             .and_then(|h| h.labels.get(d.class as usize))
             .cloned()
             .unwrap_or_else(|| format!("class {}", d.class));
+        let text = format!("{label} {:.2}", d.score);
+        draw_label(&mut img, bx0, by0, &text, c);
         legend.push(format!(
             "{label} {:.2} rgb{:?} at {:?}",
             d.score,
@@ -156,4 +158,122 @@ pub fn render(
         height: h as u32,
         legend,
     })
+}
+
+/// 3x5 pixel glyphs (rows top to bottom, 3 bits each, MSB left) for labels: letters (either
+/// case), digits, '.', '-' and space; anything else is drawn as a box.
+fn glyph(ch: char) -> [u8; 5] {
+    const LETTERS: [[u8; 5]; 26] = [
+        [2, 5, 7, 5, 5],
+        [6, 5, 6, 5, 6],
+        [3, 4, 4, 4, 3],
+        [6, 5, 5, 5, 6],
+        [7, 4, 6, 4, 7],
+        [7, 4, 6, 4, 4],
+        [3, 4, 5, 5, 3],
+        [5, 5, 7, 5, 5],
+        [7, 2, 2, 2, 7],
+        [1, 1, 1, 5, 2],
+        [5, 5, 6, 5, 5],
+        [4, 4, 4, 4, 7],
+        [5, 7, 7, 5, 5],
+        [6, 5, 5, 5, 5],
+        [2, 5, 5, 5, 2],
+        [6, 5, 6, 4, 4],
+        [2, 5, 5, 6, 3],
+        [6, 5, 6, 5, 5],
+        [3, 4, 2, 1, 6],
+        [7, 2, 2, 2, 2],
+        [5, 5, 5, 5, 7],
+        [5, 5, 5, 5, 2],
+        [5, 5, 7, 7, 5],
+        [5, 5, 2, 5, 5],
+        [5, 5, 2, 2, 2],
+        [7, 1, 2, 4, 7],
+    ];
+    const DIGITS: [[u8; 5]; 10] = [
+        [7, 5, 5, 5, 7],
+        [2, 6, 2, 2, 7],
+        [6, 1, 2, 4, 7],
+        [6, 1, 2, 1, 6],
+        [5, 5, 7, 1, 1],
+        [7, 4, 6, 1, 6],
+        [3, 4, 7, 5, 7],
+        [7, 1, 2, 2, 2],
+        [7, 5, 7, 5, 7],
+        [7, 5, 7, 1, 6],
+    ];
+    match ch.to_ascii_lowercase() {
+        c @ 'a'..='z' => LETTERS[c as usize - 'a' as usize],
+        c @ '0'..='9' => DIGITS[c as usize - '0' as usize],
+        '.' => [0, 0, 0, 0, 2],
+        '-' | '_' => [0, 0, 7, 0, 0],
+        ' ' => [0; 5],
+        _ => [7, 5, 5, 5, 7],
+    }
+}
+
+/// Writes `text` at 2x scale on a bar of the class colour, above the box when there is room.
+fn draw_label(img: &mut image::RgbImage, x: usize, y: usize, text: &str, bg: [u8; 3]) {
+    const SCALE: usize = 2;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (tw, th) = (
+        text.chars().count() * 4 * SCALE + SCALE,
+        5 * SCALE + 2 * SCALE,
+    );
+    let y0 = if y >= th { y - th } else { y };
+    // Dark text on light colours, light text on dark ones.
+    let luma = 0.299 * bg[0] as f32 + 0.587 * bg[1] as f32 + 0.114 * bg[2] as f32;
+    let fg = if luma > 140.0 {
+        [0, 0, 0]
+    } else {
+        [255, 255, 255]
+    };
+    for yy in y0..(y0 + th).min(h) {
+        for xx in x..(x + tw).min(w) {
+            img.put_pixel(xx as u32, yy as u32, image::Rgb(bg));
+        }
+    }
+    for (i, ch) in text.chars().enumerate() {
+        for (row, bits) in glyph(ch).iter().enumerate() {
+            for col in 0..3 {
+                if bits & (4 >> col) == 0 {
+                    continue;
+                }
+                for dy in 0..SCALE {
+                    for dx in 0..SCALE {
+                        let px = x + SCALE + (i * 4 + col) * SCALE + dx;
+                        let py = y0 + SCALE + row * SCALE + dy;
+                        if px < w && py < h {
+                            img.put_pixel(px as u32, py as u32, image::Rgb(fg));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_drawn_in_the_box_colour_with_readable_text() {
+        let mut img = image::RgbImage::new(64, 32);
+        draw_label(&mut img, 2, 20, "star 0.9", [255, 255, 0]);
+        // The bar sits above y=20, in the class colour, with dark glyph pixels on it.
+        let bar: Vec<_> = (2..60).map(|x| img.get_pixel(x, 8).0).collect();
+        assert!(bar.contains(&[255, 255, 0]) && bar.contains(&[0, 0, 0]));
+        assert_eq!(img.get_pixel(2, 6).0, [255, 255, 0], "bar is 14 px tall, ending at y=20");
+        assert_eq!(img.get_pixel(2, 5).0, [0, 0, 0]);
+        assert_eq!(
+            img.get_pixel(2, 25).0,
+            [0, 0, 0],
+            "nothing drawn below the bar"
+        );
+        // 'i' and 'l' differ: glyphs are distinct.
+        assert_ne!(glyph('i'), glyph('l'));
+        assert_eq!(glyph('S'), glyph('s'));
+    }
 }
