@@ -197,7 +197,7 @@ struct NoHostYet;
 
 /// Sends queued messages to the peer, re-establishing the link when it drops; returns when the
 /// queue closes and everything queued has been flushed (or no host is there for the final
-/// flush). `hello` is this edge's greeting; with `key`, host and edge prove they share it.
+/// flush), with the number of messages that could not be delivered. `hello` is this edge's greeting; with `key`, host and edge prove they share it.
 pub fn tcp_loop(
     peer: Peer,
     q: Arc<Queue<EdgeMsg>>,
@@ -205,7 +205,7 @@ pub fn tcp_loop(
     key: Option<Vec<u8>>,
     ctl: Arc<Control>,
     stats: Arc<Stats>,
-) -> Result<()> {
+) -> Result<u64> {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(100);
     let mut last_health = Instant::now() - Duration::from_secs(2);
@@ -226,7 +226,7 @@ pub fn tcp_loop(
                         lost += 1;
                     }
                     tracing::warn!("stopping with {addr} unreachable ({e:#}); {lost} queued messages not delivered");
-                    return Ok(());
+                    return Ok(lost);
                 }
                 if e.is::<NoHostYet>() {
                     continue;
@@ -269,7 +269,7 @@ pub fn tcp_loop(
                     None if q.is_closed() => {
                         let _ = stream.flush();
                         let _ = stream.shutdown(Shutdown::Write);
-                        return Ok(());
+                        return Ok(0);
                     }
                     None => continue,
                 },

@@ -92,6 +92,16 @@ enum Cmd {
         /// Write the report here as JSON (it is always printed as a table).
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also send the report to a host (HOST:PORT), which records it and puts it in its
+        /// report.
+        #[arg(long)]
+        connect: Option<String>,
+        /// Pre-shared key file for --connect.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Name shown on the host (default: hostname).
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -163,7 +173,11 @@ fn main() -> Result<()> {
             threads,
             precision,
             json,
+            connect,
+            key,
+            name,
         } => {
+            let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
             let bar = indicatif::ProgressBar::new_spinner();
             let report = bench::run(
                 &bundle,
@@ -209,6 +223,25 @@ fn main() -> Result<()> {
             if let Some(j) = json {
                 std::fs::write(&j, serde_json::to_vec_pretty(&report)?)
                     .with_context(|| format!("writing {}", j.display()))?;
+            }
+            if let Some(addr) = connect {
+                let model = Model::load(&bundle, &precision)
+                    .with_context(|| format!("loading bundle {}", bundle.display()))?;
+                let q = Arc::new(Queue::new(1));
+                q.push(svit_protocol::EdgeMsg::Bench(serde_json::to_string(
+                    &report,
+                )?));
+                q.close();
+                let lost = link::tcp_loop(
+                    link::Peer::Connect(addr.clone()),
+                    q,
+                    edge_hello(&model, name),
+                    key,
+                    Arc::new(Control::new(0.0)),
+                    Arc::new(Stats::new()),
+                )?;
+                anyhow::ensure!(lost == 0, "the bench report was not delivered to {addr}");
+                tracing::info!("bench report sent to {addr}");
             }
             Ok(())
         }
@@ -276,31 +309,17 @@ fn run(
             .name("infer".into())
             .spawn(move || pipeline::infer_loop(m, i, o, c, s, frames, thumbs, score_threshold))?
     };
-    let labels = model.manifest.labels.clone();
     let sent = match peer {
-        None => link::stdout_loop(outgoing.clone(), labels),
-        Some(peer) => {
-            let hello = svit_protocol::Hello {
-                protocol_version: svit_protocol::PROTOCOL_VERSION,
-                schema_hash: svit_protocol::schema_hash(),
-                role: svit_protocol::Role::Edge,
-                device: name.unwrap_or_else(hostname),
-                bundle: model.manifest.name.clone(),
-                labels,
-                input_size: cfg.image_size as u16,
-                tokens: cfg.tokens() as u16,
-                blocks: cfg.depth as u16,
-                nonce: [0; 16],
-            };
-            link::tcp_loop(
-                peer,
-                outgoing.clone(),
-                hello,
-                key,
-                ctl.clone(),
-                stats.clone(),
-            )
-        }
+        None => link::stdout_loop(outgoing.clone(), model.manifest.labels.clone()),
+        Some(peer) => link::tcp_loop(
+            peer,
+            outgoing.clone(),
+            edge_hello(&model, name),
+            key,
+            ctl.clone(),
+            stats.clone(),
+        )
+        .map(|_| ()),
     };
     ctl.stop.store(true, Ordering::Relaxed);
     decoded.close();
@@ -316,6 +335,23 @@ fn run(
         "stopped"
     );
     Ok(())
+}
+
+/// This board's greeting: who it is and what model it runs.
+fn edge_hello(model: &Model, name: Option<String>) -> svit_protocol::Hello {
+    let cfg = model.config();
+    svit_protocol::Hello {
+        protocol_version: svit_protocol::PROTOCOL_VERSION,
+        schema_hash: svit_protocol::schema_hash(),
+        role: svit_protocol::Role::Edge,
+        device: name.unwrap_or_else(hostname),
+        bundle: model.manifest.name.clone(),
+        labels: model.manifest.labels.clone(),
+        input_size: cfg.image_size as u16,
+        tokens: cfg.tokens() as u16,
+        blocks: cfg.depth as u16,
+        nonce: [0; 16],
+    }
 }
 
 fn hostname() -> String {

@@ -212,6 +212,10 @@ impl Monitor {
         match &r.msg {
             EdgeMsg::Frame(f) => b.frame(r.recv_us, f),
             EdgeMsg::Health(h) => b.health = Some(h.clone()),
+            EdgeMsg::Bench(_) => {
+                let line = format!("{}: bench report received (in the report)", b.hello.device);
+                self.note(line);
+            }
             _ => {}
         }
     }

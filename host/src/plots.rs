@@ -450,7 +450,41 @@ pub fn write(records: &[Record], summary: &Summary, out: &Path) -> Result<Vec<St
             b.gmacs
         );
     }
-    html.push_str("</table>\n<p>Data: <a href=\"summary.json\">summary.json</a>, <a href=\"frames.csv\">frames.csv</a></p>\n");
+    html.push_str("</table>\n");
+    for b in &summary.bench {
+        let _ = writeln!(
+            html,
+            "<h2>bench from {} (bundle {}, {})</h2>\n<table><tr><th>engine</th><th>precision</th>\
+             <th>threads</th><th>threshold</th><th>mode</th><th>total p50 ms</th><th>p95</th>\
+             <th>p99</th><th>backbone mean ms</th><th>kept</th><th>GMACs</th><th>overhead</th></tr>",
+            esc(&b.device),
+            esc(b.report["bundle"].as_str().unwrap_or("?")),
+            esc(b.report["cpu"].as_str().unwrap_or("?"))
+        );
+        for c in b.report["configs"].as_array().into_iter().flatten() {
+            let f = |k: &str| c[k].as_f64().unwrap_or(f64::NAN);
+            let p = |k: &str, q: &str| c[k][q].as_f64().unwrap_or(f64::NAN);
+            let _ = writeln!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{:.2}</td>\
+                 <td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.3}</td><td>{:.3}</td><td>{:.1}%</td></tr>",
+                esc(c["engine"].as_str().unwrap_or("?")),
+                esc(c["precision"].as_str().unwrap_or("?")),
+                f("threads"),
+                f("threshold"),
+                esc(c["mode"].as_str().unwrap_or("?")),
+                p("total_ms", "p50"),
+                p("total_ms", "p95"),
+                p("total_ms", "p99"),
+                p("backbone_ms", "mean"),
+                f("kept_fraction"),
+                f("gmacs"),
+                100.0 * f("overhead_fraction")
+            );
+        }
+        html.push_str("</table>\n");
+    }
+    html.push_str("<p>Data: <a href=\"summary.json\">summary.json</a>, <a href=\"frames.csv\">frames.csv</a></p>\n");
     for f in &files {
         let _ = writeln!(html, "<img src=\"{f}\" alt=\"{f}\">");
     }

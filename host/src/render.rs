@@ -265,7 +265,11 @@ mod label_tests {
         // The bar sits above y=20, in the class colour, with dark glyph pixels on it.
         let bar: Vec<_> = (2..60).map(|x| img.get_pixel(x, 8).0).collect();
         assert!(bar.contains(&[255, 255, 0]) && bar.contains(&[0, 0, 0]));
-        assert_eq!(img.get_pixel(2, 6).0, [255, 255, 0], "bar is 14 px tall, ending at y=20");
+        assert_eq!(
+            img.get_pixel(2, 6).0,
+            [255, 255, 0],
+            "bar is 14 px tall, ending at y=20"
+        );
         assert_eq!(img.get_pixel(2, 5).0, [0, 0, 0]);
         assert_eq!(
             img.get_pixel(2, 25).0,

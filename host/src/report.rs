@@ -65,6 +65,15 @@ pub struct BoardSummary {
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub boards: Vec<BoardSummary>,
+    /// `svit-edge bench --connect` reports received, as the board wrote them.
+    pub bench: Vec<BenchEntry>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchEntry {
+    pub device: String,
+    pub recv_us: u64,
+    pub report: serde_json::Value,
 }
 
 pub fn total_ms(f: &Frame) -> f64 {
@@ -199,7 +208,20 @@ pub fn summarize(records: &[Record]) -> Summary {
             }
         })
         .collect();
-    Summary { boards }
+    let bench = records
+        .iter()
+        .filter_map(|r| match &r.msg {
+            EdgeMsg::Bench(json) => Some(BenchEntry {
+                device: r.device.clone(),
+                recv_us: r.recv_us,
+                report: serde_json::from_str(json).unwrap_or_else(
+                    |e| serde_json::json!({"error": format!("not a bench report: {e}")}),
+                ),
+            }),
+            _ => None,
+        })
+        .collect();
+    Summary { boards, bench }
 }
 
 pub fn write(records: &[Record], out: &Path) -> Result<Summary> {

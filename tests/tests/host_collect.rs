@@ -418,3 +418,66 @@ fn compare_puts_dense_and_pruned_side_by_side() {
         "{text}"
     );
 }
+
+/// `svit-edge bench --connect`: the profile travels to the host, is recorded and lands in the
+/// report.
+#[test]
+fn bench_results_reach_the_host_report() {
+    let dir = tmp("bench");
+    let port = free_port();
+    let rec = dir.join("bench.svrec");
+    let mut h = host(port, &rec);
+    std::thread::sleep(Duration::from_millis(300));
+    let st = Command::new(bin("svit-edge"))
+        .args([
+            "bench",
+            "--frames",
+            "3",
+            "--warmup",
+            "1",
+            "--thresholds",
+            "0,0.5",
+        ])
+        .args([
+            "--name",
+            "benchy",
+            "--connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(workspace())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&h, "-TERM");
+    assert!(h.wait().unwrap().success());
+    let s = summary(&rec, &dir.join("report"));
+    let b = &s["bench"][0];
+    assert_eq!(b["device"], "benchy", "{s}");
+    let configs = b["report"]["configs"].as_array().unwrap();
+    assert_eq!(configs.len(), 2);
+    assert!(configs
+        .iter()
+        .all(|c| c["total_ms"]["p50"].as_f64().unwrap() > 0.0));
+    let html = std::fs::read_to_string(dir.join("report/index.html")).unwrap();
+    assert!(html.contains("bench from benchy"));
+
+    // No host listening: the bench says the report was not delivered.
+    let out = Command::new(bin("svit-edge"))
+        .args([
+            "bench",
+            "--frames",
+            "1",
+            "--warmup",
+            "0",
+            "--thresholds",
+            "0",
+        ])
+        .args(["--connect", &format!("127.0.0.1:{}", free_port())])
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not delivered"));
+}
