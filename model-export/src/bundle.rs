@@ -62,3 +62,20 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(manifest)
 }
+
+/// Packs a written bundle directory into one `.tar` (what `svit_runtime::Model::load` also
+/// reads): manifest first, then the files it lists, in a fixed order.
+pub fn pack(dir: &Path, manifest: &Manifest, tar_path: &Path) -> Result<()> {
+    let f = std::fs::File::create(tar_path)
+        .with_context(|| format!("creating {}", tar_path.display()))?;
+    let mut b = tar::Builder::new(f);
+    b.mode(tar::HeaderMode::Deterministic);
+    for rel in std::iter::once(MANIFEST).chain(manifest.files.keys().map(String::as_str)) {
+        b.append_path_with_name(dir.join(rel), rel)
+            .with_context(|| format!("adding {rel} to {}", tar_path.display()))?;
+    }
+    b.into_inner()
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("writing {}", tar_path.display()))?;
+    Ok(())
+}

@@ -88,6 +88,9 @@ enum Cmd {
         dense: bool,
         #[arg(long)]
         name: Option<String>,
+        /// Also pack the bundle into OUT.tar (one file to copy; svit-edge --bundle reads it).
+        #[arg(long)]
+        tar: bool,
     },
     /// Evaluate a bundle on COCO data as the board runs it: box/mask AP, kept tokens, GMACs.
     Eval {
@@ -173,7 +176,8 @@ fn main() -> Result<()> {
             out,
             dense,
             name,
-        } => bundle(checkpoint, out, dense, name),
+            tar,
+        } => bundle(checkpoint, out, dense, name, tar),
         Cmd::Eval {
             bundle,
             coco,
@@ -298,7 +302,13 @@ fn main() -> Result<()> {
     }
 }
 
-fn bundle(checkpoint: PathBuf, out: PathBuf, dense: bool, name: Option<String>) -> Result<()> {
+fn bundle(
+    checkpoint: PathBuf,
+    out: PathBuf,
+    dense: bool,
+    name: Option<String>,
+    tar: bool,
+) -> Result<()> {
     let ckpt = train::Checkpoint { dir: checkpoint };
     let st = ckpt.load_state()?;
     let weights = if dense {
@@ -329,6 +339,13 @@ fn bundle(checkpoint: PathBuf, out: PathBuf, dense: bool, name: Option<String>) 
     svit_runtime::Model::load(&out, "f32")
         .with_context(|| format!("re-loading {}", out.display()))?;
     tracing::info!(files = m.files.len(), "wrote bundle {}", out.display());
+    if tar {
+        let t = out.with_extension("tar");
+        svit_export::bundle::pack(&out, &m, &t)?;
+        svit_runtime::Model::load(&t, "f32")
+            .with_context(|| format!("re-loading {}", t.display()))?;
+        tracing::info!("packed {}", t.display());
+    }
     Ok(())
 }
 

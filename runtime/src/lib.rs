@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod manifest;
 pub mod model;
 pub mod post;

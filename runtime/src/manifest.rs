@@ -71,8 +71,13 @@ impl Manifest {
     /// Reads and checks `dir/manifest.json` and every file it lists. Every problem names the
     /// file: missing, unreadable, not JSON, wrong version, wrong hash, inconsistent config.
     pub fn load_verified(dir: &Path) -> Result<Manifest, BundleError> {
-        let path = dir.join(MANIFEST);
-        let bytes = read(&path)?;
+        Self::load_verified_from(&crate::files::BundleFiles::open(dir)?)
+    }
+
+    /// As [`Manifest::load_verified`], for a directory or a tar.
+    pub fn load_verified_from(files: &crate::files::BundleFiles) -> Result<Manifest, BundleError> {
+        let path = files.display(MANIFEST);
+        let bytes = files.read(MANIFEST)?;
         // Read the version first, so a future manifest fails on its version, not a field.
         let probe: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| BundleError::Manifest {
@@ -122,8 +127,8 @@ impl Manifest {
                     "file entry {rel:?} leaves the bundle directory"
                 )));
             }
-            let fp = dir.join(rel);
-            let got = sha256_hex(&read(&fp)?);
+            let fp = files.display(rel);
+            let got = sha256_hex(&files.read(rel)?);
             if &got != want {
                 return Err(BundleError::Hash {
                     path: fp,

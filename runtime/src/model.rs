@@ -13,6 +13,7 @@ use std::time::Instant;
 use tract_onnx::prelude::*;
 
 use crate::error::{tract_err, BundleError, RunError};
+use crate::files::BundleFiles;
 use crate::manifest::{stage_files, Manifest};
 use crate::post::{self, Detection, HeadOutputs};
 use crate::prune;
@@ -109,12 +110,12 @@ impl FrameState {
     }
 }
 
-fn load_plan(path: &Path) -> Result<Plan, BundleError> {
+fn load_plan(files: &BundleFiles, rel: &str) -> Result<Plan, BundleError> {
     let graph = |e: TractError| BundleError::Graph {
-        path: path.to_path_buf(),
+        path: files.display(rel),
         source: format!("{e:#}").into(),
     };
-    let bytes = crate::manifest::read(path)?;
+    let bytes = files.read(rel)?;
     tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])
         .and_then(|m| m.into_optimized())
@@ -129,9 +130,11 @@ pub fn set_threads(n: usize) {
 }
 
 impl Model {
-    /// Verifies the bundle (version, hashes, config) and optimises every stage graph once.
+    /// Verifies the bundle (a directory or a `.tar` of one: version, hashes, config) and
+    /// optimises every stage graph once.
     pub fn load(dir: &Path, precision: &str) -> Result<Model, BundleError> {
-        let manifest = Manifest::load_verified(dir)?;
+        let files = BundleFiles::open(dir)?;
+        let manifest = Manifest::load_verified_from(&files)?;
         if !manifest.precisions.iter().any(|p| p == precision) {
             return Err(BundleError::Precision {
                 requested: precision.into(),
@@ -139,9 +142,9 @@ impl Model {
             });
         }
         let cfg = &manifest.config;
-        let files = stage_files(cfg, precision);
-        let plan = |rel: &str| load_plan(&dir.join(rel));
-        let embed = plan(&files[0])?;
+        let stages = stage_files(cfg, precision);
+        let plan = |rel: &str| load_plan(&files, rel);
+        let embed = plan(&stages[0])?;
         let gates = (0..cfg.depth)
             .map(|b| {
                 cfg.gated(b)

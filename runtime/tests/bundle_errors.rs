@@ -140,3 +140,63 @@ fn wrong_frame_shape_is_an_input_error() {
         .iter()
         .all(|d| d.bbox[2] <= 320.0 && d.bbox[3] <= 240.0));
 }
+
+/// The same bundle as one `.tar` (flat, or under a top folder) loads and runs like the
+/// directory; a corrupt entry is named as `bundle.tar:entry`.
+#[test]
+fn tar_bundles_load_and_corrupt_entries_are_named() {
+    let dir = copy_demo("tar");
+    let files: Vec<String> = {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        let mut v: Vec<String> = m["files"].as_object().unwrap().keys().cloned().collect();
+        v.push("manifest.json".into());
+        v
+    };
+    let pack = |path: &Path, prefix: &str, corrupt: Option<&str>| {
+        let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+        for rel in &files {
+            let mut bytes = std::fs::read(dir.join(rel)).unwrap();
+            if Some(rel.as_str()) == corrupt {
+                let n = bytes.len();
+                bytes[n / 2] ^= 0xFF;
+            }
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, format!("{prefix}{rel}"), &bytes[..])
+                .unwrap();
+        }
+        b.finish().unwrap();
+    };
+    let flat = dir.with_extension("tar");
+    pack(&flat, "", None);
+    let m = Model::load(&flat, "f32").unwrap();
+    let mut st = m.new_state().unwrap();
+    let rgb = vec![128u8; 256 * 256 * 3];
+    let a = m
+        .run_rgb(&mut st, &rgb, 256, 256, &m.default_options())
+        .unwrap();
+    let d = Model::load(&dir, "f32").unwrap();
+    let mut st2 = d.new_state().unwrap();
+    let b = d
+        .run_rgb(&mut st2, &rgb, 256, 256, &d.default_options())
+        .unwrap();
+    assert_eq!(a.kept, b.kept);
+    assert_eq!(st.head_outputs(), st2.head_outputs());
+
+    let nested = dir.with_extension("nested.tar");
+    pack(&nested, "demo/", None);
+    assert!(Model::load(&nested, "f32").is_ok());
+
+    let bad = dir.with_extension("bad.tar");
+    pack(&bad, "", Some("f32/head.onnx"));
+    let e = Model::load(&bad, "f32").err().unwrap();
+    assert!(matches!(e, BundleError::Hash { .. }));
+    assert!(e.to_string().contains("bad.tar:f32/head.onnx"), "{e}");
+
+    std::fs::write(&bad, b"not a tar at all, just some bytes that go on and on").unwrap();
+    let e = Model::load(&bad, "f32").err().unwrap().to_string();
+    assert!(e.contains("bad.tar"), "{e}");
+}
