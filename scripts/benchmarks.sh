@@ -34,6 +34,10 @@ python3 scripts/ort_check.py "$BUNDLE" "$OUT/reference" > "$OUT/ort_check.txt"
 # Latency, pruned vs dense, same frames, one run.
 $EDGE bench --bundle "$BUNDLE" --frames 200 --warmup 20 --thresholds 0,0.3,0.5,0.7 --threads 1,2 --json "$OUT/bench.json"
 
+# The whole pipeline on this machine: two boards (ArduCAM driver on the simulated module, and
+# the synthetic camera) paced at 10 fps, so the link is free; per-stage times from the recording.
+target/debug/svit-host demo --bundle "$BUNDLE" --seconds 30 --out "$OUT/pipeline" > /dev/null
+
 # Host: 16 simulated boards x 30 frames/s.
 scripts/host_load.sh > /dev/null
 

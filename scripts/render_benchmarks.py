@@ -54,6 +54,22 @@ for c in bench["configs"]:
         for k in c["block_time_vs_k"]:
             p(f"| {k['k']} | {k['frames']} | {k['block_ms']:.3f} | {k['block_gmacs']:.4f} |")
 
+pipe = os.path.join(d, "pipeline", "summary.json")
+if os.path.exists(pipe):
+    ps = json.load(open(pipe))
+    p("\n## The whole pipeline (`svit-host demo`, 30 s, cameras paced at 10 fps)\n")
+    p("Inference = embed + gates + gather/scatter + blocks + head. Outside inference = decode + "
+      "preprocess + postprocess + encode, per frame, as a share of that frame's inference. "
+      "Capture-to-host = the host's receive time minus the edge's capture time (same machine, same clock). "
+      "Milliseconds, p50.\n")
+    p("| board | frames | inference | outside inference / inference | capture -> host | capture -> host / inference |")
+    p("|---|---|---|---|---|---|")
+    for b in ps["boards"]:
+        inf = b["inference_ms"]["p50"]
+        c2h = b["capture_to_recv_ms"]["p50"]
+        p(f"| {b['device']} | {b['frames']} | {inf:.2f} | {100 * b['outside_inference_fraction']:.1f}% | "
+          f"{c2h:.2f} | {c2h / inf:.2f} |")
+
 load = os.path.join(d, "host_load.json")
 if os.path.exists(load):
     l = json.load(open(load))
