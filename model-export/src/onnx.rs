@@ -14,6 +14,7 @@ use crate::model::{Block, Gate, Head, LayerNorm, Linear, Svit, LN_EPS};
 pub const OPSET: i64 = 17;
 const FLOAT: i32 = 1;
 const INT64: i32 = 7;
+const INT8: i32 = 3;
 
 /// A graph under construction; names are made unique by a counter.
 pub struct Graph {
@@ -102,6 +103,24 @@ impl Graph {
             dims: vec![data.len() as i64],
             data_type: INT64,
             raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// An int8 initializer (quantized weights, zero points).
+    pub fn i8_init(&mut self, hint: &str, dims: &[usize], data: &[i8]) -> String {
+        let name = self.fresh(hint);
+        assert_eq!(
+            dims.iter().product::<usize>(),
+            data.len(),
+            "initializer {hint}"
+        );
+        self.g.initializer.push(pb::TensorProto {
+            name: name.clone(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: INT8,
+            raw_data: data.iter().map(|&v| v as u8).collect(),
             ..Default::default()
         });
         name
