@@ -143,6 +143,18 @@ impl Chart {
         }
     }
 
+    /// One group of bars per integer x, one bar per series, side by side.
+    fn grouped_bars(&mut self, series: &[Vec<(f64, f64)>]) {
+        let n = series.len().max(1) as f64;
+        for (i, s) in series.iter().enumerate() {
+            let shifted: Vec<(f64, f64)> = s
+                .iter()
+                .map(|&(x, y)| (x - 0.4 + (i as f64 + 0.5) * 0.8 / n, y))
+                .collect();
+            self.bars(&shifted, 0.8 / n, COLOURS[i % COLOURS.len()]);
+        }
+    }
+
     fn legend(&mut self, names: &[String]) {
         for (i, n) in names.iter().enumerate() {
             let y = PAD + 4.0 + 14.0 * i as f64;
@@ -286,26 +298,23 @@ pub fn write(records: &[Record], summary: &Summary, out: &Path) -> Result<Vec<St
         (0.0, ymax.max(1e-3) * 1.1),
         Some(&short),
     );
-    let n = series.len().max(1) as f64;
-    for (i, s) in series.iter().enumerate() {
-        let shifted: Vec<(f64, f64)> = s
-            .iter()
-            .map(|&(x, y)| (x - 0.4 + (i as f64 + 0.5) * 0.8 / n, y))
-            .collect();
-        c.bars(&shifted, 0.8 / n, COLOURS[i % COLOURS.len()]);
-    }
+    c.grouped_bars(&series);
     c.legend(&names);
     save("stages.svg", c.finish())?;
+
+    let tokens_of = |dev: &str| {
+        summary
+            .boards
+            .iter()
+            .find(|b| b.device == dev)
+            .map_or(1, |b| b.tokens)
+    };
 
     // Backbone latency against kept tokens: pruning pays off when this rises with K.
     let pts: Vec<Vec<(f64, f64)>> = frames
         .iter()
         .map(|(dev, v)| {
-            let tokens = summary
-                .boards
-                .iter()
-                .find(|b| b.device == *dev)
-                .map_or(1, |b| b.tokens);
+            let tokens = tokens_of(dev);
             v.iter()
                 .map(|(_, f)| {
                     (
@@ -382,11 +391,7 @@ pub fn write(records: &[Record], summary: &Summary, out: &Path) -> Result<Vec<St
     let per_block: Vec<Vec<(f64, f64)>> = frames
         .iter()
         .map(|(dev, v)| {
-            let tokens = summary
-                .boards
-                .iter()
-                .find(|b| b.device == *dev)
-                .map_or(1, |b| b.tokens) as f64;
+            let tokens = tokens_of(dev) as f64;
             let blocks = v.first().map_or(0, |(_, f)| f.kept.len());
             (0..blocks)
                 .map(|b| {
@@ -411,14 +416,7 @@ pub fn write(records: &[Record], summary: &Summary, out: &Path) -> Result<Vec<St
         (0.0, 1.05),
         Some(&block_refs),
     );
-    let n = per_block.len().max(1) as f64;
-    for (i, s) in per_block.iter().enumerate() {
-        let shifted: Vec<(f64, f64)> = s
-            .iter()
-            .map(|&(x, y)| (x - 0.4 + (i as f64 + 0.5) * 0.8 / n, y))
-            .collect();
-        c.bars(&shifted, 0.8 / n, COLOURS[i % COLOURS.len()]);
-    }
+    c.grouped_bars(&per_block);
     c.legend(&names);
     save("kept_per_block.svg", c.finish())?;
 

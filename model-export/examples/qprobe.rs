@@ -40,7 +40,10 @@ fn build(form: &str) -> Vec<u8> {
             let wq = g.i8_init("wq", &[i, o], &wq);
             let sw = g.scalar(amax / 127.0);
             let s_out = g.scalar(0.05);
-            q = g.op("QLinearMatMul", &[&q, &s_in, &zp, &wq, &sw, &zp, &s_out, &zp]);
+            q = g.op(
+                "QLinearMatMul",
+                &[&q, &s_in, &zp, &wq, &sw, &zp, &s_out, &zp],
+            );
             if l % 2 == 0 {
                 q = g.op("Max", &[&q, &zp]);
             }

@@ -69,6 +69,15 @@ fn summary(rec: &Path, out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
 }
 
+/// A fresh directory and a host recording into `DIR/NAME.svrec` on a free port.
+fn recording_host(dir: &Path, name: &str) -> (u16, std::path::PathBuf, Child) {
+    let port = free_port();
+    let rec = dir.join(format!("{name}.svrec"));
+    let h = host(port, &rec);
+    std::thread::sleep(Duration::from_millis(300));
+    (port, rec, h)
+}
+
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("svit-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -79,10 +88,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 #[test]
 fn two_boards_one_host_nothing_lost() {
     let dir = tmp("two");
-    let port = free_port();
-    let rec = dir.join("run.svrec");
-    let mut h = host(port, &rec);
-    std::thread::sleep(Duration::from_millis(300));
+    let (port, rec, mut h) = recording_host(&dir, "run");
     let scene_dir = workspace().join("tests/data");
     let mut a = edge(port, "board-a", "synthetic", 8);
     let mut b = edge(port, "board-b", &format!("file:{}", scene_dir.display()), 8);
@@ -152,10 +158,7 @@ fn two_boards_one_host_nothing_lost() {
 #[test]
 fn recording_survives_kill_9() {
     let dir = tmp("kill");
-    let port = free_port();
-    let rec = dir.join("run.svrec");
-    let mut h = host(port, &rec);
-    std::thread::sleep(Duration::from_millis(300));
+    let (port, rec, mut h) = recording_host(&dir, "run");
     let mut e = edge(port, "board-k", "synthetic", 100_000);
     let t = Instant::now();
     while std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0) < 20_000
@@ -198,10 +201,7 @@ fn host_refuses_bad_peers_and_keeps_serving() {
     use std::io::Write;
     use svit_protocol as proto;
     let dir = tmp("bad");
-    let port = free_port();
-    let rec = dir.join("run.svrec");
-    let mut h = host(port, &rec);
-    std::thread::sleep(Duration::from_millis(300));
+    let (port, rec, mut h) = recording_host(&dir, "run");
     let addr = format!("127.0.0.1:{port}");
     // Garbage, an oversized frame, and a hello from another schema.
     let mut g = std::net::TcpStream::connect(&addr).unwrap();
@@ -362,10 +362,7 @@ fn compare_puts_dense_and_pruned_side_by_side() {
     let dir = tmp("compare");
     let mut recs = Vec::new();
     for (name, threshold) in [("dense", "0"), ("pruned", "0.7")] {
-        let port = free_port();
-        let rec = dir.join(format!("{name}.svrec"));
-        let mut h = host(port, &rec);
-        std::thread::sleep(Duration::from_millis(300));
+        let (port, rec, mut h) = recording_host(&dir, name);
         let st = Command::new(bin("svit-edge"))
             .args([
                 "run",
@@ -424,10 +421,7 @@ fn compare_puts_dense_and_pruned_side_by_side() {
 #[test]
 fn bench_results_reach_the_host_report() {
     let dir = tmp("bench");
-    let port = free_port();
-    let rec = dir.join("bench.svrec");
-    let mut h = host(port, &rec);
-    std::thread::sleep(Duration::from_millis(300));
+    let (port, rec, mut h) = recording_host(&dir, "bench");
     let st = Command::new(bin("svit-edge"))
         .args([
             "bench",
