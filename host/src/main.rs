@@ -428,7 +428,10 @@ fn collect(
         std::thread::spawn(move || collector::accept_loop(listener, tx, stop, max_boards, key));
     }
     let mut writer = record.map(record::Writer::create).transpose()?;
-    let mut kept: Vec<record::Record> = Vec::new();
+    // For the summary at exit: hellos, and the most recent frames (bounded; the recording keeps
+    // everything).
+    let mut hellos: Vec<record::Record> = Vec::new();
+    let mut recent: std::collections::VecDeque<record::Record> = Default::default();
     let started = Instant::now();
     let mut live = live::Live::new(quiet)?;
     // Write halves of the board sockets, for control messages from the monitor's keys.
@@ -501,9 +504,15 @@ fn collect(
         if let Some(w) = writer.as_mut() {
             w.append(&rec).context("writing the recording")?;
         }
-        // Summary at exit needs frames and hellos only; thumbnails are not kept in memory.
-        if matches!(rec.msg, EdgeMsg::Frame(_) | EdgeMsg::Hello(_)) && kept.len() < 1_000_000 {
-            kept.push(rec);
+        match rec.msg {
+            EdgeMsg::Hello(_) => hellos.push(rec),
+            EdgeMsg::Frame(_) => {
+                if recent.len() == SUMMARY_FRAMES {
+                    recent.pop_front();
+                }
+                recent.push_back(rec);
+            }
+            _ => {}
         }
     }
     drop(live);
@@ -516,8 +525,15 @@ fn collect(
             record.map(|p| p.display().to_string()).unwrap_or_default()
         );
     }
-    Ok(kept)
+    if recent.len() == SUMMARY_FRAMES {
+        tracing::info!("the table covers the last {SUMMARY_FRAMES} frames; `svit-host report` covers the whole recording");
+    }
+    hellos.extend(recent);
+    Ok(hellos)
 }
+
+/// Frames kept in memory for the summary printed at exit.
+const SUMMARY_FRAMES: usize = 100_000;
 
 /// The JSON line printed per frame by `listen` and `replay`.
 pub(crate) fn frame_line(device: &str, f: &svit_protocol::Frame) -> serde_json::Value {
