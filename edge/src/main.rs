@@ -66,7 +66,9 @@ enum Cmd {
         /// Name shown on the host (default: hostname).
         #[arg(long)]
         name: Option<String>,
-        #[arg(long, default_value = "f32")]
+        /// Graph precision: f32, int8, f16, or auto (by the CPU's features, among what the
+        /// bundle has).
+        #[arg(long, default_value = "auto")]
         precision: String,
         /// Send a JPEG thumbnail of the frame this often (seconds; 0 = only on a snapshot request).
         #[arg(long, default_value_t = 1.0)]
@@ -272,9 +274,10 @@ fn run(
     let src = source::open(&camera, cfg.image_size, fps)
         .with_context(|| format!("opening camera {camera}"))?;
     tracing::info!(
-        "camera: {}; bundle {} ({} tokens, {} blocks)",
+        "camera: {}; bundle {} ({}, {} tokens, {} blocks)",
         src.describe(),
         model.manifest.name,
+        model.precision,
         cfg.tokens(),
         cfg.depth
     );

@@ -15,6 +15,8 @@ pub mod prune;
 pub use config::ModelConfig;
 pub use error::{BundleError, RunError};
 pub use manifest::{Manifest, FORMAT_VERSION};
-pub use model::{set_threads, FrameOutput, FrameState, Model, Pruning, RunOptions, Timings};
+pub use model::{
+    pick_precision, set_threads, FrameOutput, FrameState, Model, Pruning, RunOptions, Timings,
+};
 pub use post::{Detection, Mask};
 pub use prune::{select_tokens, top_k};

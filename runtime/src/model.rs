@@ -123,6 +123,32 @@ fn load_plan(files: &BundleFiles, rel: &str) -> Result<Plan, BundleError> {
         .map_err(graph)
 }
 
+/// `--precision auto`: int8 where the CPU has 8-bit dot products (x86 VNNI, Arm `dotprod`),
+/// else f16 where it has fp16 arithmetic (Cortex-A76/A78), else f32; only among what the
+/// bundle has.
+pub fn pick_precision(available: &[String]) -> String {
+    let has = |p: &str| available.iter().any(|a| a == p);
+    #[cfg(target_arch = "x86_64")]
+    let (dot, fp16) = (
+        std::arch::is_x86_feature_detected!("avx512vnni"),
+        false, // x86 has no fp16 arithmetic tract uses: f16 would be emulated, slower than f32
+    );
+    #[cfg(target_arch = "aarch64")]
+    let (dot, fp16) = (
+        std::arch::is_aarch64_feature_detected!("dotprod"),
+        std::arch::is_aarch64_feature_detected!("fp16"),
+    );
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let (dot, fp16) = (false, false);
+    if dot && has("int8") {
+        "int8".into()
+    } else if fp16 && has("f16") {
+        "f16".into()
+    } else {
+        "f32".into()
+    }
+}
+
 /// Sets the number of threads tract's matrix products use (process-wide).
 pub fn set_threads(n: usize) {
     let exec = tract_linalg::multithread::Executor::multithread(n.max(1));
@@ -135,6 +161,12 @@ impl Model {
     pub fn load(dir: &Path, precision: &str) -> Result<Model, BundleError> {
         let files = BundleFiles::open(dir)?;
         let manifest = Manifest::load_verified_from(&files)?;
+        let chosen = if precision == "auto" {
+            pick_precision(&manifest.precisions)
+        } else {
+            precision.to_string()
+        };
+        let precision = chosen.as_str();
         if !manifest.precisions.iter().any(|p| p == precision) {
             return Err(BundleError::Precision {
                 requested: precision.into(),

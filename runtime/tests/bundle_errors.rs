@@ -200,3 +200,13 @@ fn tar_bundles_load_and_corrupt_entries_are_named() {
     let e = Model::load(&bad, "f32").err().unwrap().to_string();
     assert!(e.contains("bad.tar"), "{e}");
 }
+
+#[test]
+fn auto_precision_picks_among_what_the_bundle_has() {
+    let m = Model::load(&demo(), "auto").unwrap();
+    assert_eq!(m.precision, "f32", "the demo bundle has only f32 graphs");
+    let only_f32 = svit_runtime::pick_precision(&["f32".to_string()]);
+    assert_eq!(only_f32, "f32");
+    let all = ["f32", "f16", "int8"].map(String::from);
+    assert!(["f32", "f16", "int8"].contains(&svit_runtime::pick_precision(&all).as_str()));
+}
