@@ -14,6 +14,8 @@ pub struct BundleSpec<'a> {
     pub name: &'a str,
     pub labels: &'a [String],
     pub provenance: Option<serde_json::Value>,
+    /// Also write f16 stage graphs (`f16/`), for boards with fp16 arithmetic.
+    pub f16: bool,
 }
 
 pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
@@ -24,18 +26,31 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
         spec.labels.len(),
         cfg.num_classes
     );
-    std::fs::create_dir_all(out.join("f32"))
-        .with_context(|| format!("creating {}", out.display()))?;
+    let mut precisions = vec!["f32".to_string()];
+    if spec.f16 {
+        precisions.push("f16".into());
+    }
+    for p in &precisions {
+        std::fs::create_dir_all(out.join(p))
+            .with_context(|| format!("creating {}", out.join(p).display()))?;
+    }
     let mut files = BTreeMap::new();
-    for (name, bytes) in crate::onnx::export_all(net) {
-        let rel = if name == "dense.onnx" {
-            name
-        } else {
-            format!("f32/{name}")
-        };
+    let mut put = |rel: String, bytes: &[u8]| -> Result<()> {
         let path = out.join(&rel);
-        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-        files.insert(rel, sha256_hex(&bytes));
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        files.insert(rel, sha256_hex(bytes));
+        Ok(())
+    };
+    for (name, bytes) in crate::onnx::export_all(net) {
+        if name == "dense.onnx" {
+            put(name, &bytes)?;
+            continue;
+        }
+        if spec.f16 {
+            let half = crate::onnx::to_f16(&bytes).context("converting to f16")?;
+            put(format!("f16/{name}"), &half)?;
+        }
+        put(format!("f32/{name}"), &bytes)?;
     }
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -52,7 +67,7 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
             min_keep: (cfg.tokens() / 16).max(1),
             score_threshold: 0.3,
         },
-        precisions: vec!["f32".into()],
+        precisions,
         quantization: None,
         provenance: spec.provenance.clone(),
         files,

@@ -91,6 +91,9 @@ enum Cmd {
         /// Also pack the bundle into OUT.tar (one file to copy; svit-edge --bundle reads it).
         #[arg(long)]
         tar: bool,
+        /// Also write f16 stage graphs, for boards with fp16 arithmetic (Pi 5, Jetson Orin).
+        #[arg(long)]
+        f16: bool,
     },
     /// Evaluate a bundle on COCO data as the board runs it: box/mask AP, kept tokens, GMACs.
     Eval {
@@ -177,7 +180,8 @@ fn main() -> Result<()> {
             dense,
             name,
             tar,
-        } => bundle(checkpoint, out, dense, name, tar),
+            f16,
+        } => bundle(checkpoint, out, dense, name, tar, f16),
         Cmd::Eval {
             bundle,
             coco,
@@ -308,6 +312,7 @@ fn bundle(
     dense: bool,
     name: Option<String>,
     tar: bool,
+    f16: bool,
 ) -> Result<()> {
     let ckpt = train::Checkpoint { dir: checkpoint };
     let st = ckpt.load_state()?;
@@ -333,6 +338,7 @@ fn bundle(
         name: &name,
         labels: &st.plan.labels,
         provenance: Some(provenance),
+        f16,
     };
     let m = svit_export::bundle::write(&net, &spec, &out)?;
     // Prove the bundle loads as the board would load it before calling it done.

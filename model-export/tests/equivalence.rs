@@ -38,6 +38,7 @@ fn setup(name: &str) -> (Svit, std::path::PathBuf, Vec<f32>) {
             name: "tiny",
             labels: &labels,
             provenance: None,
+            f16: true,
         },
         &dir,
     )
@@ -203,6 +204,7 @@ fn nan_weights_are_reported_not_turned_into_boxes() {
             name: "nan",
             labels: &labels,
             provenance: None,
+            f16: false,
         },
         &dir,
     )
@@ -216,4 +218,35 @@ fn nan_weights_are_reported_not_turned_into_boxes() {
     };
     let err = model.run_tensor(&mut st, &input, &opts).unwrap_err();
     assert!(err.to_string().contains("block_1"), "{err}");
+}
+
+/// The f16 stage graphs compute the same function as the f32 ones, to f16 precision.
+#[test]
+fn f16_graphs_match_f32_to_half_precision() {
+    let (_net, dir, input) = setup("f16");
+    let run = |precision: &str| {
+        let model = Model::load(&dir, precision).unwrap();
+        assert_eq!(model.precision, precision);
+        let mut st = model.new_state().unwrap();
+        let opts = RunOptions {
+            pruning: Pruning::Dense,
+            score_threshold: 0.3,
+            max_detections: 100,
+        };
+        model.run_tensor(&mut st, &input, &opts).unwrap();
+        st.head_outputs().clone()
+    };
+    let (a, b) = (run("f32"), run("f16"));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+        let err = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(
+            err / scale < 2e-2,
+            "output {i}: f16 differs by {err} (scale {scale})"
+        );
+        assert!(
+            err > 0.0,
+            "output {i}: f16 graphs identical to f32, conversion did nothing?"
+        );
+    }
 }

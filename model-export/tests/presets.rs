@@ -71,6 +71,7 @@ fn deit_tiny_trains_exports_and_runs() {
             name: "deit-tiny-smoke",
             labels: &labels,
             provenance: None,
+            f16: false,
         },
         &out,
     )
