@@ -93,16 +93,25 @@ pub fn cpu_model() -> String {
 
 pub fn run(
     bundle: &Path,
-    precision: &str,
+    precisions: &[String],
     frames: usize,
     warmup: usize,
     thresholds: &[f32],
     threads: &[usize],
     progress: &dyn Fn(&str),
 ) -> Result<Report> {
-    let model =
-        Model::load(bundle, precision).with_context(|| format!("loading {}", bundle.display()))?;
-    let cfg = model.config().clone();
+    let mut models: Vec<Model> = Vec::new();
+    for p in precisions {
+        let m = Model::load(bundle, p).with_context(|| format!("loading {}", bundle.display()))?;
+        // `auto` may name a precision already on the list.
+        if !models.iter().any(|o| o.precision == m.precision) {
+            models.push(m);
+        }
+    }
+    let Some(first) = models.first() else {
+        anyhow::bail!("no precision to bench");
+    };
+    let cfg = first.config().clone();
     let size = cfg.image_size;
     // The same frames for every configuration.
     let scfg = svit_scenes::SceneConfig::square(size);
@@ -111,101 +120,104 @@ pub fn run(
         .map(|i| svit_scenes::generate(&scfg, 777, i as u64).rgb)
         .collect();
     let mut configs = Vec::new();
-    for &th in threads {
-        svit_runtime::set_threads(th);
-        for &thr in thresholds {
-            progress(&format!("threads {th}, threshold {thr}"));
-            let base = model.default_options();
-            let min_keep = match base.pruning {
-                Pruning::Threshold { min_keep, .. } => min_keep,
-                _ => 1,
-            };
-            let pruning = if thr <= 0.0 {
-                Pruning::Dense
-            } else {
-                Pruning::Threshold {
+    for model in &models {
+        let precision = model.precision.as_str();
+        for &th in threads {
+            svit_runtime::set_threads(th);
+            for &thr in thresholds {
+                progress(&format!("{precision}, threads {th}, threshold {thr}"));
+                let base = model.default_options();
+                let min_keep = match base.pruning {
+                    Pruning::Threshold { min_keep, .. } => min_keep,
+                    _ => 1,
+                };
+                let pruning = if thr <= 0.0 {
+                    Pruning::Dense
+                } else {
+                    Pruning::Threshold {
+                        threshold: thr,
+                        min_keep,
+                    }
+                };
+                let opts = RunOptions { pruning, ..base };
+                let mut st = model.new_state()?;
+                let t0 = std::time::Instant::now();
+                for i in 0..warmup {
+                    model.run_rgb(&mut st, &images[i % distinct], size, size, &opts)?;
+                }
+                let warmup_ms = t0.elapsed().as_secs_f64() * 1e3;
+                let mut outs = Vec::with_capacity(frames);
+                for i in 0..frames {
+                    outs.push(model.run_rgb(&mut st, &images[i % distinct], size, size, &opts)?);
+                }
+                let col = |f: &dyn Fn(&svit_runtime::FrameOutput) -> f64| {
+                    pct(&outs.iter().map(f).collect::<Vec<_>>())
+                };
+                let n = outs.len().max(1) as f64;
+                let gmacs = outs.iter().map(|o| o.gmacs).sum::<f64>() / n;
+                let total = col(&|o| o.timings.total());
+                let backbone = col(&|o| o.timings.backbone());
+                let overhead = outs
+                    .iter()
+                    .map(|o| o.timings.gates + o.timings.gather_scatter)
+                    .sum::<f64>()
+                    / outs
+                        .iter()
+                        .map(|o| o.timings.backbone())
+                        .sum::<f64>()
+                        .max(1e-9);
+                let mut buckets: std::collections::BTreeMap<usize, (usize, f64, f64)> =
+                    Default::default();
+                for o in &outs {
+                    for (b, &k) in o.kept.iter().enumerate() {
+                        let e = buckets.entry(k.div_ceil(16) * 16).or_default();
+                        e.0 += 1;
+                        e.1 += o.timings.blocks[b];
+                        e.2 += cfg.block_macs(k) as f64 / 1e9;
+                    }
+                }
+                configs.push(Config {
+                    engine: "tract",
+                    precision: precision.into(),
                     threshold: thr,
-                    min_keep,
-                }
-            };
-            let opts = RunOptions { pruning, ..base };
-            let mut st = model.new_state()?;
-            let t0 = std::time::Instant::now();
-            for i in 0..warmup {
-                model.run_rgb(&mut st, &images[i % distinct], size, size, &opts)?;
+                    mode: if thr <= 0.0 { "dense" } else { "pruned" },
+                    threads: th,
+                    frames,
+                    warmup_frames: warmup,
+                    warmup_ms,
+                    backbone_ms: backbone,
+                    preprocess_ms: col(&|o| o.timings.preprocess),
+                    embed_ms: col(&|o| o.timings.embed),
+                    gates_ms: col(&|o| o.timings.gates),
+                    gather_scatter_ms: col(&|o| o.timings.gather_scatter),
+                    blocks_ms: (0..cfg.depth)
+                        .map(|b| col(&|o| o.timings.blocks[b]))
+                        .collect(),
+                    head_ms: col(&|o| o.timings.head),
+                    postprocess_ms: col(&|o| o.timings.postprocess),
+                    kept_fraction: outs
+                        .iter()
+                        .map(|o| o.kept_fraction(cfg.tokens()))
+                        .sum::<f64>()
+                        / n,
+                    kept_per_block: (0..cfg.depth)
+                        .map(|b| outs.iter().map(|o| o.kept[b] as f64).sum::<f64>() / n)
+                        .collect(),
+                    gmacs,
+                    gflops_per_s: 2.0 * gmacs / (total.mean / 1e3).max(1e-9),
+                    block_time_vs_k: buckets
+                        .into_iter()
+                        .map(|(k, (c, ms, g))| KPoint {
+                            k,
+                            frames: c,
+                            block_ms: ms / c as f64,
+                            block_gmacs: g / c as f64,
+                        })
+                        .collect(),
+                    overhead_fraction: overhead,
+                    total_ms: total,
+                });
             }
-            let warmup_ms = t0.elapsed().as_secs_f64() * 1e3;
-            let mut outs = Vec::with_capacity(frames);
-            for i in 0..frames {
-                outs.push(model.run_rgb(&mut st, &images[i % distinct], size, size, &opts)?);
-            }
-            let col = |f: &dyn Fn(&svit_runtime::FrameOutput) -> f64| {
-                pct(&outs.iter().map(f).collect::<Vec<_>>())
-            };
-            let n = outs.len().max(1) as f64;
-            let gmacs = outs.iter().map(|o| o.gmacs).sum::<f64>() / n;
-            let total = col(&|o| o.timings.total());
-            let backbone = col(&|o| o.timings.backbone());
-            let overhead = outs
-                .iter()
-                .map(|o| o.timings.gates + o.timings.gather_scatter)
-                .sum::<f64>()
-                / outs
-                    .iter()
-                    .map(|o| o.timings.backbone())
-                    .sum::<f64>()
-                    .max(1e-9);
-            let mut buckets: std::collections::BTreeMap<usize, (usize, f64, f64)> =
-                Default::default();
-            for o in &outs {
-                for (b, &k) in o.kept.iter().enumerate() {
-                    let e = buckets.entry(k.div_ceil(16) * 16).or_default();
-                    e.0 += 1;
-                    e.1 += o.timings.blocks[b];
-                    e.2 += cfg.block_macs(k) as f64 / 1e9;
-                }
-            }
-            configs.push(Config {
-                engine: "tract",
-                precision: precision.into(),
-                threshold: thr,
-                mode: if thr <= 0.0 { "dense" } else { "pruned" },
-                threads: th,
-                frames,
-                warmup_frames: warmup,
-                warmup_ms,
-                backbone_ms: backbone,
-                preprocess_ms: col(&|o| o.timings.preprocess),
-                embed_ms: col(&|o| o.timings.embed),
-                gates_ms: col(&|o| o.timings.gates),
-                gather_scatter_ms: col(&|o| o.timings.gather_scatter),
-                blocks_ms: (0..cfg.depth)
-                    .map(|b| col(&|o| o.timings.blocks[b]))
-                    .collect(),
-                head_ms: col(&|o| o.timings.head),
-                postprocess_ms: col(&|o| o.timings.postprocess),
-                kept_fraction: outs
-                    .iter()
-                    .map(|o| o.kept_fraction(cfg.tokens()))
-                    .sum::<f64>()
-                    / n,
-                kept_per_block: (0..cfg.depth)
-                    .map(|b| outs.iter().map(|o| o.kept[b] as f64).sum::<f64>() / n)
-                    .collect(),
-                gmacs,
-                gflops_per_s: 2.0 * gmacs / (total.mean / 1e3).max(1e-9),
-                block_time_vs_k: buckets
-                    .into_iter()
-                    .map(|(k, (c, ms, g))| KPoint {
-                        k,
-                        frames: c,
-                        block_ms: ms / c as f64,
-                        block_gmacs: g / c as f64,
-                    })
-                    .collect(),
-                overhead_fraction: overhead,
-                total_ms: total,
-            });
         }
     }
     let h = crate::health::sample(std::time::Instant::now(), 0, 0);

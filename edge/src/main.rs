@@ -89,8 +89,9 @@ enum Cmd {
         thresholds: Vec<f32>,
         #[arg(long, value_delimiter = ',', default_value = "1")]
         threads: Vec<usize>,
-        #[arg(long, default_value = "f32")]
-        precision: String,
+        /// Precisions to compare (each must be in the bundle; `auto` = what `run` would pick).
+        #[arg(long, value_delimiter = ',', default_value = "f32")]
+        precision: Vec<String>,
         /// Write the report here as JSON (it is always printed as a table).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -193,7 +194,8 @@ fn main() -> Result<()> {
             bar.finish_and_clear();
             println!("cpu: {}", report.cpu);
             println!(
-                "{:>7} {:>9} {:>7} {:>10} {:>10} {:>10} {:>11} {:>6} {:>6} {:>8}",
+                "{:>9} {:>7} {:>9} {:>7} {:>10} {:>10} {:>10} {:>11} {:>6} {:>6} {:>8}",
+                "precision",
                 "threads",
                 "threshold",
                 "mode",
@@ -205,21 +207,22 @@ fn main() -> Result<()> {
                 "GMACs",
                 "overhead"
             );
-            let dense: Vec<(usize, f64)> = report
+            // Speed-up of the backbone against the dense run of the same precision and threads.
+            let dense: Vec<(&str, usize, f64)> = report
                 .configs
                 .iter()
                 .filter(|c| c.mode == "dense")
-                .map(|c| (c.threads, c.backbone_ms.mean))
+                .map(|c| (c.precision.as_str(), c.threads, c.backbone_ms.mean))
                 .collect();
             for c in &report.configs {
                 let speedup = dense
                     .iter()
-                    .find(|d| d.0 == c.threads)
-                    .map(|d| d.1 / c.backbone_ms.mean)
+                    .find(|d| d.0 == c.precision && d.1 == c.threads)
+                    .map(|d| d.2 / c.backbone_ms.mean)
                     .unwrap_or(f64::NAN);
                 println!(
-                    "{:>7} {:>9.2} {:>7} {:>10.2} {:>10.2} {:>10.2} {:>10.2}x {:>6.3} {:>6.3} {:>7.1}%",
-                    c.threads, c.threshold, c.mode, c.total_ms.p50, c.total_ms.p95, c.backbone_ms.mean, speedup, c.kept_fraction, c.gmacs, 100.0 * c.overhead_fraction
+                    "{:>9} {:>7} {:>9.2} {:>7} {:>10.2} {:>10.2} {:>10.2} {:>10.2}x {:>6.3} {:>6.3} {:>7.1}%",
+                    c.precision, c.threads, c.threshold, c.mode, c.total_ms.p50, c.total_ms.p95, c.backbone_ms.mean, speedup, c.kept_fraction, c.gmacs, 100.0 * c.overhead_fraction
                 );
             }
             if let Some(j) = json {
@@ -227,7 +230,7 @@ fn main() -> Result<()> {
                     .with_context(|| format!("writing {}", j.display()))?;
             }
             if let Some(addr) = connect {
-                let model = Model::load(&bundle, &precision)
+                let model = Model::load(&bundle, &precision[0])
                     .with_context(|| format!("loading bundle {}", bundle.display()))?;
                 let q = Arc::new(Queue::new(1));
                 q.push(svit_protocol::EdgeMsg::Bench(serde_json::to_string(
