@@ -17,6 +17,15 @@ EDGE=target/debug/svit-edge
 $EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val \
   --thresholds 0,0.3,0.5,0.7 --json "$OUT/eval.json"
 
+# f16 graphs, as a board with fp16 arithmetic runs them (x86 emulates f16, slowly: 200 scenes),
+# beside f32 on the same scenes.
+if grep -q '"f16"' "$BUNDLE/manifest.json"; then
+  for p in f32 f16; do
+    $EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val --limit 200 \
+      --precision $p --thresholds 0,0.5 --json "$OUT/precision/$p/eval.json"
+  done
+fi
+
 # The model as it was after dense training, before gates were trained.
 if [ -f models/demo-ckpt/dense.safetensors ]; then
   rm -rf "$OUT/dense-bundle" "$OUT/dense-trained"

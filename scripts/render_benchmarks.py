@@ -33,6 +33,16 @@ p("\nAll 12 COCO summary numbers of every run above were re-computed with pycoco
   "(`scripts/coco_check.py`):\n")
 p("```\n" + open(os.path.join(d, "coco_check.txt")).read().strip().splitlines()[-1] + "\n```\n")
 
+prec = os.path.join(d, "precision")
+if os.path.exists(os.path.join(prec, "f16", "eval.json")):
+    p("\n### Precision (`svit-export eval --precision`, first 200 scenes)\n")
+    p("| precision | threshold | box AP | mask AP | kept |")
+    p("|---|---|---|---|---|")
+    for name in ["f32", "f16"]:
+        for r in json.load(open(os.path.join(prec, name, "eval.json")))["runs"]:
+            p(f"| {name} | {r['threshold']:.1f} | {r['box_ap']:.2f} | {r['mask_ap']:.2f} | {r['kept_fraction']:.3f} |")
+    p("")
+
 p("## Engines agree (`scripts/ort_check.py`)\n")
 p("```\n" + open(os.path.join(d, "ort_check.txt")).read().strip() + "\n```\n")
 
