@@ -84,3 +84,27 @@ fn stages_at_threshold_zero_equal_dense_onnx_and_pruning_is_deterministic() {
         a.kept
     );
 }
+
+/// The shipped bundle's f16 graphs against its f32 graphs, on this CPU (on aarch64 under qemu
+/// in CI, with the fp16 kernels a Pi 5 or an Orin uses).
+#[test]
+fn f16_graphs_agree_with_f32() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+    let chw = input(256);
+    let heads = |precision: &str| {
+        let model = Model::load(&dir, precision).unwrap();
+        let mut st = model.new_state().unwrap();
+        let opts = RunOptions {
+            pruning: Pruning::Dense,
+            ..model.default_options()
+        };
+        model.run_tensor(&mut st, &chw, &opts).unwrap();
+        st.head_outputs().clone()
+    };
+    let (a, b) = (heads("f32"), heads("f16"));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+        let err = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(err / scale < 3e-2, "output {i}: f16 differs by {err} (scale {scale})");
+    }
+}
