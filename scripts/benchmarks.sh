@@ -43,6 +43,9 @@ python3 scripts/ort_check.py "$BUNDLE" "$OUT/reference" > "$OUT/ort_check.txt"
 # Latency, pruned vs dense, same frames, one run.
 $EDGE bench --bundle "$BUNDLE" --frames 200 --warmup 20 --thresholds 0,0.3,0.5,0.7 --threads 1,2 --json "$OUT/bench.json"
 
+# The peer: onnxruntime on dense.onnx, f32 and its own int8, same thread counts.
+python3 scripts/ort_bench.py "$BUNDLE" "$OUT/ort_bench.json" --frames 200 --warmup 20 --threads 1,2 > /dev/null
+
 # The whole pipeline on this machine: two boards (ArduCAM driver on the simulated module, and
 # the synthetic camera) paced at 10 fps, so the link is free; per-stage times from the recording.
 target/debug/svit-host demo --bundle "$BUNDLE" --seconds 30 --out "$OUT/pipeline" > /dev/null

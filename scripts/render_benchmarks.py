@@ -64,6 +64,27 @@ for c in bench["configs"]:
         for k in c["block_time_vs_k"]:
             p(f"| {k['k']} | {k['frames']} | {k['block_ms']:.3f} | {k['block_gmacs']:.4f} |")
 
+ortp = os.path.join(d, "ort_bench.json")
+if os.path.exists(ortp):
+    ob = json.load(open(ortp))
+    p("\n## Against onnxruntime (`scripts/ort_bench.py`, model time only)\n")
+    p("Model time = embed + gates + gather/scatter + blocks + head for tract (means from the bench "
+      "above); the whole dense.onnx for onnxruntime (its int8 model from its own dynamic "
+      "quantizer). No decode, resize or post-processing on either side. Milliseconds, mean.\n")
+    p("| threads | engine | precision | threshold | model ms | vs onnxruntime f32 |")
+    p("|---|---|---|---|---|---|")
+    for th in sorted({c["threads"] for c in ob["configs"]}):
+        ref = next(c["total_ms"]["mean"] for c in ob["configs"] if c["threads"] == th and c["precision"] == "f32")
+        rows = []
+        for c in bench["configs"]:
+            if c["threads"] == th and (c["threshold"] == 0 or abs(c["threshold"] - 0.5) < 1e-6):
+                rows.append(("tract", c["precision"], c["threshold"], c["backbone_ms"]["mean"] + c["head_ms"]["mean"]))
+        for c in ob["configs"]:
+            if c["threads"] == th:
+                rows.append(("onnxruntime", c["precision"], 0.0, c["total_ms"]["mean"]))
+        for e, pr, thr, ms in rows:
+            p(f"| {th} | {e} | {pr} | {thr:.1f} | {ms:.2f} | {ref / ms:.2f}x |")
+
 pipe = os.path.join(d, "pipeline", "summary.json")
 if os.path.exists(pipe):
     ps = json.load(open(pipe))
