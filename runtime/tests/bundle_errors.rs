@@ -11,13 +11,20 @@ fn demo() -> PathBuf {
 fn copy_demo(name: &str) -> PathBuf {
     let dst = std::env::temp_dir().join(format!("svit-bundle-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dst);
-    std::fs::create_dir_all(dst.join("f32")).unwrap();
     for rel in ["manifest.json", "dense.onnx"] {
+        std::fs::create_dir_all(&dst).unwrap();
         std::fs::copy(demo().join(rel), dst.join(rel)).unwrap();
     }
-    for e in std::fs::read_dir(demo().join("f32")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dst.join("f32").join(e.file_name())).unwrap();
+    // Every precision's graphs, whatever the shipped bundle has.
+    for sub in ["f32", "f16", "int8"] {
+        let Ok(entries) = std::fs::read_dir(demo().join(sub)) else {
+            continue;
+        };
+        std::fs::create_dir_all(dst.join(sub)).unwrap();
+        for e in entries {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dst.join(sub).join(e.file_name())).unwrap();
+        }
     }
     dst
 }

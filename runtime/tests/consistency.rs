@@ -105,6 +105,9 @@ fn f16_graphs_agree_with_f32() {
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
         let err = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
-        assert!(err / scale < 3e-2, "output {i}: f16 differs by {err} (scale {scale})");
+        assert!(
+            err / scale < 3e-2,
+            "output {i}: f16 differs by {err} (scale {scale})"
+        );
     }
 }
