@@ -211,7 +211,10 @@ fn tar_bundles_load_and_corrupt_entries_are_named() {
 #[test]
 fn auto_precision_picks_among_what_the_bundle_has() {
     let m = Model::load(&demo(), "auto").unwrap();
-    assert_eq!(m.precision, svit_runtime::pick_precision(&m.manifest.precisions));
+    assert_eq!(
+        m.precision,
+        svit_runtime::pick_precision(&m.manifest.precisions)
+    );
     assert!(m.manifest.precisions.contains(&m.precision));
     // x86 has no fp16 arithmetic and the demo bundle no int8 graphs: f32 here; an Arm core
     // with fp16 (qemu's default CPU has it) picks the bundle's f16 graphs.
