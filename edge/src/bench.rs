@@ -126,20 +126,10 @@ pub fn run(
             svit_runtime::set_threads(th);
             for &thr in thresholds {
                 progress(&format!("{precision}, threads {th}, threshold {thr}"));
-                let base = model.default_options();
-                let min_keep = match base.pruning {
-                    Pruning::Threshold { min_keep, .. } => min_keep,
-                    _ => 1,
+                let opts = RunOptions {
+                    pruning: Pruning::at(thr, model.manifest.defaults.min_keep),
+                    ..model.default_options()
                 };
-                let pruning = if thr <= 0.0 {
-                    Pruning::Dense
-                } else {
-                    Pruning::Threshold {
-                        threshold: thr,
-                        min_keep,
-                    }
-                };
-                let opts = RunOptions { pruning, ..base };
                 let mut st = model.new_state()?;
                 let t0 = std::time::Instant::now();
                 for i in 0..warmup {

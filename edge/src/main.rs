@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use svit_runtime::Model;
+use svit_runtime::{Manifest, Model};
 
 use pipeline::{Control, Queue, Stats};
 
@@ -230,8 +230,9 @@ fn main() -> Result<()> {
                     .with_context(|| format!("writing {}", j.display()))?;
             }
             if let Some(addr) = connect {
-                let model = Model::load(&bundle, &precision[0])
-                    .with_context(|| format!("loading bundle {}", bundle.display()))?;
+                // Only the manifest: the graphs were loaded (and timed) by the bench itself.
+                let manifest = Manifest::load_verified(&bundle)
+                    .with_context(|| format!("reading bundle {}", bundle.display()))?;
                 let q = Arc::new(Queue::new(1));
                 q.push(svit_protocol::EdgeMsg::Bench(serde_json::to_string(
                     &report,
@@ -240,7 +241,7 @@ fn main() -> Result<()> {
                 let lost = link::tcp_loop(
                     link::Peer::Connect(addr.clone()),
                     q,
-                    edge_hello(&model, name),
+                    edge_hello(&manifest, name),
                     key,
                     Arc::new(Control::new(0.0)),
                     Arc::new(Stats::new()),
@@ -320,7 +321,7 @@ fn run(
         Some(peer) => link::tcp_loop(
             peer,
             outgoing.clone(),
-            edge_hello(&model, name),
+            edge_hello(&model.manifest, name),
             key,
             ctl.clone(),
             stats.clone(),
@@ -344,15 +345,15 @@ fn run(
 }
 
 /// This board's greeting: who it is and what model it runs.
-fn edge_hello(model: &Model, name: Option<String>) -> svit_protocol::Hello {
-    let cfg = model.config();
+fn edge_hello(manifest: &Manifest, name: Option<String>) -> svit_protocol::Hello {
+    let cfg = &manifest.config;
     svit_protocol::Hello {
         protocol_version: svit_protocol::PROTOCOL_VERSION,
         schema_hash: svit_protocol::schema_hash(),
         role: svit_protocol::Role::Edge,
         device: name.unwrap_or_else(hostname),
-        bundle: model.manifest.name.clone(),
-        labels: model.manifest.labels.clone(),
+        bundle: manifest.name.clone(),
+        labels: manifest.labels.clone(),
         input_size: cfg.image_size as u16,
         tokens: cfg.tokens() as u16,
         blocks: cfg.depth as u16,

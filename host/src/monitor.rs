@@ -143,7 +143,7 @@ impl BoardView {
     }
 }
 
-fn push_bounded(q: &mut VecDeque<u64>, v: u64, cap: usize) {
+fn push_bounded<T>(q: &mut VecDeque<T>, v: T, cap: usize) {
     if q.len() == cap {
         q.pop_front();
     }
@@ -196,7 +196,7 @@ impl Monitor {
     }
 
     pub fn note(&mut self, line: String) {
-        push_bounded_str(&mut self.log, line, LOG_LINES);
+        push_bounded(&mut self.log, line, LOG_LINES);
     }
 
     pub fn record(&mut self, r: &Record) {
@@ -360,13 +360,6 @@ impl Monitor {
             area,
         );
     }
-}
-
-fn push_bounded_str(q: &mut VecDeque<String>, v: String, cap: usize) {
-    if q.len() == cap {
-        q.pop_front();
-    }
-    q.push_back(v);
 }
 
 fn draw_detail(f: &mut TuiFrame, area: Rect, b: &BoardView) {

@@ -89,14 +89,7 @@ pub fn run(
     let mut done = 0;
     for &thr in spec.thresholds {
         let min_keep = spec.min_keep.unwrap_or(model.manifest.defaults.min_keep);
-        let pruning = if thr <= 0.0 {
-            Pruning::Dense
-        } else {
-            Pruning::Threshold {
-                threshold: thr,
-                min_keep,
-            }
-        };
+        let pruning = Pruning::at(thr, min_keep);
         let opts = RunOptions {
             pruning,
             score_threshold: spec.score_threshold,

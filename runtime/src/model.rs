@@ -32,6 +32,20 @@ pub enum Pruning {
     Dense,
 }
 
+impl Pruning {
+    /// The mode a pruning threshold stands for: 0 (or below) is the dense pass.
+    pub fn at(threshold: f32, min_keep: usize) -> Self {
+        if threshold <= 0.0 {
+            Pruning::Dense
+        } else {
+            Pruning::Threshold {
+                threshold,
+                min_keep,
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct RunOptions {
     pub pruning: Pruning,
