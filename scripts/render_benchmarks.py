@@ -34,11 +34,13 @@ p("\nAll 12 COCO summary numbers of every run above were re-computed with pycoco
 p("```\n" + open(os.path.join(d, "coco_check.txt")).read().strip().splitlines()[-1] + "\n```\n")
 
 prec = os.path.join(d, "precision")
-if os.path.exists(os.path.join(prec, "f16", "eval.json")):
+if os.path.exists(os.path.join(prec, "f32", "eval.json")):
     p("\n### Precision (`svit-export eval --precision`, first 200 scenes)\n")
     p("| precision | threshold | box AP | mask AP | kept |")
     p("|---|---|---|---|---|")
-    for name in ["f32", "f16"]:
+    for name in ["f32", "f16", "int8"]:
+        if not os.path.exists(os.path.join(prec, name, "eval.json")):
+            continue
         for r in json.load(open(os.path.join(prec, name, "eval.json")))["runs"]:
             p(f"| {name} | {r['threshold']:.1f} | {r['box_ap']:.2f} | {r['mask_ap']:.2f} | {r['kept_fraction']:.3f} |")
     p("")
@@ -46,23 +48,35 @@ if os.path.exists(os.path.join(prec, "f16", "eval.json")):
 p("## Engines agree (`scripts/ort_check.py`)\n")
 p("```\n" + open(os.path.join(d, "ort_check.txt")).read().strip() + "\n```\n")
 
-p("## Latency, pruned vs dense (`svit-edge bench`, tract f32)\n")
-p("Same 200 frames for every configuration, 20 warm-up frames excluded. Milliseconds.\n")
-p("| threads | threshold | total p50 | total p95 | backbone mean | backbone speed-up vs dense | kept | GMACs | gates+gather/scatter |")
-p("|---|---|---|---|---|---|---|---|---|")
-dense = {c["threads"]: c["backbone_ms"]["mean"] for c in bench["configs"] if c["mode"] == "dense"}
+p("## Latency, pruned vs dense, f32 vs int8 (`svit-edge bench`, tract)\n")
+p("Same 200 frames for every configuration, 20 warm-up frames excluded. Milliseconds. "
+  "Model = embed + gates + gather/scatter + blocks + head (no decode, resize or post-processing).\n")
+p("| precision | threads | threshold | total p50 | total p95 | model mean | backbone mean | backbone speed-up vs dense | kept | GMACs | gates+gather/scatter |")
+p("|---|---|---|---|---|---|---|---|---|---|---|")
+model_ms = lambda c: c["backbone_ms"]["mean"] + c["head_ms"]["mean"]
+dense = {(c["precision"], c["threads"]): c["backbone_ms"]["mean"] for c in bench["configs"] if c["mode"] == "dense"}
 for c in bench["configs"]:
-    sp = dense[c["threads"]] / c["backbone_ms"]["mean"]
-    p(f"| {c['threads']} | {c['threshold']:.2f} | {c['total_ms']['p50']:.2f} | {c['total_ms']['p95']:.2f} | "
-      f"{c['backbone_ms']['mean']:.2f} | {sp:.2f}x | {c['kept_fraction']:.3f} | {c['gmacs']:.3f} | "
+    sp = dense[(c["precision"], c["threads"])] / c["backbone_ms"]["mean"]
+    p(f"| {c['precision']} | {c['threads']} | {c['threshold']:.2f} | {c['total_ms']['p50']:.2f} | {c['total_ms']['p95']:.2f} | "
+      f"{model_ms(c):.2f} | {c['backbone_ms']['mean']:.2f} | {sp:.2f}x | {c['kept_fraction']:.3f} | {c['gmacs']:.3f} | "
       f"{100 * c['overhead_fraction']:.1f}% |")
+f32 = {(c["threads"], round(c["threshold"], 2)): c for c in bench["configs"] if c["precision"] == "f32"}
+q8 = [c for c in bench["configs"] if c["precision"] == "int8"]
+if q8:
+    p("\nint8 against f32, same threads and threshold (model time, mean):\n")
+    p("| threads | threshold | f32 ms | int8 ms | int8 speed-up |")
+    p("|---|---|---|---|---|")
+    for c in q8:
+        ref = f32.get((c["threads"], round(c["threshold"], 2)))
+        if ref:
+            p(f"| {c['threads']} | {c['threshold']:.2f} | {model_ms(ref):.2f} | {model_ms(c):.2f} | {model_ms(ref) / model_ms(c):.2f}x |")
 p("\nBlock time against its token count K (1 thread, threshold 0.5, all blocks pooled):\n")
-p("| K | blocks timed | ms per block | GMACs per block |")
-p("|---|---|---|---|")
+p("| precision | K | blocks timed | ms per block | GMACs per block |")
+p("|---|---|---|---|---|")
 for c in bench["configs"]:
     if c["threads"] == 1 and abs(c["threshold"] - 0.5) < 1e-6:
         for k in c["block_time_vs_k"]:
-            p(f"| {k['k']} | {k['frames']} | {k['block_ms']:.3f} | {k['block_gmacs']:.4f} |")
+            p(f"| {c['precision']} | {k['k']} | {k['frames']} | {k['block_ms']:.3f} | {k['block_gmacs']:.4f} |")
 
 ortp = os.path.join(d, "ort_bench.json")
 if os.path.exists(ortp):
@@ -78,7 +92,7 @@ if os.path.exists(ortp):
         rows = []
         for c in bench["configs"]:
             if c["threads"] == th and (c["threshold"] == 0 or abs(c["threshold"] - 0.5) < 1e-6):
-                rows.append(("tract", c["precision"], c["threshold"], c["backbone_ms"]["mean"] + c["head_ms"]["mean"]))
+                rows.append(("tract", c["precision"], c["threshold"], model_ms(c)))
         for c in ob["configs"]:
             if c["threads"] == th:
                 rows.append(("onnxruntime", c["precision"], 0.0, c["total_ms"]["mean"]))

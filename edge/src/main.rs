@@ -116,6 +116,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    svit_runtime::tune_allocator();
     match Cli::parse().cmd {
         Cmd::Run {
             bundle,

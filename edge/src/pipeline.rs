@@ -243,15 +243,11 @@ pub fn infer_loop(
             .store(crate::source::now_us() + infer_us as u64, Ordering::Relaxed);
         let ratio = f32::from_bits(ctl.ratio_bits.load(Ordering::Relaxed));
         let threshold = ctl.threshold();
+        // Threshold 0 runs dense (gates skipped), as `bench` and `eval` measure it.
         let pruning = if ratio > 0.0 {
             Pruning::Ratio(ratio)
-        } else if let Pruning::Threshold { min_keep, .. } = base.pruning {
-            Pruning::Threshold {
-                threshold,
-                min_keep,
-            }
         } else {
-            base.pruning
+            Pruning::at(threshold, model.manifest.defaults.min_keep)
         };
         let opts = RunOptions { pruning, ..base };
         let res = model.run_rgb(&mut st, &d.rgb, d.width, d.height, &opts);

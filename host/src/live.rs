@@ -1,6 +1,6 @@
 //! What `listen`, `demo` and `replay` show while they run: the ratatui monitor when stdout is a
-//! terminal, otherwise JSON lines (or nothing with --quiet). Owns the terminal and gives it back
-//! on drop, also on an error path.
+//! terminal, otherwise JSON lines per frame, a JSON summary line per period, or nothing. Owns
+//! the terminal and gives it back on drop, also on an error path.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,16 +25,43 @@ pub enum Output {
         last_draw: Instant,
     },
     JsonLines,
+    /// One JSON line per period: `report::Summary` of the frames received in that period.
+    Periodic {
+        every: Duration,
+        since: Instant,
+        hellos: Vec<Record>,
+        window: Vec<Record>,
+    },
     Quiet,
 }
+
+/// What to print when stdout is not a terminal (or, for `Quiet` and `Summary`, even when it is).
+#[derive(Clone, Copy, Debug)]
+pub enum Script {
+    /// One JSON line per frame (the monitor instead on a terminal).
+    Lines,
+    /// One JSON summary line every this many seconds.
+    Summary(f64),
+    Quiet,
+}
+
+/// Frames held for one periodic summary; beyond it the oldest of the period are dropped (the
+/// recording still has them).
+const WINDOW_FRAMES: usize = 50_000;
 
 pub struct Live(pub Output);
 
 impl Live {
-    /// The monitor if stdout is a terminal and `quiet` is off; JSON lines if not a terminal.
-    pub fn new(quiet: bool) -> Result<Self> {
-        let out = if quiet {
+    pub fn new(script: Script) -> Result<Self> {
+        let out = if let Script::Quiet = script {
             Output::Quiet
+        } else if let Script::Summary(secs) = script {
+            Output::Periodic {
+                every: Duration::from_secs_f64(secs.max(0.1)),
+                since: Instant::now(),
+                hellos: Vec::new(),
+                window: Vec::new(),
+            }
         } else if std::io::stdout().is_terminal() {
             let term = ratatui::try_init()?;
             SCREEN_TAKEN.store(true, Ordering::Relaxed);
@@ -75,13 +102,47 @@ impl Live {
                     println!("{}", crate::frame_line(&r.device, f));
                 }
             }
+            Output::Periodic { hellos, window, .. } => match &r.msg {
+                EdgeMsg::Hello(_) => hellos.push(r.clone()),
+                EdgeMsg::Frame(_) => {
+                    if window.len() == WINDOW_FRAMES {
+                        window.remove(0);
+                    }
+                    window.push(r.clone());
+                }
+                _ => {}
+            },
             Output::Quiet => {}
+        }
+    }
+
+    /// Prints the period's summary line and starts the next period.
+    fn flush_period(&mut self) {
+        if let Output::Periodic {
+            since,
+            hellos,
+            window,
+            ..
+        } = &mut self.0
+        {
+            let seconds = since.elapsed().as_secs_f64();
+            let mut recs = hellos.clone();
+            recs.append(window);
+            let s = crate::report::summarize(&recs);
+            let line = serde_json::json!({ "period_s": seconds, "boards": s.boards });
+            println!("{line}");
+            *since = Instant::now();
         }
     }
 
     /// Handles pending keys and redraws at most ten times a second. Returns control messages
     /// to send and whether the user asked to quit.
     pub fn tick(&mut self) -> Result<(Vec<(u32, HostMsg)>, bool)> {
+        if let Output::Periodic { every, since, .. } = &self.0 {
+            if since.elapsed() >= *every {
+                self.flush_period();
+            }
+        }
         let Output::Monitor {
             term,
             mon,
@@ -117,6 +178,10 @@ impl Live {
 
 impl Drop for Live {
     fn drop(&mut self) {
+        // The last, partial period is reported too.
+        if matches!(&self.0, Output::Periodic { window, .. } if !window.is_empty()) {
+            self.flush_period();
+        }
         if let Output::Monitor { .. } = self.0 {
             ratatui::restore();
             SCREEN_TAKEN.store(false, Ordering::Relaxed);

@@ -48,8 +48,12 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         max_boards: u32,
         /// Print nothing per frame.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "summary_every")]
         quiet: bool,
+        /// Instead of a line per frame, print one JSON summary line (per board: frames, fps,
+        /// latency percentiles, kept fraction, missing, dropped) every this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        summary_every: Option<f64>,
         /// Pre-shared key file: boards must hold the same key (see `svit-edge run --key`).
         #[arg(long)]
         key: Option<PathBuf>,
@@ -130,11 +134,17 @@ fn main() -> Result<()> {
             duration,
             max_boards,
             quiet,
+            summary_every,
             key,
             boards,
         } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
-            listen(&addr, record, duration, max_boards, quiet, key, boards)
+            let script = match (quiet, summary_every) {
+                (true, _) => live::Script::Quiet,
+                (false, Some(s)) => live::Script::Summary(s),
+                (false, None) => live::Script::Lines,
+            };
+            listen(&addr, record, duration, max_boards, script, key, boards)
         }
         Cmd::Demo {
             bundle,
@@ -169,7 +179,7 @@ fn main() -> Result<()> {
             let rec = record::read(&recording)?;
             let mut prev: Option<u64> = None;
             {
-                let mut live = live::Live::new(false)?;
+                let mut live = live::Live::new(live::Script::Lines)?;
                 for r in &rec.records {
                     if let (Some(p), false) = (prev, max_speed) {
                         std::thread::sleep(Duration::from_micros(
@@ -313,7 +323,7 @@ fn listen(
     record: Option<PathBuf>,
     duration: Option<f64>,
     max_boards: u32,
-    quiet: bool,
+    script: live::Script,
     key: Option<Vec<u8>>,
     boards: Vec<String>,
 ) -> Result<()> {
@@ -326,7 +336,7 @@ fn listen(
         record.as_deref(),
         duration,
         max_boards,
-        quiet,
+        script,
         stop,
         key,
         boards,
@@ -381,7 +391,11 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path) -> Result
         Some(seconds),
         8,
         // The monitor on a terminal; otherwise only the summary table at the end.
-        !std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            live::Script::Lines
+        } else {
+            live::Script::Quiet
+        },
         stop,
         None,
         Vec::new(),
@@ -412,7 +426,7 @@ fn collect(
     record: Option<&std::path::Path>,
     duration: Option<f64>,
     max_boards: u32,
-    quiet: bool,
+    script: live::Script,
     stop: Arc<AtomicBool>,
     key: Option<Vec<u8>>,
     boards: Vec<String>,
@@ -433,7 +447,7 @@ fn collect(
     let mut hellos: Vec<record::Record> = Vec::new();
     let mut recent: std::collections::VecDeque<record::Record> = Default::default();
     let started = Instant::now();
-    let mut live = live::Live::new(quiet)?;
+    let mut live = live::Live::new(script)?;
     // Write halves of the board sockets, for control messages from the monitor's keys.
     let mut controls: HashMap<u32, std::net::TcpStream> = HashMap::new();
     while !stop.load(Ordering::Relaxed)

@@ -16,6 +16,8 @@ pub struct BundleSpec<'a> {
     pub provenance: Option<serde_json::Value>,
     /// Also write f16 stage graphs (`f16/`), for boards with fp16 arithmetic.
     pub f16: bool,
+    /// Also write int8 stage graphs (`int8/`) quantized with these calibrated ranges.
+    pub int8: Option<&'a crate::quant::Ranges>,
 }
 
 pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
@@ -29,6 +31,9 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
     let mut precisions = vec!["f32".to_string()];
     if spec.f16 {
         precisions.push("f16".into());
+    }
+    if spec.int8.is_some() {
+        precisions.push("int8".into());
     }
     for p in &precisions {
         std::fs::create_dir_all(out.join(p))
@@ -52,6 +57,11 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
         }
         put(format!("f32/{name}"), &bytes)?;
     }
+    if let Some(ranges) = spec.int8 {
+        for (name, bytes) in crate::quant::export_int8(net, ranges)? {
+            put(format!("int8/{name}"), &bytes)?;
+        }
+    }
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         name: spec.name.into(),
@@ -68,7 +78,20 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
             score_threshold: 0.3,
         },
         precisions,
-        quantization: None,
+        quantization: spec.int8.map(|r| {
+            serde_json::json!({
+                "int8": {
+                    "weights": "symmetric int8 per tensor (|w| max / 127), biases carried in extra weight rows",
+                    "activations": "symmetric int8 per tensor, ranges calibrated on images",
+                    "method": r.method,
+                    "percentile": (r.method == crate::quant::RangeMethod::Percentile)
+                        .then_some((r.percentile as f64 * 1e4).round() / 1e4),
+                    "calibration_images": r.images,
+                    "int8_ops": "block linear layers (QLinearMatMul), attention logits (MatMulInteger), GELU (lookup table)",
+                    "f32_ops": "LayerNorm, softmax, P.V, residual adds, embed, gates, head",
+                }
+            })
+        }),
         provenance: spec.provenance.clone(),
         files,
     };

@@ -9,16 +9,6 @@ pub mod eval;
 pub mod import;
 pub mod model;
 pub mod onnx;
+pub mod quant;
 pub mod targets;
 pub mod train;
-
-/// Keeps glibc from returning big training buffers to the kernel after every step (which spent
-/// half the time zeroing pages), see ../shared/design.md.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        // M_TRIM_THRESHOLD = -1, M_MMAP_THRESHOLD = -3 (glibc malloc.h).
-        libc::mallopt(-1, 1 << 30);
-        libc::mallopt(-3, 32 << 20); // the largest value glibc accepts
-    }
-}

@@ -27,6 +27,27 @@ enum Preset {
     DeitTiny,
 }
 
+#[derive(clap::Args)]
+struct BundleArgs {
+    /// Checkpoint directory written by `train`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Bundle directory to write (e.g. models/demo).
+    #[arg(long)]
+    out: PathBuf,
+    /// Export the weights as they were after dense training (dense.safetensors).
+    #[arg(long)]
+    dense: bool,
+    #[arg(long)]
+    name: Option<String>,
+    /// Also pack the bundle into OUT.tar (one file to copy; svit-edge --bundle reads it).
+    #[arg(long)]
+    tar: bool,
+    /// Also write f16 stage graphs, for boards with fp16 arithmetic (Pi 5, Jetson Orin).
+    #[arg(long)]
+    f16: bool,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Write synthetic scenes (PNG) and their COCO instances JSON (RLE masks).
@@ -77,23 +98,41 @@ enum Cmd {
     },
     /// Export a checkpoint as an edge bundle (manifest, stage graphs, dense.onnx).
     Bundle {
-        /// Checkpoint directory written by `train`.
+        #[command(flatten)]
+        bundle: BundleArgs,
+    },
+    /// Export a bundle with int8 stage graphs beside the f32 ones: calibrate activation ranges
+    /// on real images, quantize, then check int8 against f32 on COCO data and refuse to ship
+    /// int8 graphs that lost more than --max-ap-drop.
+    Quantize {
+        #[command(flatten)]
+        bundle: BundleArgs,
+        /// Folder of calibration images (PNG/JPEG), e.g. `svit-export data --out data/calib --scenes 256 --seed 7000`.
         #[arg(long)]
-        checkpoint: PathBuf,
-        /// Bundle directory to write (e.g. models/demo).
+        calib: PathBuf,
+        /// Use at most this many calibration images (sorted by name).
+        #[arg(long, default_value_t = 256)]
+        calib_images: usize,
+        /// How activation ranges are taken from the calibration data.
+        #[arg(long, value_enum, default_value = "percentile")]
+        method: svit_export::quant::RangeMethod,
+        /// The percentile of |x| for --method percentile.
+        #[arg(long, default_value_t = 99.99)]
+        percentile: f32,
+        /// COCO instances to check int8 against f32 on (default: CALIB/instances.json if present).
         #[arg(long)]
-        out: PathBuf,
-        /// Export the weights as they were after dense training (dense.safetensors).
+        check_coco: Option<PathBuf>,
+        /// Images of --check-coco (default: the folder holding it).
         #[arg(long)]
-        dense: bool,
+        check_images: Option<PathBuf>,
+        #[arg(long, default_value_t = 200)]
+        check_limit: usize,
+        /// Largest box or mask AP loss of int8 against f32 (0-100 scale) that may ship.
+        #[arg(long, default_value_t = 1.0)]
+        max_ap_drop: f64,
+        /// Ship the int8 graphs even when they lose more than --max-ap-drop (with a warning).
         #[arg(long)]
-        name: Option<String>,
-        /// Also pack the bundle into OUT.tar (one file to copy; svit-edge --bundle reads it).
-        #[arg(long)]
-        tar: bool,
-        /// Also write f16 stage graphs, for boards with fp16 arithmetic (Pi 5, Jetson Orin).
-        #[arg(long)]
-        f16: bool,
+        allow_drop: bool,
     },
     /// Evaluate a bundle on COCO data as the board runs it: box/mask AP, kept tokens, GMACs.
     Eval {
@@ -152,7 +191,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    svit_export::tune_allocator();
+    svit_runtime::tune_allocator();
     match Cli::parse().cmd {
         Cmd::Reference { bundle, image, out } => reference(bundle, image, out),
         Cmd::Score {
@@ -174,14 +213,37 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&s)?);
             Ok(())
         }
-        Cmd::Bundle {
-            checkpoint,
-            out,
-            dense,
-            name,
-            tar,
-            f16,
-        } => bundle(checkpoint, out, dense, name, tar, f16),
+        Cmd::Bundle { bundle: b } => bundle(&b, &load_checkpoint(&b)?, None),
+        Cmd::Quantize {
+            bundle: b,
+            calib,
+            calib_images,
+            method,
+            percentile,
+            check_coco,
+            check_images,
+            check_limit,
+            max_ap_drop,
+            allow_drop,
+        } => {
+            let check = check_coco.or_else(|| {
+                let j = calib.join("instances.json");
+                j.exists().then_some(j)
+            });
+            let q = Quantize {
+                calib,
+                calib_images,
+                method,
+                percentile,
+                check_images: check_images
+                    .or_else(|| check.as_ref().and_then(|j| j.parent()).map(PathBuf::from)),
+                check,
+                check_limit,
+                max_ap_drop,
+                allow_drop,
+            };
+            quantize(&b, &q)
+        }
         Cmd::Eval {
             bundle,
             coco,
@@ -306,51 +368,167 @@ fn main() -> Result<()> {
     }
 }
 
-fn bundle(
-    checkpoint: PathBuf,
-    out: PathBuf,
-    dense: bool,
-    name: Option<String>,
-    tar: bool,
-    f16: bool,
-) -> Result<()> {
-    let ckpt = train::Checkpoint { dir: checkpoint };
-    let st = ckpt.load_state()?;
-    let weights = if dense {
+struct Quantize {
+    calib: PathBuf,
+    calib_images: usize,
+    method: svit_export::quant::RangeMethod,
+    percentile: f32,
+    check: Option<PathBuf>,
+    check_images: Option<PathBuf>,
+    check_limit: usize,
+    max_ap_drop: f64,
+    allow_drop: bool,
+}
+
+/// The checkpoint `a` names: its training state, the weights file used and the model.
+struct Loaded {
+    state: train::CheckpointState,
+    weights: PathBuf,
+    net: svit_export::model::Svit,
+}
+
+fn load_checkpoint(a: &BundleArgs) -> Result<Loaded> {
+    let ckpt = train::Checkpoint {
+        dir: a.checkpoint.clone(),
+    };
+    let state = ckpt.load_state()?;
+    let weights = if a.dense {
         ckpt.dense_weights()
     } else {
         ckpt.weights()
     };
-    let (_vm, net) = train::load_model(&weights, &st.plan.config, &candle_core::Device::Cpu)?;
-    let name = name.unwrap_or_else(|| {
-        out.file_name()
+    let (_vm, net) = train::load_model(&weights, &state.plan.config, &candle_core::Device::Cpu)?;
+    Ok(Loaded {
+        state,
+        weights,
+        net,
+    })
+}
+
+/// Writes the bundle (with int8 graphs when `int8` is given) and loads every precision back
+/// as the board would.
+fn bundle(a: &BundleArgs, l: &Loaded, int8: Option<&svit_export::quant::Ranges>) -> Result<()> {
+    let st = &l.state;
+    let name = a.name.clone().unwrap_or_else(|| {
+        a.out
+            .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
     let provenance = serde_json::json!({
-        "checkpoint": weights.display().to_string(),
+        "checkpoint": l.weights.display().to_string(),
         "steps": st.step,
         "train_seconds": st.seconds.round(),
-        "dense_only": dense,
+        "dense_only": a.dense,
         "plan": st.plan,
     });
     let spec = svit_export::bundle::BundleSpec {
         name: &name,
         labels: &st.plan.labels,
         provenance: Some(provenance),
-        f16,
+        f16: a.f16,
+        int8,
     };
-    let m = svit_export::bundle::write(&net, &spec, &out)?;
-    // Prove the bundle loads as the board would load it before calling it done.
-    svit_runtime::Model::load(&out, "f32")
-        .with_context(|| format!("re-loading {}", out.display()))?;
-    tracing::info!(files = m.files.len(), "wrote bundle {}", out.display());
-    if tar {
+    let out = &a.out;
+    // A bundle re-exported without int8 must not keep old int8 graphs beside it.
+    if int8.is_none() && out.join("int8").exists() {
+        std::fs::remove_dir_all(out.join("int8"))
+            .with_context(|| format!("removing stale {}", out.join("int8").display()))?;
+    }
+    let m = svit_export::bundle::write(&l.net, &spec, out)?;
+    for p in &m.precisions {
+        svit_runtime::Model::load(out, p)
+            .with_context(|| format!("re-loading {} ({p})", out.display()))?;
+    }
+    tracing::info!(files = m.files.len(), precisions = ?m.precisions, "wrote bundle {}", out.display());
+    if a.tar {
         let t = out.with_extension("tar");
-        svit_export::bundle::pack(&out, &m, &t)?;
+        svit_export::bundle::pack(out, &m, &t)?;
         svit_runtime::Model::load(&t, "f32")
             .with_context(|| format!("re-loading {}", t.display()))?;
         tracing::info!("packed {}", t.display());
+    }
+    Ok(())
+}
+
+fn quantize(a: &BundleArgs, q: &Quantize) -> Result<()> {
+    use svit_export::quant;
+    let l = load_checkpoint(a)?;
+    let cfg = &l.state.plan.config;
+    let images = quant::load_images(
+        &q.calib,
+        cfg.image_size,
+        svit_export::targets::MEAN,
+        svit_export::targets::STD,
+        q.calib_images,
+    )?;
+    tracing::info!(images = images.len(), method = ?q.method, "calibrating on {}", q.calib.display());
+    let bar = ProgressBar::new(images.len() as u64).with_style(
+        ProgressStyle::with_template(
+            "calibrating {bar:40} {pos}/{len} images [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("static template"),
+    );
+    let ranges = quant::calibrate(&l.net, &images, q.method, q.percentile, |n| {
+        bar.inc(n as u64)
+    })?;
+    bar.finish_and_clear();
+    bundle(a, &l, Some(&ranges))?;
+
+    let (Some(coco_json), Some(imgs)) = (&q.check, &q.check_images) else {
+        tracing::warn!(
+            "NO ACCURACY CHECK: int8 shipped unchecked; pass --check-coco (or put instances.json in --calib) so a lossy int8 is caught"
+        );
+        return Ok(());
+    };
+    let results_dir = std::env::temp_dir().join(format!("svit-quantize-{}", std::process::id()));
+    let default_t = svit_runtime::Model::load(&a.out, "f32")?
+        .manifest
+        .defaults
+        .threshold;
+    let thresholds = [0.0, default_t];
+    let mut ap = Vec::new();
+    for precision in ["f32", "int8"] {
+        let model = svit_runtime::Model::load(&a.out, precision)?;
+        let spec = svit_export::eval::EvalSpec {
+            coco: coco_json,
+            images: imgs,
+            thresholds: &thresholds,
+            min_keep: None,
+            score_threshold: 0.05,
+            results_dir: &results_dir,
+            limit: Some(q.check_limit),
+        };
+        let bar = ProgressBar::new(0).with_message(format!("checking {precision}"));
+        let runs = svit_export::eval::run(&model, &spec, |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+        bar.finish_and_clear();
+        ap.push(runs);
+    }
+    let _ = std::fs::remove_dir_all(&results_dir);
+    let mut worst = 0f64;
+    for (f, i) in ap[0].iter().zip(&ap[1]) {
+        let (db, dm) = (f.box_ap - i.box_ap, f.mask_ap - i.mask_ap);
+        worst = worst.max(db).max(dm);
+        println!(
+            "threshold {:.2}: box AP f32 {:.2} int8 {:.2} ({:+.2}), mask AP f32 {:.2} int8 {:.2} ({:+.2})",
+            f.threshold, f.box_ap, i.box_ap, -db, f.mask_ap, i.mask_ap, -dm
+        );
+    }
+    if worst > q.max_ap_drop {
+        let msg = format!(
+            "int8 loses {worst:.2} AP against f32 on {} (more than --max-ap-drop {})",
+            coco_json.display(),
+            q.max_ap_drop
+        );
+        if q.allow_drop {
+            tracing::warn!("{msg}; shipped anyway because of --allow-drop");
+        } else {
+            bundle(a, &l, None)?;
+            anyhow::bail!("{msg}: the int8 graphs were NOT shipped ({} holds f32 only). Try --method minmax or another --percentile, or --allow-drop.", a.out.display());
+        }
     }
     Ok(())
 }

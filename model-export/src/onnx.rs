@@ -266,22 +266,15 @@ impl Writer<'_> {
         let q = self.linear(&a, &part(0));
         let k = self.linear(&a, &part(1));
         let v = self.linear(&a, &part(2));
-        let shape = [1, -1, heads as i64, hd as i64];
-        let q = self.reshape(&q, &shape);
-        let q = self.transpose(&q, &[0, 2, 1, 3]);
         let scale = self.g.scalar(1.0 / (hd as f32).sqrt());
         let q = self.g.op("Mul", &[&q, &scale]);
-        let k = self.reshape(&k, &shape);
-        let k = self.transpose(&k, &[0, 2, 3, 1]);
-        let v = self.reshape(&v, &shape);
-        let v = self.transpose(&v, &[0, 2, 1, 3]);
+        let [q, k, v] = self.heads(&q, &k, &v, heads, c);
         let s = self.g.op("MatMul", &[&q, &k]);
         let p = self
             .g
             .node("Softmax", &[&s], vec![attr_int("axis", -1)], None);
         let y = self.g.op("MatMul", &[&p, &v]);
-        let y = self.transpose(&y, &[0, 2, 1, 3]);
-        let y = self.reshape(&y, &[1, -1, c as i64]);
+        let y = self.merge_heads(&y, c);
         let y = self.linear(&y, &b.proj);
         let x1 = self.g.op("Add", &[x, &y]);
         let m = self.layer_norm(&x1, &b.norm2);
@@ -289,6 +282,127 @@ impl Writer<'_> {
         let m = self.gelu(&m);
         let m = self.linear(&m, &b.fc2);
         self.g.op("Add", &[&x1, &m])
+    }
+
+    /// (1, K, C) projections -> q (1, H, K, hd), k transposed (1, H, hd, K), v (1, H, K, hd).
+    fn heads(&mut self, q: &str, k: &str, v: &str, heads: usize, c: usize) -> [String; 3] {
+        let shape = [1, -1, heads as i64, (c / heads) as i64];
+        let q = self.reshape(q, &shape);
+        let q = self.transpose(&q, &[0, 2, 1, 3]);
+        let k = self.reshape(k, &shape);
+        let k = self.transpose(&k, &[0, 2, 3, 1]);
+        let v = self.reshape(v, &shape);
+        let v = self.transpose(&v, &[0, 2, 1, 3]);
+        [q, k, v]
+    }
+
+    /// (1, H, K, hd) -> (1, K, C).
+    fn merge_heads(&mut self, y: &str, c: usize) -> String {
+        let y = self.transpose(y, &[0, 2, 1, 3]);
+        self.reshape(&y, &[1, -1, c as i64])
+    }
+
+    /// The block with its six linear layers in int8, activations int8 around them (see
+    /// `quant.rs` for the form and the folded biases). `r`: calibrated |x| ranges of the sites
+    /// in `quant::SITES` order; the weights come folded from `quant::FoldedBlock`.
+    pub fn block_int8(
+        &mut self,
+        x: &str,
+        f: &crate::quant::FoldedBlock,
+        heads: usize,
+        r: &[f32; crate::quant::SITES.len()],
+    ) -> String {
+        let c = f.c;
+        let s = r.map(|v| v / 127.0);
+        let a = self.layer_norm(x, &f.norm1);
+        let aq = self.quantize(&a, s[0]);
+        let aq = self.carrier(&aq, f.carriers[0]);
+        let q = self.qlinear(&aq, s[0], &f.wq, s[1]);
+        let k = self.qlinear(&aq, s[0], &f.wk, s[2]);
+        let v = self.qlinear(&aq, s[0], &f.wv, s[3]);
+        let [q, k, v] = self.heads(&q, &k, &v, heads, c);
+        // Logits exact in int32 (MatMulInteger), then one DequantizeLinear. (A QLinearMatMul
+        // here would leave DequantizeLinear -> Softmax -> QuantizeLinear, which tract 0.23
+        // folds into a 256-entry lookup table as if softmax were element-wise: wrong.)
+        // Logits exact in int32 (MatMulInteger) and softmax and P.V in f32. Measured against
+        // the alternatives in QUANTIZATION.md; one trap: a QLinearMatMul for the logits leaves
+        // DequantizeLinear -> Softmax -> QuantizeLinear, which tract 0.23 folds into a
+        // 256-entry lookup table as if softmax were element-wise (wrong results).
+        let l = self.g.op("MatMulInteger", &[&q, &k]);
+        let l = self.dequantize_i32(&l, s[1] * s[2]);
+        let p = self
+            .g
+            .node("Softmax", &[&l], vec![attr_int("axis", -1)], None);
+        let v = self.dequantize(&v, s[3]);
+        let y = self.g.op("MatMul", &[&p, &v]);
+        let y = self.quantize(&y, s[4]);
+        let y = self.merge_heads(&y, c);
+        let y = self.carrier(&y, f.carriers[1]);
+        let pr = self.qlinear(&y, s[4], &f.wproj, s[5]);
+        let pr = self.dequantize(&pr, s[5]);
+        let x1 = self.g.op("Add", &[x, &pr]);
+        let m = self.layer_norm(&x1, &f.norm2);
+        let mq = self.quantize(&m, s[6]);
+        let mq = self.carrier(&mq, f.carriers[2]);
+        let h = self.qlinear(&mq, s[6], &f.wfc1, s[7]);
+        // DequantizeLinear -> GELU -> QuantizeLinear: tract makes this one int8 lookup table.
+        let h = self.dequantize(&h, s[7]);
+        let g = self.gelu(&h);
+        let gq = self.quantize(&g, s[8]);
+        let gq = self.carrier(&gq, f.carriers[3]);
+        let o = self.qlinear(&gq, s[8], &f.wfc2, s[9]);
+        let o = self.dequantize(&o, s[9]);
+        self.g.op("Add", &[&x1, &o])
+    }
+    /// Symmetric per-tensor int8 (zero point 0) of f32 `x` at scale `s`.
+    fn quantize(&mut self, x: &str, s: f32) -> String {
+        let sc = self.g.scalar(s);
+        let zp = self.g.i8_init("zp", &[], &[0]);
+        self.g.op("QuantizeLinear", &[x, &sc, &zp])
+    }
+
+    fn dequantize(&mut self, x: &str, s: f32) -> String {
+        let sc = self.g.scalar(s);
+        let zp = self.g.i8_init("zp", &[], &[0]);
+        self.g.op("DequantizeLinear", &[x, &sc, &zp])
+    }
+
+    fn dequantize_i32(&mut self, x: &str, s: f32) -> String {
+        let sc = self.g.scalar(s);
+        self.g.op("DequantizeLinear", &[x, &sc])
+    }
+
+    /// Appends `n` channels holding int8 127 to the last axis of a rank-3 int8 tensor.
+    fn carrier(&mut self, xq: &str, n: usize) -> String {
+        if n == 0 {
+            return xq.to_string();
+        }
+        let pads = self.g.i64_init("pads", &[0, 0, 0, 0, 0, n as i64]);
+        let v = self.g.i8_init("carrier", &[], &[127]);
+        self.g.op("Pad", &[xq, &pads, &v])
+    }
+
+    /// int8 `a` (scale `sa`) times int8 `b` (scale `sb`), requantised to int8 at `sy` inside
+    /// tract's kernel. Every zero point is 0 and every scale one scalar: any per-channel scale
+    /// or zero point makes tract split the requantisation into separate passes.
+    fn qmatmul(&mut self, a: &str, sa: f32, b: &str, sb: f32, sy: f32) -> String {
+        let zp = self.g.i8_init("zp", &[], &[0]);
+        let (sa, sb, sy) = (self.g.scalar(sa), self.g.scalar(sb), self.g.scalar(sy));
+        self.g
+            .op("QLinearMatMul", &[a, &sa, &zp, b, &sb, &zp, &sy, &zp])
+    }
+
+    /// `qmatmul` by a constant weight, quantized symmetric per tensor.
+    fn qlinear(&mut self, xq: &str, sx: f32, w: &crate::quant::Mat, sy: f32) -> String {
+        let amax = w.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let sw = amax / 127.0;
+        let wq: Vec<i8> = w
+            .data
+            .iter()
+            .map(|v| (v / sw).round().clamp(-127.0, 127.0) as i8)
+            .collect();
+        let wq = self.g.i8_init("wq", &[w.rows, w.cols], &wq);
+        self.qmatmul(xq, sx, &wq, sw, sy)
     }
 
     /// (1, N, C) -> (1, N, 2) probabilities; channel 0 is "keep".

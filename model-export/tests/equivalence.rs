@@ -39,6 +39,7 @@ fn setup(name: &str) -> (Svit, std::path::PathBuf, Vec<f32>) {
             labels: &labels,
             provenance: None,
             f16: true,
+            int8: None,
         },
         &dir,
     )
@@ -205,6 +206,7 @@ fn nan_weights_are_reported_not_turned_into_boxes() {
             labels: &labels,
             provenance: None,
             f16: false,
+            int8: None,
         },
         &dir,
     )

@@ -72,6 +72,7 @@ fn deit_tiny_trains_exports_and_runs() {
             labels: &labels,
             provenance: None,
             f16: false,
+            int8: None,
         },
         &out,
     )

@@ -6,6 +6,7 @@ use std::time::Instant;
 use tract_onnx::prelude::*;
 
 fn main() -> TractResult<()> {
+    svit_runtime::tune_allocator();
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("usage: stageprof GRAPH.onnx [tokens]");
     let k: usize = args.next().map_or(256, |v| v.parse().expect("tokens"));
@@ -30,5 +31,28 @@ fn main() -> TractResult<()> {
         "{path}: {:.3} ms per run at {k} tokens",
         t.elapsed().as_secs_f64() * 1e3 / n as f64
     );
+    // Where the time goes, per op kind (summed over the nodes of that kind), or per node with
+    // STAGEPROF_NODES=1.
+    let by_node = std::env::var_os("STAGEPROF_NODES").is_some();
+    let mut per_op: std::collections::BTreeMap<String, f64> = Default::default();
+    let mut state = tract_onnx::tract_core::plan::SimpleState::new(&plan)?;
+    for _ in 0..n {
+        state.run_plan_with_eval(tvec!(x.clone().into()), |ctx, st, node, inputs| {
+            let t = Instant::now();
+            let r = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+            let key = if by_node {
+                format!("{} {}", node.op().name(), node.name)
+            } else {
+                node.op().name().to_string()
+            };
+            *per_op.entry(key).or_default() += t.elapsed().as_secs_f64();
+            r
+        })?;
+    }
+    let mut rows: Vec<_> = per_op.into_iter().collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (op, s) in rows.iter().take(if by_node { 40 } else { 12 }) {
+        println!("  {:>8.3} ms  {op}", s * 1e3 / n as f64);
+    }
     Ok(())
 }

@@ -163,6 +163,21 @@ pub fn pick_precision(available: &[String]) -> String {
     }
 }
 
+/// Keeps glibc from handing freed buffers back to the kernel and faulting fresh pages in on the
+/// next allocation. tract allocates every intermediate tensor and packing buffer per run, so
+/// with glibc's defaults a block spent a third of its time in page faults (measured with
+/// `examples/stageprof`: 4.1 ms -> 2.6 ms per block at 256 tokens). Process-wide: call it once
+/// at the start of a binary. Does nothing off glibc.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before threads start.
+    unsafe {
+        // M_TRIM_THRESHOLD = -1, M_MMAP_THRESHOLD = -3 (glibc malloc.h).
+        libc::mallopt(-1, 1 << 30);
+        libc::mallopt(-3, 32 << 20); // the largest value glibc accepts
+    }
+}
+
 /// Sets the number of threads tract's matrix products use (process-wide).
 pub fn set_threads(n: usize) {
     let exec = tract_linalg::multithread::Executor::multithread(n.max(1));

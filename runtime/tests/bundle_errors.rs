@@ -98,7 +98,17 @@ fn missing_stage_file_is_named() {
 
 #[test]
 fn unknown_precision_lists_what_there_is() {
-    let e = Model::load(&demo(), "int8").err().unwrap().to_string();
+    let e = Model::load(&demo(), "int4").err().unwrap().to_string();
+    assert!(
+        e.contains("int4") && e.contains("f32") && e.contains("int8"),
+        "{e}"
+    );
+    // A bundle exported without int8 says so when int8 is asked for.
+    let d = copy_demo("no-int8");
+    edit_manifest(&d, |v| {
+        v["precisions"] = serde_json::json!(["f32"]);
+    });
+    let e = Model::load(&d, "int8").err().unwrap().to_string();
     assert!(e.contains("int8") && e.contains("f32"), "{e}");
 }
 
@@ -216,10 +226,17 @@ fn auto_precision_picks_among_what_the_bundle_has() {
         svit_runtime::pick_precision(&m.manifest.precisions)
     );
     assert!(m.manifest.precisions.contains(&m.precision));
-    // x86 has no fp16 arithmetic and the demo bundle no int8 graphs: f32 here; an Arm core
-    // with fp16 (qemu's default CPU has it) picks the bundle's f16 graphs.
+    // x86: int8 with AVX-512 VNNI, else f32 (no fp16 arithmetic). An Arm core picks int8 with
+    // dot products, else f16 with fp16 arithmetic.
     #[cfg(target_arch = "x86_64")]
-    assert_eq!(m.precision, "f32");
+    assert_eq!(
+        m.precision,
+        if std::arch::is_x86_feature_detected!("avx512vnni") {
+            "int8"
+        } else {
+            "f32"
+        }
+    );
     let only_f32 = svit_runtime::pick_precision(&["f32".to_string()]);
     assert_eq!(only_f32, "f32");
     let all = ["f32", "f16", "int8"].map(String::from);

@@ -85,29 +85,51 @@ fn stages_at_threshold_zero_equal_dense_onnx_and_pruning_is_deterministic() {
     );
 }
 
+/// The shipped bundle's head outputs, dense, in one precision.
+fn shipped_heads(precision: &str) -> [Vec<f32>; 4] {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+    let model = Model::load(&dir, precision).unwrap();
+    let mut st = model.new_state().unwrap();
+    let opts = RunOptions {
+        pruning: Pruning::Dense,
+        ..model.default_options()
+    };
+    model.run_tensor(&mut st, &input(256), &opts).unwrap();
+    st.head_outputs().clone()
+}
+
 /// The shipped bundle's f16 graphs against its f32 graphs, on this CPU (on aarch64 under qemu
 /// in CI, with the fp16 kernels a Pi 5 or an Orin uses).
 #[test]
 fn f16_graphs_agree_with_f32() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
-    let chw = input(256);
-    let heads = |precision: &str| {
-        let model = Model::load(&dir, precision).unwrap();
-        let mut st = model.new_state().unwrap();
-        let opts = RunOptions {
-            pruning: Pruning::Dense,
-            ..model.default_options()
-        };
-        model.run_tensor(&mut st, &chw, &opts).unwrap();
-        st.head_outputs().clone()
-    };
-    let (a, b) = (heads("f32"), heads("f16"));
+    let (a, b) = (shipped_heads("f32"), shipped_heads("f16"));
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
         let err = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
         assert!(
             err / scale < 3e-2,
             "output {i}: f16 differs by {err} (scale {scale})"
+        );
+    }
+}
+
+/// The shipped bundle's int8 graphs against its f32 graphs, on this CPU (on aarch64 under qemu
+/// in CI, with the int8 kernels of the Arm boards). int8 rounds every activation, so this
+/// bounds the relative RMS error of each output rather than asking for equality.
+#[test]
+fn int8_graphs_track_f32() {
+    let (a, b) = (shipped_heads("f32"), shipped_heads("int8"));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let num: f64 = x.iter().zip(y).map(|(p, q)| ((p - q) as f64).powi(2)).sum();
+        let den: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum();
+        let rel = (num / den.max(1e-12)).sqrt();
+        assert!(
+            rel < 0.1,
+            "output {i}: int8 is off by {rel:.3} (relative RMS)"
+        );
+        assert!(
+            y.iter().all(|v| v.is_finite()),
+            "output {i}: int8 gave a non-finite value"
         );
     }
 }

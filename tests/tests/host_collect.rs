@@ -475,3 +475,48 @@ fn bench_results_reach_the_host_report() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not delivered"));
 }
+
+/// For scripts: `--summary-every` prints one JSON summary line per period instead of a line per
+/// frame; the periods split the frames between them, each frame counted once.
+#[test]
+fn periodic_summary_lines_count_every_frame_once() {
+    let port = free_port();
+    let h = Command::new(bin("svit-host"))
+        .args([
+            "listen",
+            &format!("127.0.0.1:{port}"),
+            "--summary-every",
+            "0.4",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start svit-host");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut e = edge(port, "board-s", "synthetic", 12);
+    assert!(e.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(600));
+    signal(&h, "-TERM");
+    let out = h.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(lines.len() >= 2, "expected several periods:\n{text}");
+    let mut frames = 0;
+    for l in &lines {
+        assert!(l["period_s"].as_f64().unwrap() > 0.0, "{l}");
+        for b in l["boards"].as_array().unwrap() {
+            assert_eq!(b["device"], "board-s", "{l}");
+            let n = b["frames"].as_u64().unwrap();
+            assert!(
+                n == 0 || b["total_ms"]["p50"].as_f64().unwrap() > 0.0,
+                "{l}"
+            );
+            frames += n;
+        }
+    }
+    assert_eq!(frames, 12, "{text}");
+}
