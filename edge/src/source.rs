@@ -160,21 +160,7 @@ impl Files {
             }
         })?;
         let files = if meta.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(io)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    matches!(
-                        p.extension()
-                            .and_then(|e| e.to_str())
-                            .map(str::to_ascii_lowercase)
-                            .as_deref(),
-                        Some("jpg" | "jpeg" | "png")
-                    )
-                })
-                .collect();
-            v.sort();
-            v
+            svit_runtime::preprocess::image_files(path).map_err(io)?
         } else {
             vec![path.to_path_buf()]
         };

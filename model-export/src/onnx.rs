@@ -321,9 +321,6 @@ impl Writer<'_> {
         let k = self.qlinear(&aq, s[0], &f.wk, s[2]);
         let v = self.qlinear(&aq, s[0], &f.wv, s[3]);
         let [q, k, v] = self.heads(&q, &k, &v, heads, c);
-        // Logits exact in int32 (MatMulInteger), then one DequantizeLinear. (A QLinearMatMul
-        // here would leave DequantizeLinear -> Softmax -> QuantizeLinear, which tract 0.23
-        // folds into a 256-entry lookup table as if softmax were element-wise: wrong.)
         // Logits exact in int32 (MatMulInteger) and softmax and P.V in f32. Measured against
         // the alternatives in QUANTIZATION.md; one trap: a QLinearMatMul for the logits leaves
         // DequantizeLinear -> Softmax -> QuantizeLinear, which tract 0.23 folds into a
@@ -354,6 +351,7 @@ impl Writer<'_> {
         let o = self.dequantize(&o, s[9]);
         self.g.op("Add", &[&x1, &o])
     }
+
     /// Symmetric per-tensor int8 (zero point 0) of f32 `x` at scale `s`.
     fn quantize(&mut self, x: &str, s: f32) -> String {
         let sc = self.g.scalar(s);

@@ -12,7 +12,7 @@
 //! value bias (attention rows sum to 1, so it joins the projection's bias as
 //! `b_proj + W_proj b_v`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Module, Tensor, D};
@@ -231,21 +231,8 @@ pub fn load_images(
     std: [f32; 3],
     max: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let rd = std::fs::read_dir(dir)
+    let mut paths = svit_runtime::preprocess::image_files(dir)
         .with_context(|| format!("calibration folder {} cannot be read", dir.display()))?;
-    let mut paths: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .map(str::to_ascii_lowercase)
-                    .as_deref(),
-                Some("png" | "jpg" | "jpeg")
-            )
-        })
-        .collect();
-    paths.sort();
     ensure!(
         !paths.is_empty(),
         "calibration folder {} has no PNG or JPEG images (make some with `svit-export data --out {} --scenes 256 --seed 7000`)",

@@ -100,3 +100,22 @@ mod tests {
         }
     }
 }
+
+/// The PNG and JPEG files directly in `dir`, sorted by name (image folders used as a camera or
+/// as calibration data).
+pub fn image_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .map(str::to_ascii_lowercase)
+                    .as_deref(),
+                Some("jpg" | "jpeg" | "png")
+            )
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
