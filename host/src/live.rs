@@ -2,6 +2,7 @@
 //! terminal, otherwise JSON lines per frame, a JSON summary line per period, or nothing. Owns
 //! the terminal and gives it back on drop, also on an error path.
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -29,8 +30,9 @@ pub enum Output {
     Periodic {
         every: Duration,
         since: Instant,
+        /// The latest hello of each device (a board that reconnects replaces its own).
         hellos: Vec<Record>,
-        window: Vec<Record>,
+        window: VecDeque<Record>,
     },
     Quiet,
 }
@@ -60,7 +62,7 @@ impl Live {
                 every: Duration::from_secs_f64(secs.max(0.1)),
                 since: Instant::now(),
                 hellos: Vec::new(),
-                window: Vec::new(),
+                window: VecDeque::new(),
             }
         } else if std::io::stdout().is_terminal() {
             let term = ratatui::try_init()?;
@@ -103,12 +105,15 @@ impl Live {
                 }
             }
             Output::Periodic { hellos, window, .. } => match &r.msg {
-                EdgeMsg::Hello(_) => hellos.push(r.clone()),
+                EdgeMsg::Hello(_) => match hellos.iter_mut().find(|h| h.device == r.device) {
+                    Some(h) => *h = r.clone(),
+                    None => hellos.push(r.clone()),
+                },
                 EdgeMsg::Frame(_) => {
                     if window.len() == WINDOW_FRAMES {
-                        window.remove(0);
+                        window.pop_front();
                     }
-                    window.push(r.clone());
+                    window.push_back(r.clone());
                 }
                 _ => {}
             },
@@ -127,7 +132,7 @@ impl Live {
         {
             let seconds = since.elapsed().as_secs_f64();
             let mut recs = hellos.clone();
-            recs.append(window);
+            recs.extend(window.drain(..));
             let s = crate::report::summarize(&recs);
             let line = serde_json::json!({ "period_s": seconds, "boards": s.boards });
             println!("{line}");
