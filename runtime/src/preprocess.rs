@@ -36,22 +36,30 @@ pub fn resize_normalise(
         })
         .collect();
     let sy = h as f32 / size as f32;
+    // Two passes per output row: blend the two source rows once (vertical), then two taps per
+    // channel from that blended row (horizontal); half the work of four taps per pixel.
+    let mut blended = vec![0f32; w * 3];
     for y in 0..size {
         let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
         let (y0, wy) = (fy as usize, fy.fract());
         let y1 = (y0 + 1).min(h - 1);
         let row0 = &rgb[y0 * w * 3..(y0 + 1) * w * 3];
         let row1 = &rgb[y1 * w * 3..(y1 + 1) * w * 3];
-        for (x, &(x0, x1, wx)) in cols.iter().enumerate() {
-            let i = y * size + x;
-            let tap = |c: usize| {
-                let top = row0[x0 + c] as f32 * (1.0 - wx) + row0[x1 + c] as f32 * wx;
-                let bot = row1[x0 + c] as f32 * (1.0 - wx) + row1[x1 + c] as f32 * wx;
-                top * (1.0 - wy) + bot * wy
-            };
-            r_out[i] = tap(0) * scale[0] + bias[0];
-            g_out[i] = tap(1) * scale[1] + bias[1];
-            b_out[i] = tap(2) * scale[2] + bias[2];
+        for ((d, &a), &b) in blended.iter_mut().zip(row0).zip(row1) {
+            let a = a as f32;
+            *d = a + (b as f32 - a) * wy;
+        }
+        let span = y * size..(y + 1) * size;
+        let rows = r_out[span.clone()]
+            .iter_mut()
+            .zip(&mut g_out[span.clone()])
+            .zip(&mut b_out[span]);
+        for (((r, g), b), &(x0, x1, wx)) in rows.zip(&cols) {
+            let (p0, p1) = (&blended[x0..x0 + 3], &blended[x1..x1 + 3]);
+            let tap = |c: usize| p0[c] + (p1[c] - p0[c]) * wx;
+            *r = tap(0) * scale[0] + bias[0];
+            *g = tap(1) * scale[1] + bias[1];
+            *b = tap(2) * scale[2] + bias[2];
         }
     }
 }
