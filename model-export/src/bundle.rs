@@ -39,6 +39,15 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
         std::fs::create_dir_all(out.join(p))
             .with_context(|| format!("creating {}", out.join(p).display()))?;
     }
+    // A bundle re-exported into the same folder must not keep an earlier export's graphs of a
+    // precision it no longer has.
+    for p in ["f32", "f16", "int8"] {
+        let stale = out.join(p);
+        if !precisions.iter().any(|q| q == p) && stale.exists() {
+            std::fs::remove_dir_all(&stale)
+                .with_context(|| format!("removing stale {}", stale.display()))?;
+        }
+    }
     let mut files = BTreeMap::new();
     let mut put = |rel: String, bytes: &[u8]| -> Result<()> {
         let path = out.join(&rel);
@@ -46,6 +55,10 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
         files.insert(rel, sha256_hex(bytes));
         Ok(())
     };
+    let int8_blocks = spec
+        .int8
+        .map(|r| crate::quant::int8_blocks(net, r))
+        .transpose()?;
     for (name, bytes) in crate::onnx::export_all(net) {
         if name == "dense.onnx" {
             put(name, &bytes)?;
@@ -55,12 +68,16 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
             let half = crate::onnx::to_f16(&bytes).context("converting to f16")?;
             put(format!("f16/{name}"), &half)?;
         }
-        put(format!("f32/{name}"), &bytes)?;
-    }
-    if let Some(ranges) = spec.int8 {
-        for (name, bytes) in crate::quant::export_int8(net, ranges)? {
-            put(format!("int8/{name}"), &bytes)?;
+        if let Some(blocks) = &int8_blocks {
+            // Blocks in int8; the other stages are the f32 graphs themselves.
+            let block = name
+                .strip_prefix("block_")
+                .and_then(|n| n.strip_suffix(".onnx"))
+                .and_then(|n| n.parse::<usize>().ok());
+            let int8 = block.map_or(&bytes, |b| &blocks[b]);
+            put(format!("int8/{name}"), int8)?;
         }
+        put(format!("f32/{name}"), &bytes)?;
     }
     let manifest = Manifest {
         format_version: FORMAT_VERSION,

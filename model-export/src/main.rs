@@ -213,7 +213,7 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&s)?);
             Ok(())
         }
-        Cmd::Bundle { bundle: b } => bundle(&b, &load_checkpoint(&b)?, None),
+        Cmd::Bundle { bundle: b } => bundle(&b, &load_checkpoint(&b)?, None).map(drop),
         Cmd::Quantize {
             bundle: b,
             calib,
@@ -406,8 +406,12 @@ fn load_checkpoint(a: &BundleArgs) -> Result<Loaded> {
 }
 
 /// Writes the bundle (with int8 graphs when `int8` is given) and loads every precision back
-/// as the board would.
-fn bundle(a: &BundleArgs, l: &Loaded, int8: Option<&svit_export::quant::Ranges>) -> Result<()> {
+/// as the board would; returns those loaded models, in the manifest's precision order.
+fn bundle(
+    a: &BundleArgs,
+    l: &Loaded,
+    int8: Option<&svit_export::quant::Ranges>,
+) -> Result<Vec<svit_runtime::Model>> {
     let st = &l.state;
     let name = a.name.clone().unwrap_or_else(|| {
         a.out
@@ -430,16 +434,15 @@ fn bundle(a: &BundleArgs, l: &Loaded, int8: Option<&svit_export::quant::Ranges>)
         int8,
     };
     let out = &a.out;
-    // A bundle re-exported without int8 must not keep old int8 graphs beside it.
-    if int8.is_none() && out.join("int8").exists() {
-        std::fs::remove_dir_all(out.join("int8"))
-            .with_context(|| format!("removing stale {}", out.join("int8").display()))?;
-    }
     let m = svit_export::bundle::write(&l.net, &spec, out)?;
-    for p in &m.precisions {
-        svit_runtime::Model::load(out, p)
-            .with_context(|| format!("re-loading {} ({p})", out.display()))?;
-    }
+    let models = m
+        .precisions
+        .iter()
+        .map(|p| {
+            svit_runtime::Model::load(out, p)
+                .with_context(|| format!("re-loading {} ({p})", out.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     tracing::info!(files = m.files.len(), precisions = ?m.precisions, "wrote bundle {}", out.display());
     if a.tar {
         let t = out.with_extension("tar");
@@ -448,7 +451,7 @@ fn bundle(a: &BundleArgs, l: &Loaded, int8: Option<&svit_export::quant::Ranges>)
             .with_context(|| format!("re-loading {}", t.display()))?;
         tracing::info!("packed {}", t.display());
     }
-    Ok(())
+    Ok(models)
 }
 
 fn quantize(a: &BundleArgs, q: &Quantize) -> Result<()> {
@@ -473,7 +476,7 @@ fn quantize(a: &BundleArgs, q: &Quantize) -> Result<()> {
         bar.inc(n as u64)
     })?;
     bar.finish_and_clear();
-    bundle(a, &l, Some(&ranges))?;
+    let models = bundle(a, &l, Some(&ranges))?;
 
     let (Some(coco_json), Some(imgs)) = (&q.check, &q.check_images) else {
         tracing::warn!(
@@ -482,14 +485,16 @@ fn quantize(a: &BundleArgs, q: &Quantize) -> Result<()> {
         return Ok(());
     };
     let results_dir = std::env::temp_dir().join(format!("svit-quantize-{}", std::process::id()));
-    let default_t = svit_runtime::Model::load(&a.out, "f32")?
-        .manifest
-        .defaults
-        .threshold;
-    let thresholds = [0.0, default_t];
+    let by_precision = |p: &str| {
+        models
+            .iter()
+            .find(|m| m.precision == p)
+            .with_context(|| format!("{} has no {p} graphs", a.out.display()))
+    };
+    let thresholds = [0.0, by_precision("f32")?.manifest.defaults.threshold];
     let mut ap = Vec::new();
     for precision in ["f32", "int8"] {
-        let model = svit_runtime::Model::load(&a.out, precision)?;
+        let model = by_precision(precision)?;
         let spec = svit_export::eval::EvalSpec {
             coco: coco_json,
             images: imgs,
@@ -500,7 +505,7 @@ fn quantize(a: &BundleArgs, q: &Quantize) -> Result<()> {
             limit: Some(q.check_limit),
         };
         let bar = ProgressBar::new(0).with_message(format!("checking {precision}"));
-        let runs = svit_export::eval::run(&model, &spec, |done, total| {
+        let runs = svit_export::eval::run(model, &spec, |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         })?;

@@ -392,8 +392,7 @@ impl Writer<'_> {
 
     /// `qmatmul` by a constant weight, quantized symmetric per tensor.
     fn qlinear(&mut self, xq: &str, sx: f32, w: &crate::quant::Mat, sy: f32) -> String {
-        let amax = w.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-        let sw = amax / 127.0;
+        let sw = w.abs_max().max(1e-12) / 127.0;
         let wq: Vec<i8> = w
             .data
             .iter()
@@ -483,6 +482,21 @@ fn head_outputs(g: &mut Graph, outs: [String; 4], net: &Svit) {
     }
 }
 
+/// One block stage graph: `tokens` (1, K, C) in, `out` (1, K, C) out, K symbolic; `body`
+/// writes the block between them (f32 or int8).
+pub fn block_graph(
+    name: &str,
+    c: usize,
+    body: impl FnOnce(&mut Writer, &str) -> String,
+) -> Vec<u8> {
+    let mut g = Graph::new(name);
+    let kdims = || [Dim::Fixed(1), Dim::Sym("K"), Dim::Fixed(c)];
+    let i = g.input("tokens", &kdims());
+    let y = body(&mut Writer { g: &mut g }, &i);
+    g.output(&y, "out", &kdims());
+    g.encode()
+}
+
 /// Every stage graph of `net`, as `(file name, bytes)`, plus `dense.onnx`.
 pub fn export_all(net: &Svit) -> Vec<(String, Vec<u8>)> {
     let cfg = &net.cfg;
@@ -507,12 +521,10 @@ pub fn export_all(net: &Svit) -> Vec<(String, Vec<u8>)> {
     }
 
     for (bi, block) in net.blocks.iter().enumerate() {
-        let mut g = Graph::new(&format!("block_{bi}"));
-        let kdims = || [Dim::Fixed(1), Dim::Sym("K"), Dim::Fixed(c)];
-        let i = g.input("tokens", &kdims());
-        let y = Writer { g: &mut g }.block(&i, block, cfg.heads);
-        g.output(&y, "out", &kdims());
-        files.push((format!("block_{bi}.onnx"), g.encode()));
+        let bytes = block_graph(&format!("block_{bi}"), c, |w, x| {
+            w.block(x, block, cfg.heads)
+        });
+        files.push((format!("block_{bi}.onnx"), bytes));
     }
 
     let mut g = Graph::new("head");

@@ -66,7 +66,7 @@ impl Mat {
         })
     }
 
-    fn abs_max(&self) -> f32 {
+    pub fn abs_max(&self) -> f32 {
         self.data.iter().fold(0f32, |m, v| m.max(v.abs()))
     }
 
@@ -123,19 +123,13 @@ fn folded_bias(b: &Block, heads: usize) -> Result<FoldedBias> {
 
 /// How many carrier rows keep every carrier weight within the matrix's own |w| max (so the
 /// per-tensor weight scale is not stretched by a large bias).
-fn carriers_for(mats_and_biases: &[(&Mat, &[f32])], range: f32) -> usize {
-    mats_and_biases
-        .iter()
-        .map(|(m, b)| {
-            let bmax = b.iter().fold(0f32, |a, v| a.max(v.abs()));
-            if bmax == 0.0 {
-                0
-            } else {
-                (bmax / (range * m.abs_max().max(1e-12))).ceil() as usize
-            }
-        })
-        .max()
-        .unwrap_or(0)
+fn carriers_for(m: &Mat, bias: &[f32], range: f32) -> usize {
+    let bmax = bias.iter().fold(0f32, |a, v| a.max(v.abs()));
+    if bmax == 0.0 {
+        0
+    } else {
+        (bmax / (range * m.abs_max().max(1e-12))).ceil() as usize
+    }
 }
 
 impl FoldedBlock {
@@ -153,10 +147,11 @@ impl FoldedBlock {
         let wfc1 = Mat::from_linear(&b.fc1.w, 1.0)?;
         let wfc2 = Mat::from_linear(&b.fc2.w, 1.0)?;
         let zeros = vec![0f32; c];
-        let n_qkv = carriers_for(&[(&wq, &fb.q)], r[0]);
-        let n_proj = carriers_for(&[(&wproj, &fb.proj)], r[4]);
-        let n_fc1 = carriers_for(&[(&wfc1, &fb.fc1)], r[6]);
-        let n_fc2 = carriers_for(&[(&wfc2, &fb.fc2)], r[8]);
+        // k and v have no bias left, so q alone decides the carriers of their shared input.
+        let n_qkv = carriers_for(&wq, &fb.q, r[0]);
+        let n_proj = carriers_for(&wproj, &fb.proj, r[4]);
+        let n_fc1 = carriers_for(&wfc1, &fb.fc1, r[6]);
+        let n_fc2 = carriers_for(&wfc2, &fb.fc2, r[8]);
         Ok(FoldedBlock {
             c,
             norm1: b.norm1.clone(),
@@ -323,30 +318,21 @@ pub fn calibrate(
     })
 }
 
-/// The int8 stage graphs: blocks in int8, embed, gates and head as in f32 (they are a small
-/// share of the work and the head's outputs are what AP is measured on).
-pub fn export_int8(net: &Svit, ranges: &Ranges) -> Result<Vec<(String, Vec<u8>)>> {
-    use crate::onnx::{Dim, Graph, Writer};
-    let c = net.cfg.dim;
-    crate::onnx::export_all(net)
-        .into_iter()
-        .filter(|(name, _)| name != "dense.onnx")
-        .map(|(name, bytes)| {
-            let Some(bi) = name
-                .strip_prefix("block_")
-                .and_then(|n| n.strip_suffix(".onnx"))
-                .and_then(|n| n.parse::<usize>().ok())
-            else {
-                return Ok((name, bytes));
-            };
-            let mut g = Graph::new(&format!("block_{bi}_int8"));
-            let kdims = || [Dim::Fixed(1), Dim::Sym("K"), Dim::Fixed(c)];
-            let i = g.input("tokens", &kdims());
-            let r = &ranges.blocks[bi];
-            let folded = FoldedBlock::new(&net.blocks[bi], net.cfg.heads, r)?;
-            let y = Writer { g: &mut g }.block_int8(&i, &folded, net.cfg.heads, r);
-            g.output(&y, "out", &kdims());
-            Ok((name, g.encode()))
+/// The int8 block graphs, one per block in order (`block_{i}.onnx` of the `int8/` precision;
+/// embed, gates and head stay f32: a small share of the work, and the head's outputs are what
+/// AP is measured on).
+pub fn int8_blocks(net: &Svit, ranges: &Ranges) -> Result<Vec<Vec<u8>>> {
+    net.blocks
+        .iter()
+        .zip(&ranges.blocks)
+        .enumerate()
+        .map(|(bi, (block, r))| {
+            let folded = FoldedBlock::new(block, net.cfg.heads, r)?;
+            Ok(crate::onnx::block_graph(
+                &format!("block_{bi}_int8"),
+                net.cfg.dim,
+                |w, x| w.block_int8(x, &folded, net.cfg.heads, r),
+            ))
         })
         .collect()
 }

@@ -59,17 +59,12 @@ fn int8_blocks_track_f32_on_real_activations() {
     let size = net.cfg.image_size;
     let calib = scenes(size, 7000, 16);
     let ranges = quant::calibrate(&net, &calib, RangeMethod::Percentile, 99.99, |_| {}).unwrap();
-    let files = quant::export_int8(&net, &ranges).unwrap();
+    let graphs = quant::int8_blocks(&net, &ranges).unwrap();
     // Held-out scene, pruned to K = 100 tokens as the runtime would hand a block.
     let x = tokens_of(&net, &scenes(size, 9000, 1)[0]);
-    let x = x.narrow(1, 0, 100).unwrap().contiguous().unwrap();
-    let mut x = x;
-    for (bi, block) in net.blocks.iter().enumerate() {
+    let mut x = x.narrow(1, 0, 100).unwrap().contiguous().unwrap();
+    for (bi, (block, bytes)) in net.blocks.iter().zip(&graphs).enumerate() {
         let want = block.forward(&x, None).unwrap();
-        let (_, bytes) = files
-            .iter()
-            .find(|(n, _)| *n == format!("block_{bi}.onnx"))
-            .unwrap();
         let plan = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .unwrap()

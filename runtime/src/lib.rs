@@ -16,8 +16,8 @@ pub use config::ModelConfig;
 pub use error::{BundleError, RunError};
 pub use manifest::{Manifest, FORMAT_VERSION};
 pub use model::{
-    pick_precision, set_threads, tune_allocator, FrameOutput, FrameState, Model, Pruning,
-    RunOptions, Timings,
+    optimise_graph, pick_precision, set_threads, tune_allocator, FrameOutput, FrameState, Model,
+    Pruning, RunOptions, Timings,
 };
 pub use post::{Detection, Mask};
 pub use prune::{select_tokens, top_k};

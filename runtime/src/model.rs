@@ -130,20 +130,21 @@ fn load_plan(files: &BundleFiles, rel: &str) -> Result<Plan, BundleError> {
         source: format!("{e:#}").into(),
     };
     let bytes = files.read(rel)?;
-    tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
-        .and_then(|m| {
-            // A block never runs on zero tokens (min_keep >= 1). Telling tract so lets it prove
-            // "K * C > 32" and pick its fast same-shape kernels for the residual adds, which it
-            // otherwise leaves as generic broadcasting ops (12% of a block at K = 256).
-            if m.symbols.get("K").is_some() {
-                m.symbols.add_assertion("K>=1")?;
-            }
-            Ok(m)
-        })
-        .and_then(|m| m.into_optimized())
+    optimise_graph(&bytes)
         .and_then(|m| m.into_runnable())
         .map_err(graph)
+}
+
+/// An ONNX stage graph as the runtime optimises it (also for `examples/stageprof`).
+pub fn optimise_graph(onnx: &[u8]) -> TractResult<TypedModel> {
+    let m = tract_onnx::onnx().model_for_read(&mut &onnx[..])?;
+    // A block never runs on zero tokens (min_keep >= 1). Telling tract so lets it prove
+    // "K * C > 32" and pick its fast same-shape kernels for the residual adds, which it
+    // otherwise leaves as generic broadcasting ops (12% of a block at K = 256).
+    if m.symbols.get("K").is_some() {
+        m.symbols.add_assertion("K>=1")?;
+    }
+    m.into_optimized()
 }
 
 /// `--precision auto`: int8 where the CPU has 8-bit dot products (x86 VNNI, Arm `dotprod`),
