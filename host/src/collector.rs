@@ -154,8 +154,11 @@ fn board(
     let mut awaiting_auth: Option<(proto::Hello, [u8; 16])> = None;
     let hello_deadline = std::time::Instant::now() + Duration::from_secs(5);
     let reason = loop {
-        if stop.load(Ordering::Relaxed) {
-            break "host stopping".to_string();
+        // On stop, read what the kernel already holds (non-blocking) before ending, so frames
+        // that arrived are recorded, not dropped with the socket.
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping {
+            let _ = s.set_nonblocking(true);
         }
         let n = match s.read(&mut buf) {
             Ok(0) => break "board closed the connection".into(),
@@ -166,6 +169,9 @@ fn board(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
+                if stopping {
+                    break "host stopping".to_string();
+                }
                 if device.is_none() && std::time::Instant::now() > hello_deadline {
                     // Covers a board that never sends its hello or never proves the key.
                     let _ = tx.send(HostEvent::Refused {

@@ -450,13 +450,31 @@ fn collect(
     let mut live = live::Live::new(script)?;
     // Write halves of the board sockets, for control messages from the monitor's keys.
     let mut controls: HashMap<u32, std::net::TcpStream> = HashMap::new();
-    while !stop.load(Ordering::Relaxed)
-        && duration.is_none_or(|d| started.elapsed().as_secs_f64() < d)
-    {
-        let (sends, quit) = live.tick()?;
-        if quit {
+    // Once stopping, the board threads drain their sockets and this loop records what they
+    // still send, until the channel stays quiet (at most 2 s, for a board that never pauses);
+    // what had been received is recorded, not dropped.
+    let mut draining: Option<Instant> = None;
+    loop {
+        if draining.is_none()
+            && (stop.load(Ordering::Relaxed)
+                || duration.is_some_and(|d| started.elapsed().as_secs_f64() >= d))
+        {
+            draining = Some(Instant::now());
+            stop.store(true, Ordering::Relaxed);
+        }
+        if draining.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
             break;
         }
+        let sends = if draining.is_some() {
+            Vec::new()
+        } else {
+            let (sends, quit) = live.tick()?;
+            if quit {
+                draining = Some(Instant::now());
+                stop.store(true, Ordering::Relaxed);
+            }
+            sends
+        };
         for (conn, msg) in sends {
             let sent = controls.get_mut(&conn).map(|s| {
                 svit_protocol::encode(&msg, svit_protocol::MAX_FRAME)
@@ -469,6 +487,7 @@ fn collect(
         }
         let ev = match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(ev) => ev,
+            Err(mpsc::RecvTimeoutError::Timeout) if draining.is_some() => break,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
