@@ -1,5 +1,6 @@
 //! Where frames go: a host over TCP (connecting out and reconnecting with backoff, or listening
-//! for the host to connect) or stdout as JSON lines. The sender only ever waits on its own queue: inference never waits on the link.
+//! for the host to connect), a serial line (`serial.rs`, sharing the `Outbox`) or stdout as JSON
+//! lines. The sender only ever waits on its own queue: inference never waits on the link.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -195,9 +196,85 @@ impl Peer {
 #[error("no host has connected yet")]
 struct NoHostYet;
 
+/// The sender's side of the queue, shared by the TCP and serial links: health once a second,
+/// otherwise the oldest queued message, encoded; a message whose write failed is kept to go
+/// first on the next link.
+pub struct Outbox {
+    q: Arc<Queue<EdgeMsg>>,
+    stats: Arc<Stats>,
+    started: Instant,
+    last_health: Instant,
+    pending: Option<Vec<u8>>,
+}
+
+pub enum Next {
+    Send(Vec<u8>),
+    /// Nothing to send within the wait.
+    Idle,
+    /// The queue closed and everything in it went out.
+    Done,
+}
+
+impl Outbox {
+    pub fn new(q: Arc<Queue<EdgeMsg>>, stats: Arc<Stats>) -> Self {
+        Outbox {
+            q,
+            stats,
+            started: Instant::now(),
+            last_health: Instant::now() - Duration::from_secs(2),
+            pending: None,
+        }
+    }
+
+    pub fn next(&mut self, wait: Duration) -> Next {
+        if let Some(b) = self.pending.take() {
+            return Next::Send(b);
+        }
+        let msg = if self.last_health.elapsed() >= Duration::from_secs(1) {
+            self.last_health = Instant::now();
+            let errors = self.stats.camera_errors.load(Ordering::Relaxed);
+            let dropped = self.q.dropped.load(Ordering::Relaxed) + errors;
+            EdgeMsg::Health(crate::health::sample(self.started, dropped, errors))
+        } else {
+            match self.q.pop_timeout(wait) {
+                Some(m) => m,
+                None if self.q.is_closed() => return Next::Done,
+                None => return Next::Idle,
+            }
+        };
+        match proto::encode(&msg, MAX_FRAME) {
+            Ok(b) => Next::Send(b),
+            Err(e) => {
+                tracing::warn!("message not sent: {e}");
+                Next::Idle
+            }
+        }
+    }
+
+    /// Keeps `bytes` to be sent first once a link is back.
+    pub fn retry(&mut self, bytes: Vec<u8>) {
+        self.pending = Some(bytes);
+    }
+
+    /// Whether the run is over (queue closed or stop asked): no point waiting for a link.
+    pub fn finished(&self, ctl: &Control) -> bool {
+        self.q.is_closed() || ctl.stop.load(Ordering::Relaxed)
+    }
+
+    /// Drops what is still queued (no link to flush it to) and returns how many messages that was.
+    pub fn abandon(&mut self) -> u64 {
+        let mut lost = self.pending.take().map_or(0, |_| 1);
+        while self.q.pop_timeout(Duration::ZERO).is_some() {
+            lost += 1;
+        }
+        lost
+    }
+}
+
 /// Sends queued messages to the peer, re-establishing the link when it drops; returns when the
 /// queue closes and everything queued has been flushed (or no host is there for the final
-/// flush), with the number of messages that could not be delivered. `hello` is this edge's greeting; with `key`, host and edge prove they share it.
+/// flush), with the number of messages that could not be delivered. `hello` is this edge's
+/// greeting; with `key`, host and edge prove they share it.
 pub fn tcp_loop(
     peer: Peer,
     q: Arc<Queue<EdgeMsg>>,
@@ -206,10 +283,8 @@ pub fn tcp_loop(
     ctl: Arc<Control>,
     stats: Arc<Stats>,
 ) -> Result<u64> {
-    let started = Instant::now();
+    let mut out = Outbox::new(q, stats);
     let mut backoff = Duration::from_millis(100);
-    let mut last_health = Instant::now() - Duration::from_secs(2);
-    let mut pending: Option<Vec<u8>> = None;
     let addr = peer.describe();
     loop {
         let (mut stream, leftover) = match peer.open(&hello, key.as_deref()) {
@@ -220,11 +295,8 @@ pub fn tcp_loop(
             }
             Err(e) => {
                 // Shutting down with no host to flush to: report what is lost, do not hang.
-                if q.is_closed() || ctl.stop.load(Ordering::Relaxed) {
-                    let mut lost = pending.take().map_or(0, |_| 1);
-                    while q.pop_timeout(Duration::ZERO).is_some() {
-                        lost += 1;
-                    }
+                if out.finished(&ctl) {
+                    let lost = out.abandon();
                     tracing::warn!("stopping with {addr} unreachable ({e:#}); {lost} queued messages not delivered");
                     return Ok(lost);
                 }
@@ -241,42 +313,18 @@ pub fn tcp_loop(
             spawn_control_reader(r, ctl.clone(), leftover);
         }
         loop {
-            if last_health.elapsed() >= Duration::from_secs(1) {
-                last_health = Instant::now();
-                let dropped =
-                    q.dropped.load(Ordering::Relaxed) + stats.camera_errors.load(Ordering::Relaxed);
-                let h = crate::health::sample(
-                    started,
-                    dropped,
-                    stats.camera_errors.load(Ordering::Relaxed),
-                );
-                let bytes = proto::encode(&EdgeMsg::Health(h), MAX_FRAME)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                if stream.write_all(&bytes).is_err() {
-                    break;
+            let bytes = match out.next(Duration::from_millis(200)) {
+                Next::Send(b) => b,
+                Next::Idle => continue,
+                Next::Done => {
+                    let _ = stream.flush();
+                    let _ = stream.shutdown(Shutdown::Write);
+                    return Ok(0);
                 }
-            }
-            let bytes = match pending.take() {
-                Some(b) => b,
-                None => match q.pop_timeout(Duration::from_millis(200)) {
-                    Some(msg) => match proto::encode(&msg, MAX_FRAME) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            tracing::warn!("message not sent: {e}");
-                            continue;
-                        }
-                    },
-                    None if q.is_closed() => {
-                        let _ = stream.flush();
-                        let _ = stream.shutdown(Shutdown::Write);
-                        return Ok(0);
-                    }
-                    None => continue,
-                },
             };
             if let Err(e) = stream.write_all(&bytes) {
                 tracing::warn!("link to {addr} lost: {e}");
-                pending = Some(bytes); // resend this one after reconnecting
+                out.retry(bytes);
                 break;
             }
         }

@@ -6,6 +6,7 @@ mod bench;
 mod health;
 mod link;
 mod pipeline;
+mod serial;
 mod source;
 
 use std::path::PathBuf;
@@ -47,8 +48,15 @@ enum Cmd {
         connect: Option<String>,
         /// Wait for the host to connect here instead (ADDR:PORT, e.g. 0.0.0.0:7879; the host
         /// dials with `svit-host listen --board EDGE:7879`). Use --key off loopback.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "serial")]
         listen: Option<String>,
+        /// Stream over a serial line instead (e.g. /dev/ttyAMA0 on a Pi's GPIO UART, /dev/ttyUSB0
+        /// for an adapter); the host reads it with `svit-host listen --serial PORT`.
+        #[arg(long, conflicts_with = "connect")]
+        serial: Option<String>,
+        /// Serial line speed (both ends must agree).
+        #[arg(long, default_value_t = 921_600)]
+        baud: u32,
         /// Stop after this many frames.
         #[arg(long)]
         frames: Option<u64>,
@@ -123,6 +131,8 @@ fn main() -> Result<()> {
             camera,
             connect,
             listen,
+            serial,
+            baud,
             frames,
             threshold,
             score_threshold,
@@ -134,9 +144,10 @@ fn main() -> Result<()> {
             key,
         } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
-            let peer = match (connect, listen) {
-                (Some(addr), _) => Some(link::Peer::Connect(addr)),
-                (None, Some(addr)) => {
+            let sink = match (connect, listen, serial) {
+                (Some(addr), _, _) => Sink::Tcp(link::Peer::Connect(addr)),
+                (None, None, Some(path)) => Sink::Serial(serial::open(&path, baud)?),
+                (None, Some(addr), _) => {
                     let l = std::net::TcpListener::bind(&addr)
                         .with_context(|| format!("listening on {addr}"))?;
                     let local = l.local_addr()?;
@@ -148,16 +159,16 @@ fn main() -> Result<()> {
                         );
                     }
                     tracing::info!("waiting for a host on {local}");
-                    Some(link::Peer::Listen(l))
+                    Sink::Tcp(link::Peer::Listen(l))
                 }
-                (None, None) => None,
+                (None, None, None) => Sink::Stdout,
             };
             let thumbs = (thumbnail_every > 0.0)
                 .then(|| std::time::Duration::from_secs_f64(thumbnail_every));
             run(
                 bundle,
                 camera,
-                peer,
+                sink,
                 frames,
                 threshold,
                 score_threshold,
@@ -255,11 +266,19 @@ fn main() -> Result<()> {
     }
 }
 
+/// Where `run` sends its frames.
+enum Sink {
+    /// JSON lines on stdout.
+    Stdout,
+    Tcp(link::Peer),
+    Serial(Box<dyn serialport::SerialPort>),
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run(
     bundle: PathBuf,
     camera: String,
-    peer: Option<link::Peer>,
+    sink: Sink,
     frames: Option<u64>,
     threshold: Option<f32>,
     score_threshold: Option<f32>,
@@ -317,12 +336,22 @@ fn run(
             .name("infer".into())
             .spawn(move || pipeline::infer_loop(m, i, o, c, s, frames, thumbs, score_threshold))?
     };
-    let sent = match peer {
-        None => link::stdout_loop(outgoing.clone(), model.manifest.labels.clone()),
-        Some(peer) => link::tcp_loop(
+    let hello = edge_hello(&model.manifest, name);
+    let sent = match sink {
+        Sink::Stdout => link::stdout_loop(outgoing.clone(), model.manifest.labels.clone()),
+        Sink::Tcp(peer) => link::tcp_loop(
             peer,
             outgoing.clone(),
-            edge_hello(&model.manifest, name),
+            hello,
+            key,
+            ctl.clone(),
+            stats.clone(),
+        )
+        .map(|_| ()),
+        Sink::Serial(port) => serial::serial_loop(
+            port,
+            outgoing.clone(),
+            hello,
             key,
             ctl.clone(),
             stats.clone(),

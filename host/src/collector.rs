@@ -16,8 +16,8 @@ pub enum HostEvent {
     Connected {
         conn: u32,
         hello: proto::Hello,
-        /// The socket's write side, for control messages.
-        control: Option<TcpStream>,
+        /// The link's write side, for control messages (writes time out rather than block).
+        control: Option<Box<dyn Write + Send>>,
     },
     Msg(Record),
     Refused {
@@ -31,7 +31,7 @@ pub enum HostEvent {
     },
 }
 
-fn now_us() -> u64 {
+pub fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -97,8 +97,15 @@ pub fn accept_loop(
     }
 }
 
-/// Connection numbers, unique across accepted and dialled links.
-fn next_conn() -> u32 {
+/// A clone of the socket for control writes; a stuck board must not freeze the monitor.
+fn control_half(s: &TcpStream) -> Option<Box<dyn Write + Send>> {
+    let c = s.try_clone().ok()?;
+    let _ = c.set_write_timeout(Some(Duration::from_millis(200)));
+    Some(Box::new(c))
+}
+
+/// Connection numbers, unique across accepted, dialled and serial links.
+pub fn next_conn() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
@@ -214,7 +221,7 @@ fn board(
                         let _ = tx.send(HostEvent::Connected {
                             conn,
                             hello,
-                            control: s.try_clone().ok(),
+                            control: control_half(&s),
                         });
                         continue;
                     }
@@ -246,7 +253,7 @@ fn board(
                                 let _ = tx.send(HostEvent::Connected {
                                     conn,
                                     hello: h,
-                                    control: s.try_clone().ok(),
+                                    control: control_half(&s),
                                 });
                             }
                         }

@@ -7,6 +7,7 @@ mod plots;
 mod record;
 mod render;
 mod report;
+mod serial;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -60,6 +61,13 @@ enum Cmd {
         /// Also dial a board that listens (`svit-edge run --listen`), HOST:PORT; repeatable.
         #[arg(long = "board")]
         boards: Vec<String>,
+        /// Also read a board on this serial port (`svit-edge run --serial`), e.g. /dev/ttyUSB0;
+        /// repeatable.
+        #[arg(long)]
+        serial: Vec<String>,
+        /// Speed of the --serial lines.
+        #[arg(long, default_value_t = 921_600)]
+        baud: u32,
     },
     /// The whole system on this machine, no hardware: this host plus two local svit-edge
     /// processes (the ArduCAM driver on a simulated module, and the synthetic camera) on the
@@ -137,6 +145,8 @@ fn main() -> Result<()> {
             summary_every,
             key,
             boards,
+            serial,
+            baud,
         } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
             let script = match (quiet, summary_every) {
@@ -144,7 +154,12 @@ fn main() -> Result<()> {
                 (false, Some(s)) => live::Script::Summary(s),
                 (false, None) => live::Script::Lines,
             };
-            listen(&addr, record, duration, max_boards, script, key, boards)
+            let reach = Outbound {
+                dial: boards,
+                serial,
+                baud,
+            };
+            listen(&addr, record, duration, max_boards, script, key, reach)
         }
         Cmd::Demo {
             bundle,
@@ -318,6 +333,16 @@ fn print_table(s: &report::Summary) {
     }
 }
 
+/// Boards the host reaches itself, besides those that connect to it.
+#[derive(Default)]
+struct Outbound {
+    /// Boards that listen (`svit-edge run --listen`): HOST:PORT.
+    dial: Vec<String>,
+    /// Serial ports with a board on the other end.
+    serial: Vec<String>,
+    baud: u32,
+}
+
 fn listen(
     addr: &str,
     record: Option<PathBuf>,
@@ -325,7 +350,7 @@ fn listen(
     max_boards: u32,
     script: live::Script,
     key: Option<Vec<u8>>,
-    boards: Vec<String>,
+    reach: Outbound,
 ) -> Result<()> {
     let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
     tracing::info!("listening on {}", listener.local_addr()?);
@@ -339,7 +364,7 @@ fn listen(
         script,
         stop,
         key,
-        boards,
+        reach,
     )?;
     print_table(&report::summarize(&kept));
     Ok(())
@@ -398,7 +423,7 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path) -> Result
         },
         stop,
         None,
-        Vec::new(),
+        Outbound::default(),
     );
     for c in &mut children {
         // SIGTERM: the edge flushes what it queued and exits.
@@ -429,13 +454,18 @@ fn collect(
     script: live::Script,
     stop: Arc<AtomicBool>,
     key: Option<Vec<u8>>,
-    boards: Vec<String>,
+    reach: Outbound,
 ) -> Result<Vec<record::Record>> {
     let (tx, rx) = mpsc::sync_channel::<HostEvent>(4096);
     let key = key.map(Arc::new);
-    for addr in boards {
+    for addr in reach.dial {
         let (tx, stop, key) = (tx.clone(), stop.clone(), key.clone());
         std::thread::spawn(move || collector::dial_loop(addr, tx, stop, key));
+    }
+    for path in reach.serial {
+        let (tx, stop, key) = (tx.clone(), stop.clone(), key.clone());
+        let baud = reach.baud;
+        std::thread::spawn(move || serial::serial_loop(path, baud, tx, stop, key));
     }
     {
         let stop = stop.clone();
@@ -449,7 +479,7 @@ fn collect(
     let started = Instant::now();
     let mut live = live::Live::new(script)?;
     // Write halves of the board sockets, for control messages from the monitor's keys.
-    let mut controls: HashMap<u32, std::net::TcpStream> = HashMap::new();
+    let mut controls: HashMap<u32, Box<dyn std::io::Write + Send>> = HashMap::new();
     // Once stopping, the board threads drain their sockets and this loop records what they
     // still send, until the channel stays quiet (at most 2 s, for a board that never pauses);
     // what had been received is recorded, not dropped.
@@ -504,8 +534,6 @@ fn collect(
                 );
                 live.connected(conn, &hello);
                 if let Some(c) = control {
-                    // A stuck board must not freeze the monitor.
-                    let _ = c.set_write_timeout(Some(Duration::from_millis(200)));
                     controls.insert(conn, c);
                 }
                 let device = hello.device.clone();

@@ -2,8 +2,9 @@
 //!
 //! Read: `patch_embed.proj.{weight,bias}`, `pos_embed`, `blocks.{i}.norm1/attn.qkv/attn.proj/
 //! norm2/mlp.fc1/mlp.fc2.{weight,bias}`, `norm.{weight,bias}`. A `pos_embed` with a class-token
-//! row (N+1 entries) loses that row; one for another grid is resized bilinearly. Gates and the
-//! detection head are not in DeiT and start fresh. `cls_token` and `head.*` are ignored.
+//! row (N+1 entries) loses that row; one for another grid is resized bilinearly. Gates, the
+//! detection head and an hMLP stem (`--stem`) are not in DeiT and start fresh. `cls_token` and
+//! `head.*` are ignored.
 
 use std::path::Path;
 

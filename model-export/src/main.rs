@@ -68,6 +68,11 @@ enum Cmd {
         out: PathBuf,
         #[arg(long, value_enum, default_value = "demo")]
         preset: Preset,
+        /// Widths of a hierarchical-MLP patch stem in front of the blocks, e.g. `32,64` (4x4
+        /// pixel patches -> 32 -> 2x2 merge -> 64 -> 2x2 merge -> dim). Default: the preset's
+        /// (plain ViT patch embedding, which `--init` can load).
+        #[arg(long, value_delimiter = ',')]
+        stem: Option<Vec<usize>>,
         #[arg(long, default_value_t = 3000)]
         dense_steps: usize,
         #[arg(long, default_value_t = 1000)]
@@ -276,6 +281,7 @@ fn main() -> Result<()> {
         Cmd::Train {
             out,
             preset,
+            stem,
             dense_steps,
             gated_steps,
             batch,
@@ -288,7 +294,7 @@ fn main() -> Result<()> {
             images,
             ckpt_every,
         } => {
-            let (config, labels, mut source): (
+            let (mut config, labels, mut source): (
                 ModelConfig,
                 Vec<String>,
                 Box<dyn train::DataSource>,
@@ -315,6 +321,9 @@ fn main() -> Result<()> {
                     (config, labels, Box::new(src))
                 }
             };
+            if let Some(stem) = stem {
+                config.stem = stem;
+            }
             let plan = train::TrainPlan {
                 config,
                 labels,

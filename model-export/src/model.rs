@@ -229,6 +229,59 @@ impl Head {
     }
 }
 
+/// (B, g*g, D) row-major -> (B, g/2*g/2, 4D) with channels ordered (dy, dx, d): the inverse
+/// of `pixel_shuffle`.
+pub fn merge_2x2(x: &Tensor, g: usize) -> Result<Tensor> {
+    let (b, _, d) = x.dims3()?;
+    x.reshape((b, g / 2, 2, g / 2, 2, d))?
+        .permute((0, 1, 3, 2, 4, 5))?
+        .reshape((b, g * g / 4, 4 * d))
+}
+
+/// One stage of the patch embedding. Only the last stage has no norm (the blocks bring theirs).
+pub struct StemStage {
+    pub proj: Linear,
+    pub norm: Option<LayerNorm>,
+}
+
+fn stem(vb: &VarBuilder, cfg: &ModelConfig) -> Result<Vec<StemStage>> {
+    let (c, p) = (cfg.dim, cfg.patch);
+    if cfg.stem.is_empty() {
+        // ViT/DeiT layout: a (dim, 3, p, p) Conv weight, seen here as a linear on flat patches.
+        let w = vb.get_with_hints(
+            (c, 3, p, p),
+            "patch_embed.proj.weight",
+            Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        )?;
+        let b = vb.get_with_hints(c, "patch_embed.proj.bias", Init::Const(0.0))?;
+        return Ok(vec![StemStage {
+            proj: Linear {
+                w: w.reshape((c, 3 * p * p))?,
+                b,
+            },
+            norm: None,
+        }]);
+    }
+    let mut inp = 3 * cfg.stem_patch() * cfg.stem_patch();
+    let mut stages = Vec::new();
+    for (i, &out) in cfg.stem.iter().enumerate() {
+        let name = format!("stem.{i}");
+        stages.push(StemStage {
+            proj: Linear::new(vb, inp, out, &format!("{name}.proj"))?,
+            norm: Some(LayerNorm::new(vb, out, &format!("{name}.norm"))?),
+        });
+        inp = 4 * out;
+    }
+    stages.push(StemStage {
+        proj: Linear::new(vb, inp, c, &format!("stem.{}.proj", cfg.stem.len()))?,
+        norm: None,
+    });
+    Ok(stages)
+}
+
 /// (B, g*g, 4D) with channels ordered (dy, dx, d) -> (B, 2g*2g, D), row-major on the finer grid.
 pub fn pixel_shuffle(x: &Tensor, g: usize) -> Result<Tensor> {
     let (b, _, c4) = x.dims3()?;
@@ -240,8 +293,8 @@ pub fn pixel_shuffle(x: &Tensor, g: usize) -> Result<Tensor> {
 
 pub struct Svit {
     pub cfg: ModelConfig,
-    pub patch_w: Tensor,
-    pub patch_b: Tensor,
+    /// Patch embedding: one stage (ViT) or the hMLP stages, the last one mapping to `dim`.
+    pub stem: Vec<StemStage>,
     pub pos: Tensor,
     pub blocks: Vec<Block>,
     pub gates: Vec<Gate>,
@@ -268,18 +321,10 @@ pub struct ForwardOut {
 
 impl Svit {
     pub fn new(vb: &VarBuilder, cfg: &ModelConfig) -> Result<Self> {
-        let (c, p, n) = (cfg.dim, cfg.patch, cfg.tokens());
+        let (c, n) = (cfg.dim, cfg.tokens());
         Ok(Svit {
             cfg: cfg.clone(),
-            patch_w: vb.get_with_hints(
-                (c, 3, p, p),
-                "patch_embed.proj.weight",
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.02,
-                },
-            )?,
-            patch_b: vb.get_with_hints(c, "patch_embed.proj.bias", Init::Const(0.0))?,
+            stem: stem(vb, cfg)?,
             pos: vb.get_with_hints(
                 (1, n, c),
                 "pos_embed",
@@ -298,22 +343,29 @@ impl Svit {
         })
     }
 
-    /// (B, 3, H, W) normalised image -> (B, N, C) tokens (patch conv as a matmul + pos).
+    /// (B, 3, H, W) normalised image -> (B, N, C) tokens: patches (channel-major, as a Conv
+    /// weight reads them), then each stem stage, merging 2x2 neighbours (dy, dx, c) before every
+    /// stage after the first; plus position embeddings.
     pub fn embed(&self, img: &Tensor) -> Result<Tensor> {
         let (b, _, hh, ww) = img.dims4()?;
-        let p = self.cfg.patch;
+        let p = self.cfg.stem_patch();
         let (gh, gw) = (hh / p, ww / p);
-        let patches = img
+        let mut x = img
             .reshape((b, 3, gh, p, gw, p))?
             .permute((0, 2, 4, 1, 3, 5))?
-            .reshape((b * gh * gw, 3 * p * p))?;
-        let lin = Linear {
-            w: self.patch_w.reshape((self.cfg.dim, 3 * p * p))?,
-            b: self.patch_b.clone(),
-        };
-        lin.fwd2(&patches)?
-            .reshape((b, gh * gw, self.cfg.dim))?
-            .broadcast_add(&self.pos)
+            .reshape((b, gh * gw, 3 * p * p))?;
+        let mut g = gh;
+        for (i, st) in self.stem.iter().enumerate() {
+            if i > 0 {
+                x = merge_2x2(&x, g)?;
+                g /= 2;
+            }
+            x = st.proj.forward(&x)?;
+            if let Some(norm) = &st.norm {
+                x = norm.forward(&x)?.gelu_erf()?;
+            }
+        }
+        x.broadcast_add(&self.pos)
     }
 
     pub fn forward(&self, img: &Tensor, mode: &GateMode) -> Result<ForwardOut> {

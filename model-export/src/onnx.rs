@@ -412,31 +412,33 @@ impl Writer<'_> {
             .node("Softmax", &[&h], vec![attr_int("axis", -1)], None)
     }
 
-    /// (1, 3, S, S) -> (1, N, C).
+    /// (1, 3, S, S) -> (1, N, C), as `Svit::embed` computes it: patches by Reshape/Transpose,
+    /// each stem stage a MatMul (after a 2x2 merge from the second stage on).
     pub fn embed(&mut self, img: &str, net: &Svit) -> String {
         let cfg = &net.cfg;
-        let p = cfg.patch as i64;
-        let w = self.g.f32_init(
-            "patch_w",
-            &[cfg.dim, 3, cfg.patch, cfg.patch],
-            host(&net.patch_w),
-        );
-        let b = self.g.f32_init("patch_b", &[cfg.dim], host(&net.patch_b));
-        let y = self.g.node(
-            "Conv",
-            &[img, &w, &b],
-            vec![
-                attr_ints("kernel_shape", &[p, p]),
-                attr_ints("strides", &[p, p]),
-            ],
-            None,
-        );
-        let y = self.reshape(&y, &[1, cfg.dim as i64, cfg.tokens() as i64]);
-        let y = self.transpose(&y, &[0, 2, 1]);
+        let p = cfg.stem_patch() as i64;
+        let mut g = (cfg.image_size / cfg.stem_patch()) as i64;
+        let y = self.reshape(img, &[1, 3, g, p, g, p]);
+        let y = self.transpose(&y, &[0, 2, 4, 1, 3, 5]);
+        let mut x = self.reshape(&y, &[1, g * g, 3 * p * p]);
+        for (i, st) in net.stem.iter().enumerate() {
+            if i > 0 {
+                let d = st.proj.w.dim(1).expect("2-D weight") as i64 / 4;
+                let y = self.reshape(&x, &[1, g / 2, 2, g / 2, 2, d]);
+                let y = self.transpose(&y, &[0, 1, 3, 2, 4, 5]);
+                g /= 2;
+                x = self.reshape(&y, &[1, g * g, 4 * d]);
+            }
+            x = self.linear(&x, &st.proj);
+            if let Some(norm) = &st.norm {
+                x = self.layer_norm(&x, norm);
+                x = self.gelu(&x);
+            }
+        }
         let pos = self
             .g
             .f32_init("pos", &[1, cfg.tokens(), cfg.dim], host(&net.pos));
-        self.g.op("Add", &[&y, &pos])
+        self.g.op("Add", &[&x, &pos])
     }
 
     fn pixel_shuffle(&mut self, x: &str, g: usize, d: usize) -> String {

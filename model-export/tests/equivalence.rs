@@ -5,15 +5,19 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use common::{temp_dir, tiny_config};
+use common::{temp_dir, tiny_config, tiny_hmlp_config};
 use svit_export::bundle::{self, BundleSpec};
 use svit_export::model::{self, GateMode, Svit};
 use svit_export::targets::normalise_into;
+use svit_runtime::ModelConfig;
 use svit_runtime::{Model, Pruning, RunOptions};
 use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoRunnable};
 
 fn setup(name: &str) -> (Svit, std::path::PathBuf, Vec<f32>) {
-    let cfg = tiny_config();
+    setup_with(name, tiny_config())
+}
+
+fn setup_with(name: &str, cfg: ModelConfig) -> (Svit, std::path::PathBuf, Vec<f32>) {
     let dev = Device::Cpu;
     let vm = VarMap::new();
     let net = model::build(&cfg, &vm, &dev).unwrap();
@@ -89,7 +93,16 @@ fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32, what: &str) {
 
 #[test]
 fn dense_onnx_matches_candle() {
-    let (net, dir, input) = setup("dense");
+    check_dense_onnx("dense", tiny_config());
+}
+
+#[test]
+fn hmlp_stem_dense_onnx_matches_candle() {
+    check_dense_onnx("dense-hmlp", tiny_hmlp_config());
+}
+
+fn check_dense_onnx(name: &str, cfg: ModelConfig) {
+    let (net, dir, input) = setup_with(name, cfg);
     let (want, _) = candle_head(&net, &input, &GateMode::Dense);
     let plan = tract_onnx::onnx()
         .model_for_path(dir.join("dense.onnx"))
@@ -150,7 +163,16 @@ fn runtime_threshold_zero_is_the_dense_pass() {
 
 #[test]
 fn runtime_pruned_pass_matches_candle_masked_pass() {
-    let (net, dir, input) = setup("pruned");
+    check_pruned("pruned", tiny_config());
+}
+
+#[test]
+fn hmlp_stem_pruned_pass_matches_candle_masked_pass() {
+    check_pruned("pruned-hmlp", tiny_hmlp_config());
+}
+
+fn check_pruned(name: &str, cfg: ModelConfig) {
+    let (net, dir, input) = setup_with(name, cfg);
     let model = Model::load(&dir, "f32").unwrap();
     let mut st = model.new_state().unwrap();
     let (thr, min_keep) = (0.5, 2);

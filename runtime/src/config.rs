@@ -7,6 +7,12 @@ pub struct ModelConfig {
     /// Square input side in pixels; a multiple of `patch * 4`.
     pub image_size: usize,
     pub patch: usize,
+    /// Widths of a hierarchical-MLP stem ("hMLP", Touvron et al. 2022): the image is cut into
+    /// `patch / 2^len` pixel patches, each stage is a linear + LayerNorm + GELU and every later
+    /// stage first merges 2x2 neighbours; a final linear merges to `dim`. Empty: ViT's single
+    /// `patch x patch` linear (DeiT-compatible, what `--init` loads).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stem: Vec<usize>,
     pub dim: usize,
     pub depth: usize,
     pub heads: usize,
@@ -30,6 +36,7 @@ impl ModelConfig {
         ModelConfig {
             image_size: 256,
             patch: 16,
+            stem: Vec::new(),
             dim: 128,
             depth: 8,
             heads: 4,
@@ -48,6 +55,7 @@ impl ModelConfig {
         ModelConfig {
             image_size: 320,
             patch: 16,
+            stem: Vec::new(),
             dim: 192,
             depth: 12,
             heads: 3,
@@ -76,10 +84,16 @@ impl ModelConfig {
 
     /// Checks the invariants the graphs rely on; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 8] = [
+        let checks: [(bool, &str); 9] = [
             (
                 self.patch > 0 && self.image_size % (self.patch * 4) == 0,
                 "image_size must be a multiple of 4 * patch",
+            ),
+            (
+                self.stem.len() < 8
+                    && self.patch % (1 << self.stem.len()) == 0
+                    && self.stem.iter().all(|w| *w > 0),
+                "patch must be divisible by 2^(stem stages) and stem widths > 0",
             ),
             (
                 self.dim > 0 && self.heads > 0 && self.dim % self.heads == 0,
@@ -130,7 +144,20 @@ impl ModelConfig {
         n * (c * c / 4 + c / 4 * 2)
     }
     pub fn embed_macs(&self) -> u64 {
-        (self.tokens() * 3 * self.patch * self.patch * self.dim) as u64
+        // Every stage maps the same image area: tokens at its stride times in x out.
+        let mut side = self.image_size / self.stem_patch();
+        let mut inp = 3 * self.stem_patch() * self.stem_patch();
+        let mut macs = 0;
+        for out in self.stem.iter().chain([&self.dim]) {
+            macs += (side * side * inp * out) as u64;
+            inp = 4 * out;
+            side /= 2;
+        }
+        macs
+    }
+    /// Pixel side of the first stem stage's patches (`patch` without an hMLP stem).
+    pub fn stem_patch(&self) -> usize {
+        self.patch >> self.stem.len()
     }
     pub fn head_macs(&self) -> u64 {
         let (n, c, d) = (self.tokens() as u64, self.dim as u64, self.head_dim as u64);
@@ -170,6 +197,22 @@ mod tests {
         let mut c = ModelConfig::demo(6);
         c.keep_targets.pop();
         assert!(c.validate().unwrap_err().contains("keep_targets"));
+    }
+
+    #[test]
+    fn hmlp_stem_cost_sums_its_stages() {
+        let mut c = ModelConfig::demo(6);
+        let plain = c.embed_macs();
+        assert_eq!(plain, 256 * 768 * 128);
+        c.stem = vec![32, 64];
+        c.validate().unwrap();
+        // 64x64 patches of 4x4x3 -> 32, 32x32 of 4*32 -> 64, 16x16 of 4*64 -> 128.
+        assert_eq!(
+            c.embed_macs(),
+            4096 * 48 * 32 + 1024 * 128 * 64 + 256 * 256 * 128
+        );
+        c.stem = vec![8; 5];
+        assert!(c.validate().unwrap_err().contains("stem"));
     }
 
     #[test]

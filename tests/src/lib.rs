@@ -3,8 +3,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -105,4 +106,35 @@ pub fn read_messages(
 pub fn send(s: &mut TcpStream, msg: &HostMsg) {
     s.write_all(&proto::encode(msg, MAX_FRAME).expect("encodable"))
         .expect("send to edge");
+}
+
+/// Sends `sig` (e.g. "-TERM") to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// `svit-host report REC --out OUT`, returning summary.json.
+pub fn summary(rec: &Path, out: &Path) -> serde_json::Value {
+    let st = Command::new(bin("svit-host"))
+        .arg("report")
+        .arg(rec)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "report failed");
+    serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
+}
+
+/// A fresh directory under the system temp dir.
+pub fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("svit-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use svit_e2e::{bin, workspace};
+use svit_e2e::{bin, signal, summary, tmp, workspace};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -48,27 +48,6 @@ fn edge(port: u16, name: &str, camera: &str, frames: u32) -> Child {
         .expect("start svit-edge")
 }
 
-fn signal(child: &Child, sig: &str) {
-    assert!(Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
-fn summary(rec: &Path, out: &Path) -> serde_json::Value {
-    let st = Command::new(bin("svit-host"))
-        .arg("report")
-        .arg(rec)
-        .arg("--out")
-        .arg(out)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "report failed");
-    serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
-}
-
 /// A fresh directory and a host recording into `DIR/NAME.svrec` on a free port.
 fn recording_host(dir: &Path, name: &str) -> (u16, std::path::PathBuf, Child) {
     let port = free_port();
@@ -76,13 +55,6 @@ fn recording_host(dir: &Path, name: &str) -> (u16, std::path::PathBuf, Child) {
     let h = host(port, &rec);
     std::thread::sleep(Duration::from_millis(300));
     (port, rec, h)
-}
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("svit-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub fn tiny_config() -> ModelConfig {
     ModelConfig {
         image_size: 64,
         patch: 16,
+        stem: Vec::new(),
         dim: 32,
         depth: 3,
         heads: 2,
@@ -20,6 +21,14 @@ pub fn tiny_config() -> ModelConfig {
         proto_dim: 8,
         num_protos: 4,
         keep_targets: vec![0.7, 0.5],
+    }
+}
+
+/// The tiny model with a two-stage hMLP stem in front.
+pub fn tiny_hmlp_config() -> ModelConfig {
+    ModelConfig {
+        stem: vec![8, 16],
+        ..tiny_config()
     }
 }
 

@@ -1,0 +1,261 @@
+//! `--serial /dev/ttyAMA0 --baud 921600`: the same COBS/postcard frames over a UART.
+//!
+//! A serial line has no connect or close, so the hello is repeated instead: the edge sends its
+//! Hello once a second until a host answers, and starts over with a fresh nonce when another
+//! host Hello arrives mid-stream (the host restarted). A host without a session knocks with a
+//! Hello of its own; the edge tells the answer from a knock by the nonce (without a key the
+//! host answers with the edge's own nonce) or by the Auth over our nonce that follows it. Bytes that do
+//! not decode are skipped: a line carries boot noise and half frames from before a restart.
+//! One thread reads and writes, so a hello never interleaves with a frame.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use serialport::SerialPort;
+use svit_protocol::{self as proto, EdgeMsg, Feed, FrameDecoder, HostMsg, MAX_FRAME};
+
+use crate::link::{Next, Outbox};
+use crate::pipeline::{Control, Queue, Stats};
+
+/// How long one read or write waits before the loop looks at its queue and flags again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Opens and configures the port (8N1, raw), naming the fix for the usual failures.
+pub fn open(path: &str, baud: u32) -> Result<Box<dyn SerialPort>> {
+    serialport::new(path, baud)
+        .timeout(POLL)
+        .open()
+        .map_err(|e| {
+            use serialport::ErrorKind as K;
+            let hint = match e.kind {
+                K::NoDevice | K::Io(std::io::ErrorKind::NotFound) => {
+                    "no such device: is the UART enabled (Raspberry Pi: `enable_uart=1` in \
+                     config.txt and the serial console off in raspi-config) or the adapter \
+                     plugged in?"
+                }
+                K::Io(std::io::ErrorKind::PermissionDenied) => {
+                    "permission denied: add the user to the `dialout` group \
+                     (`sudo usermod -aG dialout $USER`, then log in again)"
+                }
+                _ => "could not open it",
+            };
+            anyhow!("serial port {path}: {hint} ({e})")
+        })
+}
+
+enum Phase {
+    /// Saying hello until a host answers. `host` is the nonce of the last host Hello seen.
+    Hello {
+        mine: proto::Hello,
+        host: Option<[u8; 16]>,
+        last_sent: Option<Instant>,
+    },
+    /// `host` is the nonce of the Hello that answered ours: a repeat of it (our hellos and its
+    /// answer crossed on the line) is not a restart.
+    Streaming { host: [u8; 16] },
+}
+
+/// Streams the queue over the port until it closes; returns how many messages were not
+/// delivered (queued when the run ended with no host on the line).
+pub fn serial_loop(
+    mut port: Box<dyn SerialPort>,
+    q: Arc<Queue<EdgeMsg>>,
+    hello: proto::Hello,
+    key: Option<Vec<u8>>,
+    ctl: Arc<Control>,
+    stats: Arc<Stats>,
+) -> Result<u64> {
+    let name = port.name().unwrap_or_else(|| "serial".into());
+    let mut out = Outbox::new(q, stats);
+    let mut dec = FrameDecoder::new(4096);
+    let mut buf = [0u8; 1024];
+    let fresh = |h: &proto::Hello| proto::Hello {
+        nonce: proto::auth::nonce(),
+        ..h.clone()
+    };
+    let mut phase = Phase::Hello {
+        mine: fresh(&hello),
+        host: None,
+        last_sent: None,
+    };
+    let mut stop_seen: Option<Instant> = None;
+    loop {
+        // Incoming: host hellos, auth, control.
+        let n = match port.bytes_to_read() {
+            Ok(0) => 0,
+            Ok(_) => read_some(&mut *port, &mut buf)?,
+            Err(e) => return Err(e).with_context(|| format!("reading {name}")),
+        };
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            let msg = match dec.feed::<HostMsg>(input) {
+                Feed::Pending => break,
+                Feed::Error { err, rest } => {
+                    tracing::debug!("skipped bytes on {name}: {err}");
+                    input = rest;
+                    continue;
+                }
+                Feed::Message { msg, rest } => {
+                    input = rest;
+                    msg
+                }
+            };
+            phase = match (phase, msg) {
+                (Phase::Streaming { host }, HostMsg::Hello(h)) if h.nonce == host => {
+                    Phase::Streaming { host }
+                }
+                (Phase::Streaming { .. }, HostMsg::Hello(_)) => {
+                    tracing::warn!("host on {name} said hello again (restarted?): new handshake");
+                    Phase::Hello {
+                        mine: fresh(&hello),
+                        host: None,
+                        last_sent: None,
+                    }
+                }
+                (p @ Phase::Streaming { .. }, msg) => {
+                    tracing::info!("control from host: {msg:?}");
+                    ctl.apply(&msg);
+                    p
+                }
+                (
+                    Phase::Hello {
+                        mine, last_sent, ..
+                    },
+                    HostMsg::Hello(h),
+                ) => {
+                    if let Err(e) = h.check(proto::Role::Host) {
+                        tracing::error!("host on {name} refused: {e}");
+                        Phase::Hello {
+                            mine,
+                            host: None,
+                            last_sent,
+                        }
+                    } else if key.is_some() {
+                        // An answer if our Auth follows; a knock otherwise (the timer resends).
+                        Phase::Hello {
+                            mine,
+                            host: Some(h.nonce),
+                            last_sent,
+                        }
+                    } else if h.nonce == mine.nonce {
+                        // Without a key the host answers with our own nonce.
+                        tracing::info!("streaming to the host on {name}");
+                        Phase::Streaming { host: h.nonce }
+                    } else {
+                        // A knock: a host without a session. Say hello now.
+                        let soon = last_sent.filter(|t| t.elapsed() < Duration::from_millis(250));
+                        Phase::Hello {
+                            mine,
+                            host: None,
+                            last_sent: soon,
+                        }
+                    }
+                }
+                (
+                    Phase::Hello {
+                        mine,
+                        host: Some(hn),
+                        last_sent,
+                    },
+                    HostMsg::Auth(a),
+                ) if key.is_some() => {
+                    let k = key.as_deref().unwrap_or_default();
+                    if proto::auth::verify(k, proto::Role::Host, &mine.nonce, &a.mac) {
+                        let ours = EdgeMsg::Auth(proto::Auth {
+                            mac: proto::auth::mac(k, proto::Role::Edge, &hn),
+                        });
+                        write_frame(&mut *port, &ours, &ctl)?;
+                        tracing::info!("streaming to the host on {name} (key checked)");
+                        Phase::Streaming { host: hn }
+                    } else {
+                        // Could be an answer to an older hello of ours: keep asking.
+                        tracing::warn!(
+                            "host on {name} failed the key check (or answered an old hello)"
+                        );
+                        Phase::Hello {
+                            mine,
+                            host: None,
+                            last_sent,
+                        }
+                    }
+                }
+                // Control before the handshake is not from a host we know: ignored.
+                (p @ Phase::Hello { .. }, _) => p,
+            };
+        }
+
+        if out.finished(&ctl) {
+            // Give a host on the line a moment to take the rest, then report what is left.
+            let since = *stop_seen.get_or_insert_with(Instant::now);
+            if matches!(phase, Phase::Hello { .. }) && since.elapsed() > Duration::from_secs(2) {
+                let lost = out.abandon();
+                tracing::warn!(
+                    "stopping with no host on {name}; {lost} queued messages not delivered"
+                );
+                return Ok(lost);
+            }
+        }
+        match &mut phase {
+            Phase::Hello {
+                mine, last_sent, ..
+            } => {
+                if last_sent.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    write_frame(&mut *port, &EdgeMsg::Hello(mine.clone()), &ctl)?;
+                    *last_sent = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Phase::Streaming { .. } => match out.next(POLL) {
+                Next::Send(bytes) => {
+                    if !write_all(&mut *port, &bytes, &ctl)? {
+                        out.retry(bytes);
+                    }
+                }
+                Next::Idle => {}
+                Next::Done => {
+                    // tcdrain; pseudo-terminals and some USB adapters return before the last
+                    // bytes left, and closing the port then drops them.
+                    let _ = port.flush();
+                    std::thread::sleep(Duration::from_millis(200));
+                    return Ok(0);
+                }
+            },
+        }
+    }
+}
+
+fn read_some(port: &mut dyn SerialPort, buf: &mut [u8]) -> Result<usize> {
+    match port.read(buf) {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(0),
+        Err(e) => Err(e).context("reading the serial port"),
+    }
+}
+
+fn write_frame(port: &mut dyn SerialPort, msg: &EdgeMsg, ctl: &Control) -> Result<()> {
+    let bytes = proto::encode(msg, MAX_FRAME).map_err(|e| anyhow!("{e}"))?;
+    write_all(port, &bytes, ctl).map(|_| ())
+}
+
+/// Writes a whole frame, waiting out a full transmit buffer (a slow or unplugged line) unless
+/// the run is stopping; returns false when it gave up. A frame cut short here is skipped by the
+/// host's decoder, since COBS resynchronises at the next zero byte.
+fn write_all(port: &mut dyn SerialPort, mut bytes: &[u8], ctl: &Control) -> Result<bool> {
+    let started = Instant::now();
+    while !bytes.is_empty() {
+        match port.write(bytes) {
+            Ok(0) => return Ok(false),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                let stopping = ctl.stop.load(std::sync::atomic::Ordering::Relaxed);
+                if stopping && started.elapsed() > Duration::from_secs(2) {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e).context("writing the serial port"),
+        }
+    }
+    Ok(true)
+}
