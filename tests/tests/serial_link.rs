@@ -191,3 +191,16 @@ fn serial_line_checks_the_key() {
     let seqs = recorded_seqs(&rec, &dir.join("report"));
     assert_eq!(seqs, vec![0, 1, 2, 3, 4], "only the owner's frames");
 }
+
+/// A port that is not there is named, with what to check.
+#[test]
+fn missing_serial_port_is_named() {
+    let out = Command::new(bin("svit-edge"))
+        .args(["run", "--frames", "1", "--serial", "/dev/ttyNOPE9"])
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("/dev/ttyNOPE9") && err.contains("no such device"), "{err}");
+}
