@@ -319,10 +319,10 @@ fn run(
         install_stop_handler(stop);
     }
     let cap = {
-        let (q, c, s) = (decoded.clone(), ctl.clone(), stats.clone());
+        let (m, q, c, s) = (model.clone(), decoded.clone(), ctl.clone(), stats.clone());
         std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || pipeline::capture_loop(src, q, c, s))?
+            .spawn(move || pipeline::capture_loop(m, src, q, c, s))?
     };
     let inf = {
         let (m, i, o, c, s) = (

@@ -1,4 +1,4 @@
-//! The frame loop on three threads: capture + decode, inference, sending. Hand-offs are
+//! The frame loop on three threads: capture + decode + preprocess, inference, sending. Hand-offs are
 //! bounded and the newest frame wins, so a slow link or a slow model never makes the camera
 //! wait, and every frame dropped on the way is counted.
 
@@ -8,9 +8,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use svit_protocol as proto;
-use svit_runtime::{FrameOutput, Model, Pruning, RunOptions};
+use svit_runtime::{FrameOutput, Model, Prepared, Pruning, RunOptions};
 
-use crate::source::{to_rgb, FrameSource};
+use crate::source::{to_rgb, FrameSource, SourceError};
 
 /// A bounded hand-off that drops the oldest item when full.
 pub struct Queue<T> {
@@ -116,9 +116,12 @@ impl Control {
 }
 
 pub struct Decoded {
+    /// The frame as captured (thumbnails are made from it).
     rgb: Vec<u8>,
     width: usize,
     height: usize,
+    /// The model's input, made on the capture thread.
+    input: Prepared,
     capture_us: u64,
     capture: Duration,
     decode: Duration,
@@ -154,6 +157,7 @@ fn ewma(old_us: f64, new: Duration) -> f64 {
 
 /// Capture thread body: capture, decode, hand over; counts camera errors and moves on.
 pub fn capture_loop(
+    model: Arc<Model>,
     mut src: Box<dyn FrameSource>,
     out: Arc<Queue<Decoded>>,
     ctl: Arc<Control>,
@@ -186,13 +190,18 @@ pub fn capture_loop(
         let res = src.capture().and_then(|c| {
             let t = Instant::now();
             let (rgb, width, height) = to_rgb(c.pixels)?;
+            let decode = t.elapsed();
+            let input = model
+                .prepare(&rgb, width, height, Vec::new())
+                .map_err(|e| SourceError::Corrupt(e.to_string()))?;
             Ok(Decoded {
                 rgb,
                 width,
                 height,
+                input,
                 capture_us: c.capture_us,
                 capture: c.capture_time,
-                decode: t.elapsed(),
+                decode,
             })
         });
         match res {
@@ -236,7 +245,7 @@ pub fn infer_loop(
     stats
         .infer_free_at_us
         .store(crate::source::now_us(), Ordering::Relaxed);
-    while let Some(d) = input.pop() {
+    while let Some(mut d) = input.pop() {
         let started = Instant::now();
         stats
             .infer_free_at_us
@@ -250,7 +259,7 @@ pub fn infer_loop(
             Pruning::at(threshold, model.manifest.defaults.min_keep)
         };
         let opts = RunOptions { pruning, ..base };
-        let res = model.run_rgb(&mut st, &d.rgb, d.width, d.height, &opts);
+        let res = model.run_prepared(&mut st, &mut d.input, &opts);
         let o = match res {
             Ok(o) => o,
             Err(e) => {

@@ -17,7 +17,7 @@ pub use error::{BundleError, RunError};
 pub use manifest::{Manifest, FORMAT_VERSION};
 pub use model::{
     optimise_graph, pick_precision, set_threads, tune_allocator, FrameOutput, FrameState, Model,
-    Pruning, RunOptions, Timings,
+    Prepared, Pruning, RunOptions, Timings,
 };
 pub use post::{Detection, Mask};
 pub use prune::{select_tokens, top_k};

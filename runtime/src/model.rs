@@ -106,6 +106,21 @@ pub struct Model {
 }
 
 /// Per-thread mutable state of a running model. Create with [`Model::new_state`].
+/// A frame resized and normalised to the model input (`Model::prepare`).
+pub struct Prepared {
+    chw: Vec<f32>,
+    width: usize,
+    height: usize,
+    preprocess_ms: f64,
+}
+
+impl Prepared {
+    /// Gives the buffer back for the next `prepare`.
+    pub fn into_buffer(self) -> Vec<f32> {
+        self.chw
+    }
+}
+
 pub struct FrameState {
     embed: State,
     gates: Vec<Option<State>>,
@@ -283,15 +298,15 @@ impl Model {
         })
     }
 
-    /// Runs one interleaved RGB frame of any size (resized to the model input).
-    pub fn run_rgb(
+    /// Resizes and normalises an RGB frame into `buf` (reused), ready for `run_prepared`. The
+    /// board does this on its capture thread, so inference never waits for it.
+    pub fn prepare(
         &self,
-        st: &mut FrameState,
         rgb: &[u8],
         width: usize,
         height: usize,
-        opts: &RunOptions,
-    ) -> Result<FrameOutput, RunError> {
+        buf: Vec<f32>,
+    ) -> Result<Prepared, RunError> {
         if width == 0 || height == 0 {
             return Err(RunError::Input(format!("empty frame ({width}x{height})")));
         }
@@ -303,25 +318,56 @@ impl Model {
             )));
         }
         let t0 = Instant::now();
-        let s = self.config().image_size;
         let inp = &self.manifest.input;
+        let mut chw = buf;
         crate::preprocess::resize_normalise(
             rgb,
             width,
             height,
-            s,
+            self.config().image_size,
             inp.mean,
             inp.std,
-            &mut st.input,
+            &mut chw,
         );
-        let preprocess = ms(t0);
+        Ok(Prepared {
+            chw,
+            width,
+            height,
+            preprocess_ms: ms(t0),
+        })
+    }
+
+    /// Runs a prepared frame; boxes and masks come back in the frame's pixels. The frame's
+    /// buffer is swapped with the state's, so `p` holds a buffer to prepare the next one into.
+    pub fn run_prepared(
+        &self,
+        st: &mut FrameState,
+        p: &mut Prepared,
+        opts: &RunOptions,
+    ) -> Result<FrameOutput, RunError> {
+        std::mem::swap(&mut st.input, &mut p.chw);
         let mut out = self.run_normalised(st, opts)?;
-        out.timings.preprocess = preprocess;
-        let (sx, sy) = (width as f32 / s as f32, height as f32 / s as f32);
+        out.timings.preprocess = p.preprocess_ms;
+        let s = self.config().image_size;
+        let (sx, sy) = (p.width as f32 / s as f32, p.height as f32 / s as f32);
         for d in &mut out.detections {
             d.rescale(sx, sy);
         }
         Ok(out)
+    }
+
+    /// `prepare` then `run_prepared` on one thread.
+    pub fn run_rgb(
+        &self,
+        st: &mut FrameState,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        opts: &RunOptions,
+    ) -> Result<FrameOutput, RunError> {
+        let buf = std::mem::take(&mut st.input);
+        let mut p = self.prepare(rgb, width, height, buf)?;
+        self.run_prepared(st, &mut p, opts)
     }
 
     /// Runs the CHW-normalised input already in `st.input` (what `run_rgb` prepares).

@@ -202,5 +202,8 @@ fn missing_serial_port_is_named() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("/dev/ttyNOPE9") && err.contains("no such device"), "{err}");
+    assert!(
+        err.contains("/dev/ttyNOPE9") && err.contains("no such device"),
+        "{err}"
+    );
 }
