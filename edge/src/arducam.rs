@@ -10,7 +10,7 @@ use embedded_hal::spi::SpiDevice;
 use svit_arducam::sim::{Faults, SimArduCam};
 use svit_arducam::{ArduCam, Config, Resolution};
 
-use crate::source::{now_us, Captured, FrameSource, Pacer, Pixels, SourceError};
+use crate::source::{now_us, Captured, FrameSource, Options, Pacer, Pixels, SourceError};
 
 /// The largest JPEG accepted: an 800x600 frame at the finest quality stays well below this.
 const FRAME_BUFFER: usize = 1 << 20;
@@ -81,42 +81,8 @@ where
     }
 }
 
-/// `key=value` options after the camera kind, e.g. `res=320x240,fps=15`.
-struct Options<'a>(Vec<(&'a str, &'a str)>);
-
-impl<'a> Options<'a> {
-    fn parse(spec: &'a str, known: &[&str]) -> Result<Self, SourceError> {
-        let mut v = Vec::new();
-        for part in spec.split(',').filter(|p| !p.is_empty()) {
-            let (k, val) = part.split_once('=').ok_or_else(|| {
-                SourceError::Config(format!("camera option {part:?} is not key=value"))
-            })?;
-            if !known.contains(&k) {
-                return Err(SourceError::Config(format!(
-                    "unknown camera option {k:?} (known: {})",
-                    known.join(", ")
-                )));
-            }
-            v.push((k, val));
-        }
-        Ok(Options(v))
-    }
-    fn get(&self, k: &str) -> Option<&'a str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(key, _)| *key == k)
-            .map(|(_, v)| *v)
-    }
-    fn number<T: std::str::FromStr>(&self, k: &str) -> Result<Option<T>, SourceError> {
-        self.get(k)
-            .map(|v| {
-                v.parse().map_err(|_| {
-                    SourceError::Config(format!("camera option {k}={v} is not a number"))
-                })
-            })
-            .transpose()
-    }
+/// The driver's configuration from the camera options.
+impl Options<'_> {
     fn config(&self, capture_timeout_ms: u32) -> Result<Config, SourceError> {
         let resolution = match self.get("res") {
             None => Resolution::R320x240,

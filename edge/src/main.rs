@@ -8,6 +8,7 @@ mod link;
 mod pipeline;
 mod serial;
 mod source;
+mod v4l2;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -39,7 +40,8 @@ enum Cmd {
         bundle: PathBuf,
         /// Camera: `synthetic`, `file:PATH` (an image or a folder of images, looping),
         /// `sim-arducam[:res=320x240,stall-every=N,corrupt-every=N]` (the ArduCAM driver on a
-        /// simulated module) or `arducam[:spi=/dev/spidev0.0,i2c=/dev/i2c-1,led=GPIO22,res=320x240]`.
+        /// simulated module), `arducam[:spi=/dev/spidev0.0,i2c=/dev/i2c-1,led=GPIO22,res=320x240]`
+        /// or `v4l[:/dev/video0,res=640x480,fps=30,format=mjpeg|yuyv]` (USB and CSI cameras).
         #[arg(long, default_value = "synthetic")]
         camera: String,
         /// Host to stream to (HOST:PORT). Without it or --listen, one JSON line per frame goes

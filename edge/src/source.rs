@@ -31,6 +31,13 @@ pub enum Pixels {
         height: usize,
     },
     Jpeg(Vec<u8>),
+    /// YUYV 4:2:2 rows of `stride` bytes (V4L2 cameras without MJPEG).
+    Yuyv {
+        data: Vec<u8>,
+        width: usize,
+        height: usize,
+        stride: usize,
+    },
 }
 
 pub struct Captured {
@@ -67,6 +74,16 @@ pub fn to_rgb(p: Pixels) -> Result<(Vec<u8>, usize, usize), SourceError> {
             let (w, h) = (img.width() as usize, img.height() as usize);
             Ok((img.into_raw(), w, h))
         }
+        Pixels::Yuyv {
+            data,
+            width,
+            height,
+            stride,
+        } => Ok((
+            crate::v4l2::yuyv_to_rgb(&data, width, height, stride)?,
+            width,
+            height,
+        )),
     }
 }
 
@@ -212,7 +229,46 @@ impl FrameSource for Files {
     }
 }
 
-/// Parses `--camera`: `synthetic`, `file:PATH`, `sim-arducam[:OPTS]`, `arducam[:OPTS]`.
+/// `key=value,key=value` camera options, checked against the keys a camera knows.
+pub struct Options<'a>(Vec<(&'a str, &'a str)>);
+
+impl<'a> Options<'a> {
+    pub fn parse(spec: &'a str, known: &[&str]) -> Result<Self, SourceError> {
+        let mut v = Vec::new();
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            let (k, val) = part.split_once('=').ok_or_else(|| {
+                SourceError::Config(format!("camera option {part:?} is not key=value"))
+            })?;
+            if !known.contains(&k) {
+                return Err(SourceError::Config(format!(
+                    "unknown camera option {k:?} (known: {})",
+                    known.join(", ")
+                )));
+            }
+            v.push((k, val));
+        }
+        Ok(Options(v))
+    }
+    pub fn get(&self, k: &str) -> Option<&'a str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| *v)
+    }
+    pub fn number<T: std::str::FromStr>(&self, k: &str) -> Result<Option<T>, SourceError> {
+        self.get(k)
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    SourceError::Config(format!("camera option {k}={v} is not a number"))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Parses `--camera`: `synthetic`, `file:PATH`, `sim-arducam[:OPTS]`, `arducam[:OPTS]`,
+/// `v4l[:PATH,OPTS]`.
 /// `fps` paces the cameras that would otherwise run as fast as they can.
 pub fn open(
     spec: &str,
@@ -228,8 +284,13 @@ pub fn open(
         None if spec == "arducam" => crate::arducam::open_linux("", fps),
         #[cfg(target_os = "linux")]
         Some(("arducam", opts)) => crate::arducam::open_linux(opts, fps),
+        #[cfg(target_os = "linux")]
+        None if spec == "v4l" => crate::v4l2::open("", fps),
+        #[cfg(target_os = "linux")]
+        Some(("v4l", opts)) => crate::v4l2::open(opts, fps),
         _ => Err(SourceError::Config(format!(
-            "unknown camera {spec:?}: use synthetic, file:PATH, sim-arducam[:OPTS] or              arducam[:spi=..,i2c=..,led=..] (v4l:... is not built yet)"
+            "unknown camera {spec:?}: use synthetic, file:PATH, sim-arducam[:OPTS], \
+             arducam[:spi=..,i2c=..,led=..] or v4l[:/dev/videoN,res=WxH,fps=N,format=mjpeg|yuyv]"
         ))),
     }
 }
