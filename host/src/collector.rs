@@ -53,6 +53,19 @@ pub fn host_hello(nonce: [u8; 16]) -> HostMsg {
     })
 }
 
+/// Our answer to a board's hello: our Hello with `nonce`, and with a key our proof over the
+/// board's nonce.
+pub fn host_reply(nonce: [u8; 16], board: &proto::Hello, key: Option<&[u8]>) -> Vec<u8> {
+    let mut reply = proto::encode(&host_hello(nonce), MAX_FRAME).expect("hello fits");
+    if let Some(k) = key {
+        let a = HostMsg::Auth(proto::Auth {
+            mac: proto::auth::mac(k, proto::Role::Host, &board.nonce),
+        });
+        reply.extend(proto::encode(&a, MAX_FRAME).expect("auth fits"));
+    }
+    reply
+}
+
 /// Accepts until `stop`; at most `max_boards` connections at once (others are closed).
 /// With `key`, a board must prove it holds the same pre-shared key before anything it sends
 /// is accepted.
@@ -235,15 +248,7 @@ fn board(
                                 return;
                             }
                             let nonce = proto::auth::nonce();
-                            let mut reply =
-                                proto::encode(&host_hello(nonce), MAX_FRAME).expect("hello fits");
-                            if let Some(k) = key {
-                                let a = HostMsg::Auth(proto::Auth {
-                                    mac: proto::auth::mac(k, proto::Role::Host, &h.nonce),
-                                });
-                                reply.extend(proto::encode(&a, MAX_FRAME).expect("auth fits"));
-                            }
-                            if s.write_all(&reply).is_err() {
+                            if s.write_all(&host_reply(nonce, &h, key)).is_err() {
                                 return;
                             }
                             if key.is_some() {

@@ -14,9 +14,9 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use svit_protocol::{self as proto, EdgeMsg, Feed, FrameDecoder, HostMsg, MAX_FRAME};
+use svit_protocol::{self as proto, EdgeMsg, Feed, FrameDecoder, MAX_FRAME};
 
-use crate::collector::{host_hello, next_conn, now_us, HostEvent};
+use crate::collector::{host_hello, host_reply, next_conn, now_us, HostEvent};
 use crate::record::Record;
 
 const SILENCE: Duration = Duration::from_secs(3);
@@ -149,14 +149,7 @@ fn line(
                     } else {
                         h.nonce
                     };
-                    let mut reply =
-                        proto::encode(&host_hello(nonce), MAX_FRAME).expect("hello fits");
-                    if let Some(k) = key {
-                        let a = HostMsg::Auth(proto::Auth {
-                            mac: proto::auth::mac(k, proto::Role::Host, &h.nonce),
-                        });
-                        reply.extend(proto::encode(&a, MAX_FRAME).expect("auth fits"));
-                    }
+                    let reply = host_reply(nonce, &h, key);
                     send(&mut *port, &reply)?;
                     let s = Session {
                         conn: next_conn(),

@@ -13,11 +13,11 @@ use svit_runtime::ModelConfig;
 use svit_runtime::{Model, Pruning, RunOptions};
 use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoRunnable};
 
-fn setup(name: &str) -> (Svit, std::path::PathBuf, Vec<f32>) {
+fn setup(name: &str) -> (Svit, svit_e2e::TempDir, Vec<f32>) {
     setup_with(name, tiny_config())
 }
 
-fn setup_with(name: &str, cfg: ModelConfig) -> (Svit, std::path::PathBuf, Vec<f32>) {
+fn setup_with(name: &str, cfg: ModelConfig) -> (Svit, svit_e2e::TempDir, Vec<f32>) {
     let dev = Device::Cpu;
     let vm = VarMap::new();
     let net = model::build(&cfg, &vm, &dev).unwrap();

@@ -2,15 +2,17 @@
 
 use std::path::{Path, PathBuf};
 
+use svit_e2e::TempDir;
 use svit_runtime::{BundleError, Model, RunError};
 
 fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")
 }
 
-fn copy_demo(name: &str) -> PathBuf {
-    let dst = std::env::temp_dir().join(format!("svit-bundle-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dst);
+/// A copy of the demo bundle in a temporary directory (removed when dropped).
+fn copy_demo(name: &str) -> TempDir {
+    let tmp = svit_e2e::tmp(&format!("bundle-{name}"));
+    let dst: &Path = &tmp;
     for rel in ["manifest.json", "dense.onnx"] {
         std::fs::create_dir_all(&dst).unwrap();
         std::fs::copy(demo().join(rel), dst.join(rel)).unwrap();
@@ -26,7 +28,7 @@ fn copy_demo(name: &str) -> PathBuf {
             std::fs::copy(e.path(), dst.join(sub).join(e.file_name())).unwrap();
         }
     }
-    dst
+    tmp
 }
 
 fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
@@ -187,7 +189,8 @@ fn tar_bundles_load_and_corrupt_entries_are_named() {
         }
         b.finish().unwrap();
     };
-    let flat = dir.with_extension("tar");
+    let tars = svit_e2e::tmp("bundle-tars");
+    let flat = tars.join("demo.tar");
     pack(&flat, "", None);
     let m = Model::load(&flat, "f32").unwrap();
     let mut st = m.new_state().unwrap();
@@ -203,11 +206,11 @@ fn tar_bundles_load_and_corrupt_entries_are_named() {
     assert_eq!(a.kept, b.kept);
     assert_eq!(st.head_outputs(), st2.head_outputs());
 
-    let nested = dir.with_extension("nested.tar");
+    let nested = tars.join("demo.nested.tar");
     pack(&nested, "demo/", None);
     assert!(Model::load(&nested, "f32").is_ok());
 
-    let bad = dir.with_extension("bad.tar");
+    let bad = tars.join("demo.bad.tar");
     pack(&bad, "", Some("f32/head.onnx"));
     let e = Model::load(&bad, "f32").err().unwrap();
     assert!(matches!(e, BundleError::Hash { .. }));

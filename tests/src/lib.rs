@@ -131,10 +131,26 @@ pub fn summary(rec: &Path, out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
 }
 
-/// A fresh directory under the system temp dir.
-pub fn tmp(name: &str) -> std::path::PathBuf {
+/// A fresh directory under the system temp dir, removed when dropped (tests must not fill the
+/// disk of the machine that runs them).
+pub fn tmp(name: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("svit-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

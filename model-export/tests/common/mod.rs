@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
 use svit_runtime::ModelConfig;
 
 /// A model small enough to build, export and run in well under a second.
@@ -32,10 +30,7 @@ pub fn tiny_hmlp_config() -> ModelConfig {
     }
 }
 
-/// A fresh, empty directory under the system temp dir.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("svit-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh, empty directory under the system temp dir, removed when dropped.
+pub fn temp_dir(name: &str) -> svit_e2e::TempDir {
+    svit_e2e::tmp(&format!("test-{name}"))
 }
