@@ -38,7 +38,8 @@ enum Cmd {
         /// Bundle directory (models/demo ships with the repository).
         #[arg(long, default_value = "models/demo")]
         bundle: PathBuf,
-        /// Camera: `synthetic`, `file:PATH` (an image or a folder of images, looping),
+        /// Camera: `synthetic`, `file:PATH` (an image, a folder of images or an .mjpeg video,
+        /// looping),
         /// `sim-arducam[:res=320x240,stall-every=N,corrupt-every=N]` (the ArduCAM driver on a
         /// simulated module), `arducam[:spi=/dev/spidev0.0,i2c=/dev/i2c-1,led=GPIO22,res=320x240]`
         /// or `v4l[:/dev/video0,res=640x480,fps=30,format=mjpeg|yuyv]` (USB and CSI cameras).

@@ -229,6 +229,132 @@ impl FrameSource for Files {
     }
 }
 
+/// A video of JPEG frames (`.mjpeg`/`.mjpg`, as `ffmpeg -i in.mp4 -c:v mjpeg -f mjpeg out.mjpeg`
+/// writes it), played in order, looping.
+pub struct MjpegFile {
+    path: PathBuf,
+    data: Vec<u8>,
+    frames: Vec<std::ops::Range<usize>>,
+    index: usize,
+    pacer: Pacer,
+}
+
+/// Files larger than this are refused rather than read into memory.
+const MAX_VIDEO: u64 = 512 << 20;
+
+impl MjpegFile {
+    pub fn open(path: &Path, fps: Option<f32>) -> Result<Self, SourceError> {
+        let io = |source| SourceError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let len = std::fs::metadata(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => SourceError::Missing(path.display().to_string()),
+                _ => io(e),
+            })?
+            .len();
+        if len > MAX_VIDEO {
+            return Err(SourceError::Config(format!(
+                "{}: {len} bytes is more than the {MAX_VIDEO} a video source reads; cut it \
+                 shorter or extract frames into a folder",
+                path.display()
+            )));
+        }
+        let data = std::fs::read(path).map_err(io)?;
+        let frames = jpeg_frames(&data);
+        if frames.is_empty() {
+            return Err(SourceError::Config(format!(
+                "{}: no complete JPEG frame in it (is it MJPEG?)",
+                path.display()
+            )));
+        }
+        Ok(MjpegFile {
+            path: path.to_path_buf(),
+            data,
+            frames,
+            index: 0,
+            pacer: Pacer::new(fps),
+        })
+    }
+}
+
+impl FrameSource for MjpegFile {
+    fn describe(&self) -> String {
+        format!(
+            "{} ({} JPEG frames), looping",
+            self.path.display(),
+            self.frames.len()
+        )
+    }
+    fn capture(&mut self) -> Result<Captured, SourceError> {
+        self.pacer.wait();
+        let t = Instant::now();
+        let r = self.frames[self.index % self.frames.len()].clone();
+        self.index += 1;
+        Ok(Captured {
+            pixels: Pixels::Jpeg(self.data[r].to_vec()),
+            capture_us: now_us(),
+            capture_time: t.elapsed(),
+        })
+    }
+}
+
+/// The byte ranges of the complete JPEG images (SOI to EOI) in `data`, in order. Walks the
+/// marker segments by their lengths and the entropy-coded data by its byte stuffing, so an
+/// FF D9 inside a segment is not taken for the end; bytes between images and a torn last image
+/// are skipped.
+pub fn jpeg_frames(data: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    'next: while let Some(at) = data[i..].windows(2).position(|w| w == [0xFF, 0xD8]) {
+        let start = i + at;
+        let mut p = start + 2;
+        loop {
+            // At a marker (possibly after fill bytes 0xFF).
+            while data.get(p) == Some(&0xFF) && data.get(p + 1) == Some(&0xFF) {
+                p += 1;
+            }
+            let (Some(&0xFF), Some(&m)) = (data.get(p), data.get(p + 1)) else {
+                break 'next;
+            };
+            p += 2;
+            match m {
+                0xD9 => {
+                    out.push(start..p);
+                    i = p;
+                    continue 'next;
+                }
+                0xD0..=0xD7 | 0x01 => continue,
+                0xD8 => {
+                    // A new image before this one ended: this one was torn.
+                    i = p - 2;
+                    continue 'next;
+                }
+                _ => {}
+            }
+            let Some(len) = data
+                .get(p..p + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            else {
+                break 'next;
+            };
+            p += len;
+            if m == 0xDA {
+                // Entropy-coded data runs to the next FF that is not stuffing or a restart.
+                loop {
+                    match data.get(p..p + 2) {
+                        None => break 'next,
+                        Some([0xFF, n]) if *n != 0x00 && !(0xD0..=0xD7).contains(n) => break,
+                        _ => p += 1,
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `key=value,key=value` camera options, checked against the keys a camera knows.
 pub struct Options<'a>(Vec<(&'a str, &'a str)>);
 
@@ -267,6 +393,14 @@ impl<'a> Options<'a> {
     }
 }
 
+fn is_video(path: &str) -> bool {
+    let ext = Path::new(path).extension().and_then(|e| e.to_str());
+    matches!(
+        ext.map(str::to_ascii_lowercase).as_deref(),
+        Some("mjpeg" | "mjpg")
+    )
+}
+
 /// Parses `--camera`: `synthetic`, `file:PATH`, `sim-arducam[:OPTS]`, `arducam[:OPTS]`,
 /// `v4l[:PATH,OPTS]`.
 /// `fps` paces the cameras that would otherwise run as fast as they can.
@@ -277,6 +411,9 @@ pub fn open(
 ) -> Result<Box<dyn FrameSource>, SourceError> {
     match spec.split_once(':') {
         None if spec == "synthetic" => Ok(Box::new(Synthetic::new(size, 424_242, fps))),
+        Some(("file", path)) if is_video(path) => {
+            Ok(Box::new(MjpegFile::open(Path::new(path), fps)?))
+        }
         Some(("file", path)) => Ok(Box::new(Files::open(Path::new(path), fps)?)),
         None if spec == "sim-arducam" => crate::arducam::open_sim("", fps),
         Some(("sim-arducam", opts)) => crate::arducam::open_sim(opts, fps),
@@ -306,6 +443,48 @@ mod tests {
         let b = to_rgb(s.capture().unwrap().pixels).unwrap();
         assert_eq!((a.1, a.2), (64, 64));
         assert_ne!(a.0, b.0);
+    }
+
+    #[test]
+    fn mjpeg_videos_split_into_their_frames() {
+        let jpegs: Vec<Vec<u8>> = (0..3)
+            .map(|i| {
+                let s = svit_scenes::generate(&svit_scenes::SceneConfig::square(64), 9, i);
+                crate::pipeline::encode_jpeg(&s.rgb, 64, 64, 80).unwrap()
+            })
+            .collect();
+        // Noise between frames, an FF D9 inside a comment segment, a torn last frame.
+        let mut video = b"junk".to_vec();
+        video.extend(&jpegs[0]);
+        let mut commented = jpegs[1][..2].to_vec();
+        commented.extend([0xFF, 0xFE, 0x00, 0x06, 0xFF, 0xD9, 0xFF, 0xD9]);
+        commented.extend(&jpegs[1][2..]);
+        video.extend(&commented);
+        video.extend(&jpegs[2]);
+        video.extend(&jpegs[0][..jpegs[0].len() / 2]);
+        let frames = jpeg_frames(&video);
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert_eq!(&video[frames[0].clone()], &jpegs[0][..]);
+        assert_eq!(&video[frames[1].clone()], &commented[..]);
+        assert_eq!(&video[frames[2].clone()], &jpegs[2][..]);
+
+        let dir = std::env::temp_dir().join(format!("svit-mjpeg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("clip.mjpeg");
+        std::fs::write(&path, &video).unwrap();
+        let mut src = open(&format!("file:{}", path.display()), 64, None).unwrap();
+        assert!(src.describe().contains("3 JPEG frames"));
+        let decoded: Vec<_> = (0..4)
+            .map(|_| to_rgb(src.capture().unwrap().pixels).unwrap())
+            .collect();
+        assert_eq!(decoded[0].0, decoded[3].0, "loops back to the first frame");
+        assert_ne!(decoded[0].0, decoded[1].0);
+        std::fs::write(&path, b"no frames here").unwrap();
+        let e = open(&format!("file:{}", path.display()), 64, None)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("no complete JPEG frame"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
