@@ -76,6 +76,8 @@ fn line(
     let mut session: Option<Session> = None;
     let mut last_knock: Option<Instant> = None;
     let mut last_rx = Instant::now();
+    // A refused board repeats its hello every second: report it once per nonce.
+    let mut refused: Option<[u8; 16]> = None;
     let end = |s: Option<Session>, reason: &str| {
         if let Some(s) = s.filter(|s| s.admitted) {
             let _ = tx.send(HostEvent::Disconnected {
@@ -136,10 +138,12 @@ fn line(
                     }
                     end(session.take(), "board said hello again (restarted?)");
                     if let Err(e) = h.check(proto::Role::Edge) {
-                        let _ = tx.send(HostEvent::Refused {
-                            conn: next_conn(),
-                            reason: format!("{} on {path}: {e}", h.device),
-                        });
+                        if refused.replace(h.nonce) != Some(h.nonce) {
+                            let _ = tx.send(HostEvent::Refused {
+                                conn: next_conn(),
+                                reason: format!("{} on {path}: {e}", h.device),
+                            });
+                        }
                         continue;
                     }
                     // Without a key our answer carries the board's nonce, which tells it from a
