@@ -106,37 +106,39 @@ impl Options<'_> {
     }
 }
 
+/// Distinct scenes the simulated module cycles through.
+const SIM_FRAMES: usize = 16;
+
 /// `sim-arducam[:res=WxH,stall-every=N,corrupt-every=N]`: the simulated module serving JPEGs of
 /// synthetic scenes, through the real driver.
-/// Distinct scenes the simulated module cycles through.
-const SIM_FRAMES: u64 = 16;
-
 pub fn open_sim(opts: &str, fps: Option<f32>) -> Result<Box<dyn FrameSource>, SourceError> {
     let o = Options::parse(opts, &["res", "quality", "stall-every", "corrupt-every"])?;
     let cfg = o.config(200)?;
     // A sensor makes its JPEGs in hardware; rendering and encoding a scene per capture would
-    // take CPU from the pipeline being measured. So the first SIM_FRAMES scenes are rendered
-    // once and then cycled.
-    let mut index = 0u64;
-    let mut rendered: Vec<((u16, u16), Vec<u8>)> = Vec::new();
+    // take CPU from the pipeline being measured. So the first SIM_FRAMES scenes at the current
+    // resolution are rendered once and then cycled.
+    let mut index = 0usize;
+    let mut rendered: ((u16, u16), Vec<Vec<u8>>) = ((0, 0), Vec::new());
     let sim = SimArduCam::new(Box::new(move |w, h| {
-        let i = (index % SIM_FRAMES) as usize;
-        index += 1;
-        match rendered.iter().filter(|(size, _)| *size == (w, h)).nth(i) {
-            Some((_, jpeg)) => jpeg.clone(),
-            None => {
-                let scene_cfg = svit_scenes::SceneConfig {
-                    width: w as usize,
-                    height: h as usize,
-                    ..svit_scenes::SceneConfig::square(w as usize)
-                };
-                let s = svit_scenes::generate(&scene_cfg, 515_151, i as u64);
-                let jpeg =
-                    crate::pipeline::encode_jpeg(&s.rgb, s.width, s.height, 90).unwrap_or_default();
-                rendered.push(((w, h), jpeg.clone()));
-                jpeg
-            }
+        if rendered.0 != (w, h) {
+            rendered = ((w, h), Vec::new());
         }
+        let frames = &mut rendered.1;
+        if frames.len() < SIM_FRAMES {
+            let scene_cfg = svit_scenes::SceneConfig {
+                width: w as usize,
+                height: h as usize,
+                ..svit_scenes::SceneConfig::square(w as usize)
+            };
+            let s = svit_scenes::generate(&scene_cfg, 515_151, frames.len() as u64);
+            let jpeg =
+                crate::pipeline::encode_jpeg(&s.rgb, s.width, s.height, 90).unwrap_or_default();
+            frames.push(jpeg);
+            return frames[frames.len() - 1].clone();
+        }
+        let jpeg = frames[index % SIM_FRAMES].clone();
+        index += 1;
+        jpeg
     }));
     {
         let mut st = sim.state();

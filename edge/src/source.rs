@@ -156,6 +156,17 @@ impl FrameSource for Synthetic {
     }
 }
 
+/// A missing file is a missing camera; other failures name the file.
+fn file_error(path: &Path, e: std::io::Error) -> SourceError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => SourceError::Missing(path.display().to_string()),
+        _ => SourceError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    }
+}
+
 /// A file, or a folder of images played in name order, looping.
 pub struct Files {
     files: Vec<PathBuf>,
@@ -165,17 +176,8 @@ pub struct Files {
 
 impl Files {
     pub fn open(path: &Path, fps: Option<f32>) -> Result<Self, SourceError> {
-        let io = |source| SourceError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                SourceError::Missing(path.display().to_string())
-            } else {
-                io(e)
-            }
-        })?;
+        let io = |e| file_error(path, e);
+        let meta = std::fs::metadata(path).map_err(io)?;
         let files = if meta.is_dir() {
             svit_runtime::preprocess::image_files(path).map_err(io)?
         } else {
@@ -244,16 +246,8 @@ const MAX_VIDEO: u64 = 512 << 20;
 
 impl MjpegFile {
     pub fn open(path: &Path, fps: Option<f32>) -> Result<Self, SourceError> {
-        let io = |source| SourceError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let len = std::fs::metadata(path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => SourceError::Missing(path.display().to_string()),
-                _ => io(e),
-            })?
-            .len();
+        let io = |e| file_error(path, e);
+        let len = std::fs::metadata(path).map_err(io)?.len();
         if len > MAX_VIDEO {
             return Err(SourceError::Config(format!(
                 "{}: {len} bytes is more than the {MAX_VIDEO} a video source reads; cut it \

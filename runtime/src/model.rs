@@ -105,7 +105,6 @@ pub struct Model {
     head: Plan,
 }
 
-/// Per-thread mutable state of a running model. Create with [`Model::new_state`].
 /// A frame resized and normalised to the model input (`Model::prepare`).
 pub struct Prepared {
     chw: Vec<f32>,
@@ -114,13 +113,7 @@ pub struct Prepared {
     preprocess_ms: f64,
 }
 
-impl Prepared {
-    /// Gives the buffer back for the next `prepare`.
-    pub fn into_buffer(self) -> Vec<f32> {
-        self.chw
-    }
-}
-
+/// Per-thread mutable state of a running model. Create with [`Model::new_state`].
 pub struct FrameState {
     embed: State,
     gates: Vec<Option<State>>,
@@ -338,7 +331,7 @@ impl Model {
     }
 
     /// Runs a prepared frame; boxes and masks come back in the frame's pixels. The frame's
-    /// buffer is swapped with the state's, so `p` holds a buffer to prepare the next one into.
+    /// buffer is swapped into the state rather than copied (`p` is left with the old one).
     pub fn run_prepared(
         &self,
         st: &mut FrameState,
