@@ -22,14 +22,18 @@ fn setup_with(name: &str, cfg: ModelConfig) -> (Svit, svit_e2e::TempDir, Vec<f32
     let vm = VarMap::new();
     let net = model::build(&cfg, &vm, &dev).unwrap();
     // Spread gate scores (fresh gates all say ~0.5) so selection is far from ties, and give
-    // every weight a scale at which a wrong op would show.
+    // every weight a scale at which a wrong op would show. Position embeddings get a real scale
+    // too: behind an hMLP stem (its LayerNorms) tokens are otherwise so alike that every gate
+    // may keep or drop them all, and the pruned path would go untested.
     for (n, v) in vm.data().lock().unwrap().iter() {
         let std = if n.contains("gates.") && n.ends_with("fc2.weight") {
             2.0
+        } else if n == "pos_embed" {
+            1.0
         } else {
             0.1
         };
-        if n.ends_with("weight") && !n.contains("norm") {
+        if (n.ends_with("weight") && !n.contains("norm")) || n == "pos_embed" {
             v.set(&Tensor::randn(0f32, std, v.shape(), &dev).unwrap())
                 .unwrap();
         }
