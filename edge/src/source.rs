@@ -67,7 +67,10 @@ pub fn to_rgb(p: Pixels) -> Result<(Vec<u8>, usize, usize), SourceError> {
             width,
             height,
         } => Ok((data, width, height)),
-        Pixels::Jpeg(bytes) => {
+        Pixels::Jpeg(mut bytes) => {
+            if lacks_huffman_tables(&bytes) {
+                bytes = with_avi1_marker(&bytes);
+            }
             let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
                 .map_err(|e| SourceError::Corrupt(e.to_string()))?
                 .to_rgb8();
@@ -85,6 +88,39 @@ pub fn to_rgb(p: Pixels) -> Result<(Vec<u8>, usize, usize), SourceError> {
             height,
         )),
     }
+}
+
+/// Many USB (UVC) cameras send MJPEG frames without Huffman tables (no DHT segment): MJPEG
+/// means "the default tables of JPEG Annex K". Decoders know this only from an `AVI1` APP0
+/// segment, which such cameras often leave out too. True when `jpeg` reaches its scan without
+/// a DHT segment.
+fn lacks_huffman_tables(jpeg: &[u8]) -> bool {
+    let mut p = 2; // after SOI
+    while let (Some(&0xFF), Some(&m)) = (jpeg.get(p), jpeg.get(p + 1)) {
+        match m {
+            0xC4 => return false,
+            0xDA => return true,
+            0xFF => p += 1, // fill byte
+            _ => {
+                let Some(len) = jpeg.get(p + 2..p + 4) else {
+                    return false;
+                };
+                p += 2 + u16::from_be_bytes([len[0], len[1]]) as usize;
+            }
+        }
+    }
+    false // malformed: let the decoder name the problem
+}
+
+/// `jpeg` with an `AVI1` APP0 segment after its SOI, which tells the decoder to use the
+/// default Huffman tables.
+fn with_avi1_marker(jpeg: &[u8]) -> Vec<u8> {
+    const APP0_AVI1: [u8; 9] = [0xFF, 0xE0, 0x00, 0x07, b'A', b'V', b'I', b'1', 0x00];
+    let mut out = Vec::with_capacity(jpeg.len() + APP0_AVI1.len());
+    out.extend_from_slice(&jpeg[..2.min(jpeg.len())]);
+    out.extend_from_slice(&APP0_AVI1);
+    out.extend_from_slice(jpeg.get(2..).unwrap_or_default());
+    out
 }
 
 /// Holds a software camera to a frame rate, as a real sensor would be.
@@ -437,6 +473,32 @@ mod tests {
         let b = to_rgb(s.capture().unwrap().pixels).unwrap();
         assert_eq!((a.1, a.2), (64, 64));
         assert_ne!(a.0, b.0);
+    }
+
+    #[test]
+    fn mjpeg_frames_without_huffman_tables_decode_with_the_default_ones() {
+        let s = svit_scenes::generate(&svit_scenes::SceneConfig::square(64), 9, 1);
+        let jpeg = crate::pipeline::encode_jpeg(&s.rgb, 64, 64, 80).unwrap();
+        let want = to_rgb(Pixels::Jpeg(jpeg.clone())).unwrap();
+        assert!(!lacks_huffman_tables(&jpeg));
+        // Drop every DHT segment, as a UVC camera sends its MJPEG frames.
+        let mut stripped = jpeg[..2].to_vec();
+        let mut p = 2;
+        while jpeg[p + 1] != 0xDA {
+            let len = 2 + u16::from_be_bytes([jpeg[p + 2], jpeg[p + 3]]) as usize;
+            if jpeg[p + 1] != 0xC4 {
+                stripped.extend_from_slice(&jpeg[p..p + len]);
+            }
+            p += len;
+        }
+        stripped.extend_from_slice(&jpeg[p..]);
+        assert!(stripped.len() < jpeg.len());
+        assert!(lacks_huffman_tables(&stripped));
+        // The encoder used the default tables, so the pixels are the same.
+        assert_eq!(to_rgb(Pixels::Jpeg(stripped)).unwrap().0, want.0);
+        // Garbage is still a decode error, not a panic.
+        assert!(to_rgb(Pixels::Jpeg(vec![0xFF, 0xD8, 0xFF])).is_err());
+        assert!(to_rgb(Pixels::Jpeg(vec![0xFF, 0xD8, 0xFF, 0xDA])).is_err());
     }
 
     #[test]
