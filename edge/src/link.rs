@@ -56,22 +56,16 @@ fn handshake(stream: &mut TcpStream, ours: &proto::Hello, key: Option<&[u8]>) ->
         if n == 0 {
             bail!("host closed the connection during the hello (wrong key?)");
         }
-        let mut input = &buf[..n];
-        loop {
-            let (msg, rest) = match dec.feed::<HostMsg>(input) {
-                proto::Feed::Pending => break,
-                proto::Feed::Error { err, .. } => {
-                    bail!("host sent a bad frame during the hello: {err}")
-                }
-                proto::Feed::Message { msg, rest } => (msg, rest),
-            };
-            input = rest;
+        let mut frames = dec.frames::<HostMsg>(&buf[..n]);
+        while let Some(msg) = frames.next() {
+            let msg =
+                msg.map_err(|e| anyhow::anyhow!("host sent a bad frame during the hello: {e}"))?;
             match (msg, host_nonce, key) {
                 (HostMsg::Hello(h), None, _) => {
                     h.check(proto::Role::Host)
                         .map_err(|e| anyhow::anyhow!("host refused: {e}"))?;
                     if key.is_none() {
-                        return Ok(rest.to_vec());
+                        return Ok(frames.rest().to_vec());
                     }
                     host_nonce = Some(h.nonce);
                 }
@@ -85,7 +79,7 @@ fn handshake(stream: &mut TcpStream, ours: &proto::Hello, key: Option<&[u8]>) ->
                     stream.write_all(
                         &proto::encode(&mine, MAX_FRAME).map_err(|e| anyhow::anyhow!("{e}"))?,
                     )?;
-                    return Ok(rest.to_vec());
+                    return Ok(frames.rest().to_vec());
                 }
                 (other, _, _) => bail!(
                     "unexpected {other:?} during the hello{}",
@@ -114,19 +108,13 @@ fn spawn_control_reader(mut stream: TcpStream, ctl: Arc<Control>, leftover: Vec<
                     Ok(n) => buf[..n].to_vec(),
                 },
             };
-            let mut input = &chunk[..];
-            loop {
-                match dec.feed::<HostMsg>(input) {
-                    proto::Feed::Pending => break,
-                    proto::Feed::Message { msg, rest } => {
+            for msg in dec.frames::<HostMsg>(&chunk) {
+                match msg {
+                    Ok(msg) => {
                         tracing::info!("control from host: {msg:?}");
                         ctl.apply(&msg);
-                        input = rest;
                     }
-                    proto::Feed::Error { err, rest } => {
-                        tracing::warn!("ignored a bad control frame: {err}");
-                        input = rest;
-                    }
+                    Err(err) => tracing::warn!("ignored a bad control frame: {err}"),
                 }
             }
         }

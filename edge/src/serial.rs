@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use serialport::SerialPort;
-use svit_protocol::{self as proto, EdgeMsg, Feed, FrameDecoder, HostMsg, MAX_FRAME};
+use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
 
 use crate::link::{Next, Outbox};
 use crate::pipeline::{Control, Queue, Stats};
@@ -88,18 +88,12 @@ pub fn serial_loop(
             Ok(_) => read_some(&mut *port, &mut buf)?,
             Err(e) => return Err(e).with_context(|| format!("reading {name}")),
         };
-        let mut input = &buf[..n];
-        while !input.is_empty() {
-            let msg = match dec.feed::<HostMsg>(input) {
-                Feed::Pending => break,
-                Feed::Error { err, rest } => {
+        for msg in dec.frames::<HostMsg>(&buf[..n]) {
+            let msg = match msg {
+                Ok(msg) => msg,
+                Err(err) => {
                     tracing::debug!("skipped bytes on {name}: {err}");
-                    input = rest;
                     continue;
-                }
-                Feed::Message { msg, rest } => {
-                    input = rest;
-                    msg
                 }
             };
             phase = match (phase, msg) {

@@ -8,7 +8,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use svit_protocol::{self as proto, EdgeMsg, Feed, FrameDecoder, HostMsg, MAX_FRAME};
+use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
 
 use crate::record::Record;
 
@@ -204,11 +204,9 @@ fn board(
             }
             Err(e) => break format!("read error: {e}"),
         };
-        let mut input = &buf[..n];
-        loop {
-            match dec.feed::<EdgeMsg>(input) {
-                Feed::Pending => break,
-                Feed::Error { err, rest } => {
+        for msg in dec.frames::<EdgeMsg>(&buf[..n]) {
+            match msg {
+                Err(err) => {
                     if device.is_none() {
                         let _ = tx.send(HostEvent::Refused {
                             conn,
@@ -217,10 +215,8 @@ fn board(
                         return;
                     }
                     tracing::warn!("board {conn}: {err}");
-                    input = rest;
                 }
-                Feed::Message { msg, rest } => {
-                    input = rest;
+                Ok(msg) => {
                     if let Some((hello, nonce)) = awaiting_auth.take() {
                         let ok = matches!(&msg, EdgeMsg::Auth(a) if key.is_some_and(|k| proto::auth::verify(k, proto::Role::Edge, &nonce, &a.mac)));
                         if !ok {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use svit_protocol::{EdgeMsg, Feed, FrameDecoder, MAX_FRAME};
+use svit_protocol::{EdgeMsg, FrameDecoder, MAX_FRAME};
 
 pub const MAGIC: &[u8; 8] = b"SVREC01\n";
 
@@ -95,23 +95,15 @@ pub fn read(path: &Path) -> Result<Recording, RecordError> {
         });
     }
     let mut dec = FrameDecoder::new(MAX_FRAME + 1024);
-    let mut input = &bytes[MAGIC.len()..];
     let mut rec = Recording {
         records: Vec::new(),
         bad_frames: 0,
         torn_tail_bytes: 0,
     };
-    loop {
-        match dec.feed::<Record>(input) {
-            Feed::Pending => break,
-            Feed::Message { msg, rest } => {
-                rec.records.push(msg);
-                input = rest;
-            }
-            Feed::Error { rest, .. } => {
-                rec.bad_frames += 1;
-                input = rest;
-            }
+    for r in dec.frames::<Record>(&bytes[MAGIC.len()..]) {
+        match r {
+            Ok(r) => rec.records.push(r),
+            Err(_) => rec.bad_frames += 1,
         }
     }
     rec.torn_tail_bytes = dec.pending();

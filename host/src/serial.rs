@@ -14,7 +14,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use svit_protocol::{self as proto, EdgeMsg, Feed, FrameDecoder, MAX_FRAME};
+use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, MAX_FRAME};
 
 use crate::collector::{host_hello, host_reply, next_conn, now_us, HostEvent};
 use crate::record::Record;
@@ -116,18 +116,12 @@ fn line(
             continue;
         }
         last_rx = Instant::now();
-        let mut input = &buf[..n];
-        while !input.is_empty() {
-            let msg = match dec.feed::<EdgeMsg>(input) {
-                Feed::Pending => break,
-                Feed::Error { err, rest } => {
+        for msg in dec.frames::<EdgeMsg>(&buf[..n]) {
+            let msg = match msg {
+                Ok(msg) => msg,
+                Err(err) => {
                     tracing::debug!("serial {path}: skipped bytes: {err}");
-                    input = rest;
                     continue;
-                }
-                Feed::Message { msg, rest } => {
-                    input = rest;
-                    msg
                 }
             };
             match msg {

@@ -1,6 +1,7 @@
 //! COBS framing with a length cap: one sans-IO decoder for TCP, serial, replay and fuzzing.
 
 use alloc::vec::Vec;
+use core::marker::PhantomData;
 use serde::{de::DeserializeOwned, Serialize};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -118,6 +119,16 @@ impl FrameDecoder {
         }
     }
 
+    /// The messages (or frame errors) in `input`, in order; bytes of an incomplete last frame
+    /// are kept for the next call. The loop every reader runs over [`feed`](Self::feed).
+    pub fn frames<'d, 'a, T: DeserializeOwned>(&'d mut self, input: &'a [u8]) -> Frames<'d, 'a, T> {
+        Frames {
+            dec: self,
+            input,
+            _msg: PhantomData,
+        }
+    }
+
     fn take(&mut self, bytes: &[u8]) {
         if self.overflow {
             return;
@@ -128,6 +139,34 @@ impl FrameDecoder {
         } else {
             self.buf.extend_from_slice(bytes);
         }
+    }
+}
+
+/// Iterator from [`FrameDecoder::frames`].
+pub struct Frames<'d, 'a, T> {
+    dec: &'d mut FrameDecoder,
+    input: &'a [u8],
+    _msg: PhantomData<fn() -> T>,
+}
+
+impl<'a, T> Frames<'_, 'a, T> {
+    /// The input after the last message returned (empty once the iterator has ended).
+    pub fn rest(&self) -> &'a [u8] {
+        self.input
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for Frames<'_, '_, T> {
+    type Item = Result<T, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (item, rest) = match self.dec.feed(self.input) {
+            Feed::Pending => (None, &[][..]),
+            Feed::Message { msg, rest } => (Some(Ok(msg)), rest),
+            Feed::Error { err, rest } => (Some(Err(err)), rest),
+        };
+        self.input = rest;
+        item
     }
 }
 
@@ -145,21 +184,8 @@ mod tests {
         ]
     }
 
-    fn drain(dec: &mut FrameDecoder, mut input: &[u8]) -> Vec<Result<EdgeMsg, DecodeError>> {
-        let mut out = Vec::new();
-        loop {
-            match dec.feed::<EdgeMsg>(input) {
-                Feed::Pending => return out,
-                Feed::Message { msg, rest } => {
-                    out.push(Ok(msg));
-                    input = rest;
-                }
-                Feed::Error { err, rest } => {
-                    out.push(Err(err));
-                    input = rest;
-                }
-            }
-        }
+    fn drain(dec: &mut FrameDecoder, input: &[u8]) -> Vec<Result<EdgeMsg, DecodeError>> {
+        dec.frames(input).collect()
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub mod auth;
 pub mod frame;
 
-pub use frame::{decode_one, encode, DecodeError, Feed, FrameDecoder};
+pub use frame::{decode_one, encode, DecodeError, Feed, FrameDecoder, Frames};
 
 /// Bump when the meaning of a message changes without its types changing.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use svit_protocol::{self as proto, EdgeMsg, Feed, FrameDecoder, HostMsg, MAX_FRAME};
+use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
 
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -81,22 +81,15 @@ pub fn read_messages(
             }
             Err(_) => break,
         };
-        let mut input = &buf[..n];
-        loop {
-            match dec.feed::<EdgeMsg>(input) {
-                Feed::Pending => break,
-                Feed::Message { msg, rest } => {
-                    let stop = until(&msg);
-                    out.push(msg);
-                    if stop {
-                        return (out, errors);
-                    }
-                    input = rest;
-                }
-                Feed::Error { rest, .. } => {
-                    errors += 1;
-                    input = rest;
-                }
+        for msg in dec.frames::<EdgeMsg>(&buf[..n]) {
+            let Ok(msg) = msg else {
+                errors += 1;
+                continue;
+            };
+            let stop = until(&msg);
+            out.push(msg);
+            if stop {
+                return (out, errors);
             }
         }
     }
