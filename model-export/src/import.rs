@@ -1,6 +1,8 @@
-//! `--init`: start the backbone from existing ViT weights in timm's DeiT naming.
+//! Starting a run from existing weights: `--init` (a ViT in timm's DeiT naming) and `--from`
+//! (a checkpoint of this project).
 //!
-//! Read: `patch_embed.proj.{weight,bias}`, `pos_embed`, `blocks.{i}.norm1/attn.qkv/attn.proj/
+//! `--init` reads
+//! `patch_embed.proj.{weight,bias}`, `pos_embed`, `blocks.{i}.norm1/attn.qkv/attn.proj/
 //! norm2/mlp.fc1/mlp.fc2.{weight,bias}`, `norm.{weight,bias}`. A `pos_embed` with a class-token
 //! row (N+1 entries) loses that row; one for another grid is resized bilinearly. Gates, the
 //! detection head and an hMLP stem (`--stem`) are not in DeiT and start fresh. `cls_token` and
@@ -50,6 +52,43 @@ pub fn load_backbone(vm: &mut VarMap, path: &Path, cfg: &ModelConfig) -> Result<
     }
     tracing::info!(loaded, "initialised backbone from {}", path.display());
     Ok(())
+}
+
+/// `--from`: every tensor of a checkpoint whose name and shape match. Only head tensors may
+/// differ (the class logits of another label set); they start fresh and are returned.
+pub fn load_checkpoint(vm: &mut VarMap, path: &Path) -> Result<Vec<String>> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("reading weights from {}", path.display()))?;
+    let data = vm.data().lock().expect("varmap lock");
+    let mut fresh = Vec::new();
+    let mut vars: Vec<_> = data.iter().collect();
+    vars.sort_by_key(|(name, _)| name.as_str()); // the same first error on every run
+    for (name, var) in vars {
+        match tensors.get(name) {
+            Some(src) if src.dims() == var.dims() => {
+                var.set(&src.to_dtype(candle_core::DType::F32)?)?
+            }
+            Some(src) if name.starts_with("head.") => {
+                tracing::info!(
+                    "{name} starts fresh: {:?} in the checkpoint, {:?} here",
+                    src.dims(),
+                    var.dims()
+                );
+                fresh.push(name.clone());
+            }
+            Some(src) => bail!(
+                "{}: {name} has shape {:?}, this config needs {:?}",
+                path.display(),
+                src.dims(),
+                var.dims()
+            ),
+            None => bail!(
+                "{} has no tensor {name}: is it a checkpoint of this project?",
+                path.display()
+            ),
+        }
+    }
+    Ok(fresh)
 }
 
 fn fit_pos_embed(src: &Tensor, cfg: &ModelConfig) -> Result<Tensor> {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use svit_export::{coco, train};
@@ -91,8 +91,14 @@ enum Cmd {
         #[arg(long)]
         resume: bool,
         /// Start the backbone from ViT weights in timm DeiT naming (safetensors).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["resume", "from"])]
         init: Option<PathBuf>,
+        /// Start from a checkpoint of this project, with this run's schedule and data: a
+        /// checkpoint directory (its final weights) or a weights file in one (e.g.
+        /// `runs/x/dense.safetensors`). The model shape comes from that checkpoint; the class
+        /// logits start fresh when the data has other labels.
+        #[arg(long, conflicts_with = "resume")]
+        from: Option<PathBuf>,
         /// Train on a COCO-format data set instead of synthetic scenes.
         #[arg(long, requires = "images")]
         coco: Option<PathBuf>,
@@ -212,7 +218,7 @@ fn main() -> Result<()> {
             let segm = match iou_type.as_str() {
                 "bbox" => false,
                 "segm" => true,
-                other => anyhow::bail!("--iou-type must be bbox or segm, not {other:?}"),
+                other => bail!("--iou-type must be bbox or segm, not {other:?}"),
             };
             let s = svit_export::eval::score_results(&gt, &coco, &res, segm)?;
             println!("{}", serde_json::to_string_pretty(&s)?);
@@ -290,6 +296,7 @@ fn main() -> Result<()> {
             seed,
             resume,
             init,
+            from,
             coco,
             images,
             ckpt_every,
@@ -321,7 +328,20 @@ fn main() -> Result<()> {
                     (config, labels, Box::new(src))
                 }
             };
-            if let Some(stem) = stem {
+            // --from: the model shape is the checkpoint's, whatever the preset says.
+            let from = from.map(|p| from_checkpoint(&p)).transpose()?;
+            if let Some((_, trained)) = &from {
+                if stem.as_ref().is_some_and(|s| *s != trained.stem) {
+                    bail!(
+                        "--stem differs from the --from checkpoint's stem {:?}",
+                        trained.stem
+                    );
+                }
+                config = ModelConfig {
+                    num_classes: config.num_classes,
+                    ..trained.clone()
+                };
+            } else if let Some(stem) = stem {
                 config.stem = stem;
             }
             let plan = train::TrainPlan {
@@ -358,7 +378,11 @@ fn main() -> Result<()> {
                 plan,
                 &ckpt,
                 resume,
-                init.as_deref(),
+                match (&from, &init) {
+                    (Some((weights, _)), _) => train::Start::Checkpoint(weights),
+                    (None, Some(init)) => train::Start::Deit(init),
+                    (None, None) => train::Start::Random,
+                },
                 source.as_mut(),
                 ckpt_every,
                 train::Progress {
@@ -375,6 +399,29 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `--from PATH`: the weights file it names (a checkpoint directory means its final weights)
+/// and the model config it was trained with.
+fn from_checkpoint(path: &std::path::Path) -> Result<(PathBuf, ModelConfig)> {
+    let (dir, weights) = if path.is_dir() {
+        let c = train::Checkpoint {
+            dir: path.to_path_buf(),
+        };
+        (path.to_path_buf(), c.weights())
+    } else {
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        (dir.to_path_buf(), path.to_path_buf())
+    };
+    if !weights.is_file() {
+        bail!(
+            "--from {}: no weights file {}",
+            path.display(),
+            weights.display()
+        );
+    }
+    let state = train::Checkpoint { dir }.load_state()?;
+    Ok((weights, state.plan.config))
 }
 
 struct Quantize {
@@ -541,7 +588,7 @@ fn quantize(a: &BundleArgs, q: &Quantize) -> Result<()> {
             tracing::warn!("{msg}; shipped anyway because of --allow-drop");
         } else {
             bundle(a, &l, None)?;
-            anyhow::bail!("{msg}: the int8 graphs were NOT shipped ({} holds f32 only). Try --method minmax or another --percentile, or --allow-drop.", a.out.display());
+            bail!("{msg}: the int8 graphs were NOT shipped ({} holds f32 only). Try --method minmax or another --percentile, or --allow-drop.", a.out.display());
         }
     }
     Ok(())

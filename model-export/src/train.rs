@@ -209,12 +209,23 @@ pub struct Progress<'a> {
     pub on_step: &'a mut dyn FnMut(usize, &[f32; 5], f64),
 }
 
-/// Runs (or resumes) a training plan into `ckpt`. `init` optionally loads backbone weights.
+/// Where the weights of a new (not resumed) run come from.
+#[derive(Clone, Copy)]
+pub enum Start<'a> {
+    Random,
+    /// `--init`: the backbone from ViT weights in timm's DeiT naming.
+    Deit(&'a Path),
+    /// `--from`: a checkpoint of this project (same model shape; head tensors that differ,
+    /// such as the class logits of another label set, start fresh).
+    Checkpoint(&'a Path),
+}
+
+/// Runs (or resumes) a training plan into `ckpt`; a new run starts as `start` says.
 pub fn train(
     plan: TrainPlan,
     ckpt: &Checkpoint,
     resume: bool,
-    init: Option<&Path>,
+    start: Start,
     data: &mut dyn DataSource,
     ckpt_every: usize,
     progress: Progress,
@@ -242,8 +253,14 @@ pub fn train(
         state.step = saved.step;
         state.seconds = saved.seconds;
         tracing::info!(step = state.step, "resumed from {}", ckpt.dir.display());
-    } else if let Some(init) = init {
-        crate::import::load_backbone(&mut vm, init, &plan.config)?;
+    } else {
+        match start {
+            Start::Random => {}
+            Start::Deit(path) => crate::import::load_backbone(&mut vm, path, &plan.config)?,
+            Start::Checkpoint(path) => {
+                crate::import::load_checkpoint(&mut vm, path)?;
+            }
+        }
     }
 
     let params = |lr| ParamsAdamW {

@@ -47,7 +47,7 @@ fn deit_tiny_trains_exports_and_runs() {
         plan,
         &ckpt,
         false,
-        None,
+        train::Start::Random,
         &mut data,
         10,
         Progress {

@@ -1,0 +1,165 @@
+//! Starting a run from existing weights: `--init` (DeiT naming) and `--from` (a checkpoint).
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use common::{temp_dir, tiny_config};
+use svit_export::{import, model};
+use svit_runtime::ModelConfig;
+
+fn tensors(vm: &VarMap) -> HashMap<String, Tensor> {
+    let data = vm.data().lock().unwrap();
+    data.iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect()
+}
+
+/// A freshly initialised model and its tensors, by name.
+fn fresh(cfg: &ModelConfig) -> (VarMap, HashMap<String, Tensor>) {
+    let vm = VarMap::new();
+    model::build(cfg, &vm, &Device::Cpu).unwrap();
+    let t = tensors(&vm);
+    (vm, t)
+}
+
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    a.dims() == b.dims()
+        && a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+#[test]
+fn init_loads_a_deit_backbone_and_leaves_gates_and_head_fresh() {
+    let cfg = tiny_config();
+    let (_, mut deit) = fresh(&cfg);
+    // As timm writes it: a class-token row in front of the position embeddings, and tensors
+    // this model has no use for.
+    let pos = deit["pos_embed"].clone();
+    let cls_row = Tensor::ones((1, 1, cfg.dim), candle_core::DType::F32, &Device::Cpu).unwrap();
+    deit.insert(
+        "pos_embed".into(),
+        Tensor::cat(&[&cls_row, &pos], 1).unwrap(),
+    );
+    deit.insert("cls_token".into(), cls_row);
+    deit.retain(|k, _| !k.starts_with("gates.") && !k.starts_with("head."));
+    deit.insert(
+        "head.weight".into(),
+        Tensor::zeros((1000, cfg.dim), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let dir = temp_dir("init-deit");
+    let path = dir.join("deit.safetensors");
+    candle_core::safetensors::save(&deit, &path).unwrap();
+
+    let (mut vm, before) = fresh(&cfg);
+    import::load_backbone(&mut vm, &path, &cfg).unwrap();
+    let after = tensors(&vm);
+    assert!(same(&after["pos_embed"], &pos), "class-token row dropped");
+    assert!(same(
+        &after["blocks.1.attn.qkv.weight"],
+        &deit["blocks.1.attn.qkv.weight"]
+    ));
+    assert!(same(
+        &after["patch_embed.proj.weight"],
+        &deit["patch_embed.proj.weight"]
+    ));
+    assert!(same(&after["head.cls.weight"], &before["head.cls.weight"]));
+
+    // A checkpoint of another width is refused by name.
+    let wide = ModelConfig {
+        dim: 48,
+        ..tiny_config()
+    };
+    let (mut vm, _) = fresh(&wide);
+    let err = import::load_backbone(&mut vm, &path, &wide).unwrap_err();
+    assert!(format!("{err:#}").contains("shape"), "{err:#}");
+}
+
+#[test]
+fn from_loads_a_checkpoint_and_starts_other_class_logits_fresh() {
+    let cfg = tiny_config();
+    let (_, trained) = fresh(&cfg);
+    let dir = temp_dir("from-ckpt");
+    let path = dir.join("model.safetensors");
+    candle_core::safetensors::save(&trained, &path).unwrap();
+
+    // Same shape: everything loads.
+    let (mut vm, _) = fresh(&cfg);
+    assert!(import::load_checkpoint(&mut vm, &path).unwrap().is_empty());
+    let gate = vm.data().lock().unwrap()["gates.0.fc1.weight"]
+        .as_tensor()
+        .clone();
+    assert!(same(&gate, &trained["gates.0.fc1.weight"]));
+
+    // Another label set: the class logits start fresh, the rest is the checkpoint's.
+    let more = ModelConfig {
+        num_classes: cfg.num_classes + 2,
+        ..tiny_config()
+    };
+    let (mut vm, _) = fresh(&more);
+    let fresh_names = import::load_checkpoint(&mut vm, &path).unwrap();
+    assert_eq!(fresh_names, ["head.cls.bias", "head.cls.weight"]);
+    let qkv = vm.data().lock().unwrap()["blocks.2.attn.qkv.weight"]
+        .as_tensor()
+        .clone();
+    assert!(same(&qkv, &trained["blocks.2.attn.qkv.weight"]));
+
+    // Another backbone shape is refused by name.
+    let deeper = ModelConfig {
+        depth: 4,
+        keep_targets: vec![0.7, 0.5, 0.5],
+        ..tiny_config()
+    };
+    let (mut vm, _) = fresh(&deeper);
+    let err = import::load_checkpoint(&mut vm, &path).unwrap_err();
+    assert!(format!("{err:#}").contains("blocks.3"), "{err:#}");
+}
+
+/// The CLI path: `train --from` takes the checkpoint's model shape and weights (with a
+/// vanishing learning rate one step leaves them as they were).
+#[test]
+fn train_from_the_shipped_checkpoint_continues_its_weights() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/demo-ckpt");
+    let dir = temp_dir("train-from");
+    let out = dir.join("run");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_svit-export"))
+        .args([
+            "train",
+            "--from",
+            &format!("{root}/dense.safetensors"),
+            "--out",
+        ])
+        .arg(&out)
+        .args(["--dense-steps", "1", "--gated-steps", "0", "--batch", "1"])
+        .args(["--lr", "1e-12"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let state = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(format!("{p}/state.json")).unwrap()).unwrap()
+    };
+    let run = state(out.to_str().unwrap());
+    assert_eq!(run["plan"]["config"], state(root)["plan"]["config"]);
+    assert_eq!(run["step"], 1);
+    let load = |p: std::path::PathBuf| candle_core::safetensors::load(p, &Device::Cpu).unwrap();
+    let src = load(format!("{root}/dense.safetensors").into());
+    let now = load(out.join("model.safetensors"));
+    let w = "blocks.4.mlp.fc1.weight";
+    let diff = (&src[w] - &now[w])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+
+    // And it refuses to mix with --resume.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_svit-export"))
+        .args(["train", "--resume", "--from", root, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}
