@@ -11,10 +11,21 @@ fn main() -> TractResult<()> {
     let path = args.next().expect("usage: stageprof GRAPH.onnx [tokens]");
     let k: usize = args.next().map_or(256, |v| v.parse().expect("tokens"));
     let c: usize = args.next().map_or(128, |v| v.parse().expect("channels"));
-    let opt = svit_runtime::optimise_graph(&std::fs::read(&path)?)?;
+    let bytes = std::fs::read(&path)?;
+    // STAGEPROF_CONCRETE=1: optimise for exactly this token count, to see which kernels tract
+    // would pick if K were known (the runtime's graphs keep K symbolic).
+    let opt = if std::env::var_os("STAGEPROF_CONCRETE").is_some() {
+        let m = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
+        let sym = m.symbols.sym("K");
+        let typed = m.into_typed()?;
+        let subs = std::collections::HashMap::from([(sym, TDim::from(k as i64))]);
+        typed.set_symbols(&subs)?.into_optimized()?
+    } else {
+        svit_runtime::optimise_graph(&bytes)?
+    };
     for n in opt.nodes() {
         if n.op().name() != "Const" {
-            println!("  {}", n.op().name());
+            println!("  {} {} {:?}", n.op().name(), n.name, n.op().info().unwrap_or_default());
         }
     }
     let plan = opt.into_runnable()?;
