@@ -1,5 +1,7 @@
 //! Times one stage graph of a bundle in isolation and lists what tract optimised it into:
 //!   cargo run --example stageprof -p svit-runtime -- models/demo/f32/gate_2.onnx [tokens] [channels]
+//! `STAGEPROF_THREADS=n` runs tract's matmuls on n threads; `STAGEPROF_NODES=1` and
+//! `STAGEPROF_CONCRETE=1` are explained below.
 
 use std::time::Instant;
 
@@ -7,6 +9,12 @@ use tract_onnx::prelude::*;
 
 fn main() -> TractResult<()> {
     svit_runtime::tune_allocator();
+    if let Some(t) = std::env::var("STAGEPROF_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+    {
+        svit_runtime::set_threads(t);
+    }
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("usage: stageprof GRAPH.onnx [tokens]");
     let k: usize = args.next().map_or(256, |v| v.parse().expect("tokens"));
@@ -25,7 +33,12 @@ fn main() -> TractResult<()> {
     };
     for n in opt.nodes() {
         if n.op().name() != "Const" {
-            println!("  {} {} {:?}", n.op().name(), n.name, n.op().info().unwrap_or_default());
+            println!(
+                "  {} {} {:?}",
+                n.op().name(),
+                n.name,
+                n.op().info().unwrap_or_default()
+            );
         }
     }
     let plan = opt.into_runnable()?;
