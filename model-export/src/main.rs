@@ -73,6 +73,10 @@ enum Cmd {
         /// (plain ViT patch embedding, which `--init` can load).
         #[arg(long, value_delimiter = ',')]
         stem: Option<Vec<usize>>,
+        /// Kept-token fraction the ratio loss pulls each gate towards during gated
+        /// fine-tuning, one per gated block (default: the preset's or the --from checkpoint's).
+        #[arg(long, value_delimiter = ',')]
+        keep_targets: Option<Vec<f32>>,
         #[arg(long, default_value_t = 3000)]
         dense_steps: usize,
         #[arg(long, default_value_t = 1000)]
@@ -288,6 +292,7 @@ fn main() -> Result<()> {
             out,
             preset,
             stem,
+            keep_targets,
             dense_steps,
             gated_steps,
             batch,
@@ -343,6 +348,16 @@ fn main() -> Result<()> {
                 };
             } else if let Some(stem) = stem {
                 config.stem = stem;
+            }
+            if let Some(t) = keep_targets {
+                if t.len() != config.num_gates() {
+                    bail!(
+                        "--keep-targets has {} values; this model has {} gated blocks",
+                        t.len(),
+                        config.num_gates()
+                    );
+                }
+                config.keep_targets = t;
             }
             let plan = train::TrainPlan {
                 config,
