@@ -46,6 +46,10 @@ struct BundleArgs {
     /// Also write f16 stage graphs, for boards with fp16 arithmetic (Pi 5, Jetson Orin).
     #[arg(long)]
     f16: bool,
+    /// Default for the fewest tokens a gated block keeps (runs may override it); default 1/16
+    /// of the tokens.
+    #[arg(long)]
+    min_keep: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -503,6 +507,7 @@ fn bundle(
         provenance: Some(provenance),
         f16: a.f16,
         int8,
+        min_keep: a.min_keep,
     };
     let out = &a.out;
     let m = svit_export::bundle::write(&l.net, &spec, out)?;

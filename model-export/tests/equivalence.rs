@@ -48,6 +48,7 @@ fn setup_with(name: &str, cfg: ModelConfig) -> (Svit, svit_e2e::TempDir, Vec<f32
             provenance: None,
             f16: true,
             int8: None,
+            min_keep: None,
         },
         &dir,
     )
@@ -233,6 +234,7 @@ fn nan_weights_are_reported_not_turned_into_boxes() {
             provenance: None,
             f16: false,
             int8: None,
+            min_keep: None,
         },
         &dir,
     )

@@ -73,6 +73,7 @@ fn deit_tiny_trains_exports_and_runs() {
             provenance: None,
             f16: false,
             int8: None,
+            min_keep: None,
         },
         &out,
     )
