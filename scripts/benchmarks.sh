@@ -48,6 +48,12 @@ case " $PRECISIONS " in *" int8 "*) BENCH_PRECISIONS=f32,int8 ;; esac
 $EDGE bench --bundle "$BUNDLE" --frames 200 --warmup 20 --thresholds 0,0.3,0.5,0.7 --threads 1,2 \
   --precision "$BENCH_PRECISIONS" --json "$OUT/bench.json"
 
+# Pruning harder: the same bundle with min_keep 16 (1/16 of the tokens) instead of its default.
+$EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val \
+  --thresholds 0.5 --min-keep 16 --json "$OUT/min-keep-16/eval.json"
+$EDGE bench --bundle "$BUNDLE" --frames 200 --warmup 20 --thresholds 0,0.5 --threads 1 \
+  --precision "$BENCH_PRECISIONS" --min-keep 16 --json "$OUT/min-keep-16/bench.json"
+
 # The peer: onnxruntime on dense.onnx, f32 and its own int8, same thread counts.
 python3 scripts/ort_bench.py "$BUNDLE" "$OUT/ort_bench.json" --frames 200 --warmup 20 --threads 1,2 > /dev/null
 

@@ -70,6 +70,22 @@ if q8:
         ref = f32.get((c["threads"], round(c["threshold"], 2)))
         if ref:
             p(f"| {c['threads']} | {c['threshold']:.2f} | {model_ms(ref):.2f} | {model_ms(c):.2f} | {model_ms(ref) / model_ms(c):.2f}x |")
+mk = os.path.join(d, "min-keep-16")
+if os.path.exists(os.path.join(mk, "bench.json")):
+    mev = json.load(open(os.path.join(mk, "eval.json")))["runs"][0]
+    mb = json.load(open(os.path.join(mk, "bench.json")))["configs"]
+    dflt = bench["configs"][0].get("min_keep")
+    p(f"\nPruning harder: the same bundle at threshold 0.5 with `--min-keep 16` instead of the bundle's "
+      f"default ({dflt}); accuracy on the 1000 scenes (f32), latency from a second `svit-edge bench` "
+      "run (1 thread, same frames):\n")
+    p(f"Box AP {mev['box_ap']:.2f} ({mev['box_ap'] - runs[0.0]['box_ap']:+.2f} against dense), mask AP "
+      f"{mev['mask_ap']:.2f} ({mev['mask_ap'] - runs[0.0]['mask_ap']:+.2f}), kept {mev['kept_fraction']:.3f}.\n")
+    p("| precision | threshold | min_keep | model mean | backbone mean | backbone speed-up vs dense | kept |")
+    p("|---|---|---|---|---|---|---|")
+    mdense = {c["precision"]: c["backbone_ms"]["mean"] for c in mb if c["mode"] == "dense"}
+    for c in mb:
+        p(f"| {c['precision']} | {c['threshold']:.2f} | {c['min_keep']} | {model_ms(c):.2f} | "
+          f"{c['backbone_ms']['mean']:.2f} | {mdense[c['precision']] / c['backbone_ms']['mean']:.2f}x | {c['kept_fraction']:.3f} |")
 p("\nBlock time against its token count K (1 thread, threshold 0.5, all blocks pooled):\n")
 p("| precision | K | blocks timed | ms per block | GMACs per block |")
 p("|---|---|---|---|---|")

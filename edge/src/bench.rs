@@ -44,6 +44,8 @@ pub struct Config {
     pub engine: &'static str,
     pub precision: String,
     pub threshold: f32,
+    /// The fewest tokens a gated block kept.
+    pub min_keep: usize,
     pub mode: &'static str,
     pub threads: usize,
     pub frames: usize,
@@ -98,6 +100,7 @@ pub fn run(
     warmup: usize,
     thresholds: &[f32],
     threads: &[usize],
+    min_keep: Option<usize>,
     progress: &dyn Fn(&str),
 ) -> Result<Report> {
     let mut models: Vec<Model> = Vec::new();
@@ -122,12 +125,13 @@ pub fn run(
     let mut configs = Vec::new();
     for model in &models {
         let precision = model.precision.as_str();
+        let min_keep = min_keep.unwrap_or(model.manifest.defaults.min_keep);
         for &th in threads {
             svit_runtime::set_threads(th);
             for &thr in thresholds {
                 progress(&format!("{precision}, threads {th}, threshold {thr}"));
                 let opts = RunOptions {
-                    pruning: Pruning::at(thr, model.manifest.defaults.min_keep),
+                    pruning: Pruning::at(thr, min_keep),
                     ..model.default_options()
                 };
                 let mut st = model.new_state()?;
@@ -170,6 +174,7 @@ pub fn run(
                     engine: "tract",
                     precision: precision.into(),
                     threshold: thr,
+                    min_keep,
                     mode: if thr <= 0.0 { "dense" } else { "pruned" },
                     threads: th,
                     frames,

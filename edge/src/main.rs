@@ -66,6 +66,9 @@ enum Cmd {
         /// Pruning threshold (0 = dense); defaults to the bundle's.
         #[arg(long)]
         threshold: Option<f32>,
+        /// The fewest tokens a gated block keeps (default: the bundle's); lower prunes more.
+        #[arg(long)]
+        min_keep: Option<usize>,
         /// Report detections scoring at least this (default: the bundle's).
         #[arg(long)]
         score_threshold: Option<f32>,
@@ -100,6 +103,9 @@ enum Cmd {
         thresholds: Vec<f32>,
         #[arg(long, value_delimiter = ',', default_value = "1")]
         threads: Vec<usize>,
+        /// The fewest tokens a gated block keeps (default: the bundle's).
+        #[arg(long)]
+        min_keep: Option<usize>,
         /// Precisions to compare (each must be in the bundle; `auto` = what `run` would pick).
         #[arg(long, value_delimiter = ',', default_value = "f32")]
         precision: Vec<String>,
@@ -138,6 +144,7 @@ fn main() -> Result<()> {
             baud,
             frames,
             threshold,
+            min_keep,
             score_threshold,
             fps,
             threads,
@@ -174,6 +181,7 @@ fn main() -> Result<()> {
                 sink,
                 frames,
                 threshold,
+                min_keep,
                 score_threshold,
                 fps,
                 threads,
@@ -190,6 +198,7 @@ fn main() -> Result<()> {
             thresholds,
             threads,
             precision,
+            min_keep,
             json,
             connect,
             key,
@@ -204,6 +213,7 @@ fn main() -> Result<()> {
                 warmup,
                 &thresholds,
                 &threads,
+                min_keep,
                 &|m| bar.set_message(m.to_string()),
             )?;
             bar.finish_and_clear();
@@ -284,6 +294,7 @@ fn run(
     sink: Sink,
     frames: Option<u64>,
     threshold: Option<f32>,
+    min_keep: Option<usize>,
     score_threshold: Option<f32>,
     fps: Option<f32>,
     threads: usize,
@@ -293,10 +304,13 @@ fn run(
     thumbs: Option<std::time::Duration>,
 ) -> Result<()> {
     svit_runtime::set_threads(threads);
-    let model = Arc::new(
-        Model::load(&bundle, &precision)
-            .with_context(|| format!("loading bundle {}", bundle.display()))?,
-    );
+    let mut model = Model::load(&bundle, &precision)
+        .with_context(|| format!("loading bundle {}", bundle.display()))?;
+    if let Some(k) = min_keep {
+        // The pipeline and the host's control messages work from the bundle's defaults.
+        model.manifest.defaults.min_keep = k.clamp(1, model.config().tokens());
+    }
+    let model = Arc::new(model);
     let cfg = model.config().clone();
     let src = source::open(&camera, cfg.image_size, fps)
         .with_context(|| format!("opening camera {camera}"))?;
