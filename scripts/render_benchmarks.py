@@ -54,7 +54,10 @@ p("Same 200 frames for every configuration, 20 warm-up frames excluded. Millisec
 p("| precision | threads | threshold | total p50 | total p95 | model mean | backbone mean | backbone speed-up vs dense | kept | GMACs | gates+gather/scatter |")
 p("|---|---|---|---|---|---|---|---|---|---|---|")
 model_ms = lambda c: c["backbone_ms"]["mean"] + c["head_ms"]["mean"]
-dense = {(c["precision"], c["threads"]): c["backbone_ms"]["mean"] for c in bench["configs"] if c["mode"] == "dense"}
+def dense_backbone(configs):
+    """Mean backbone time of the dense run, by (precision, threads)."""
+    return {(c["precision"], c["threads"]): c["backbone_ms"]["mean"] for c in configs if c["mode"] == "dense"}
+dense = dense_backbone(bench["configs"])
 for c in bench["configs"]:
     sp = dense[(c["precision"], c["threads"])] / c["backbone_ms"]["mean"]
     p(f"| {c['precision']} | {c['threads']} | {c['threshold']:.2f} | {c['total_ms']['p50']:.2f} | {c['total_ms']['p95']:.2f} | "
@@ -82,10 +85,11 @@ if os.path.exists(os.path.join(mk, "bench.json")):
       f"{mev['mask_ap']:.2f} ({mev['mask_ap'] - runs[0.0]['mask_ap']:+.2f}), kept {mev['kept_fraction']:.3f}.\n")
     p("| precision | threshold | min_keep | model mean | backbone mean | backbone speed-up vs dense | kept |")
     p("|---|---|---|---|---|---|---|")
-    mdense = {c["precision"]: c["backbone_ms"]["mean"] for c in mb if c["mode"] == "dense"}
+    mdense = dense_backbone(mb)
     for c in mb:
+        sp = mdense[(c["precision"], c["threads"])] / c["backbone_ms"]["mean"]
         p(f"| {c['precision']} | {c['threshold']:.2f} | {c['min_keep']} | {model_ms(c):.2f} | "
-          f"{c['backbone_ms']['mean']:.2f} | {mdense[c['precision']] / c['backbone_ms']['mean']:.2f}x | {c['kept_fraction']:.3f} |")
+          f"{c['backbone_ms']['mean']:.2f} | {sp:.2f}x | {c['kept_fraction']:.3f} |")
 p("\nBlock time against its token count K (1 thread, threshold 0.5, all blocks pooled):\n")
 p("| precision | K | blocks timed | ms per block | GMACs per block |")
 p("|---|---|---|---|---|")
