@@ -133,7 +133,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    svit_runtime::tune_allocator();
+    svit_runtime::tune_process();
     match Cli::parse().cmd {
         Cmd::Run {
             bundle,
@@ -243,10 +243,12 @@ fn main() -> Result<()> {
                 let speedup = dense
                     .iter()
                     .find(|d| d.0 == c.precision && d.1 == c.threads)
-                    .map(|d| d.2 / c.backbone_ms.mean)
-                    .unwrap_or(f64::NAN);
+                    // Without a dense run of the same precision and threads there is no ratio.
+                    .map_or("-".to_string(), |d| {
+                        format!("{:.2}x", d.2 / c.backbone_ms.mean)
+                    });
                 println!(
-                    "{:>9} {:>7} {:>9.2} {:>7} {:>10.2} {:>10.2} {:>10.2} {:>10.2}x {:>6.3} {:>6.3} {:>7.1}%",
+                    "{:>9} {:>7} {:>9.2} {:>7} {:>10.2} {:>10.2} {:>10.2} {:>11} {:>6.3} {:>6.3} {:>7.1}%",
                     c.precision, c.threads, c.threshold, c.mode, c.total_ms.p50, c.total_ms.p95, c.backbone_ms.mean, speedup, c.kept_fraction, c.gmacs, 100.0 * c.overhead_fraction
                 );
             }

@@ -94,7 +94,7 @@ fn build(form: &str) -> Vec<u8> {
 }
 
 fn main() -> TractResult<()> {
-    svit_runtime::tune_allocator();
+    svit_runtime::tune_process();
     let k = 128usize;
     let input: Vec<f32> = weights(99, k * C).iter().map(|v| v * 20.0).collect();
     let mut outs = Vec::new();

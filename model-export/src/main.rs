@@ -70,8 +70,9 @@ enum Cmd {
         /// Checkpoint directory (model.safetensors, state.json, dense.safetensors).
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, value_enum, default_value = "demo")]
-        preset: Preset,
+        /// Model size (default: demo; a resumed run keeps its own).
+        #[arg(long, value_enum)]
+        preset: Option<Preset>,
         /// Widths of a hierarchical-MLP patch stem in front of the blocks, e.g. `32,64` (4x4
         /// pixel patches -> 32 -> 2x2 merge -> 64 -> 2x2 merge -> dim). Default: the preset's
         /// (plain ViT patch embedding, which `--init` can load).
@@ -210,7 +211,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    svit_runtime::tune_allocator();
+    svit_runtime::tune_process();
     match Cli::parse().cmd {
         Cmd::Reference { bundle, image, out } => reference(bundle, image, out),
         Cmd::Score {
@@ -310,59 +311,38 @@ fn main() -> Result<()> {
             images,
             ckpt_every,
         } => {
-            let (mut config, labels, mut source): (
-                ModelConfig,
-                Vec<String>,
-                Box<dyn train::DataSource>,
-            ) = match coco {
-                None => {
-                    let labels: Vec<String> =
-                        svit_scenes::CLASSES.iter().map(|s| s.to_string()).collect();
-                    let config = preset_config(preset, labels.len());
-                    let scfg = svit_scenes::SceneConfig::square(config.image_size);
-                    (
-                        config,
-                        labels,
-                        Box::new(train::Synthetic { cfg: scfg, seed }),
-                    )
-                }
+            let labels: Vec<String> = match &coco {
+                None => svit_scenes::CLASSES.iter().map(|s| s.to_string()).collect(),
+                Some(json) => coco::Dataset::load(json)?
+                    .categories
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect(),
+            };
+            let from = from.map(|p| from_checkpoint(&p)).transpose()?;
+            let config = train_config(
+                &out,
+                resume,
+                from.as_ref().map(|f| &f.1),
+                preset,
+                stem,
+                keep_targets,
+                labels.len(),
+            )?;
+            let mut source: Box<dyn train::DataSource> = match coco {
+                None => Box::new(train::Synthetic {
+                    cfg: svit_scenes::SceneConfig::square(config.image_size),
+                    seed,
+                }),
                 Some(json) => {
                     let images = images.context("--coco needs --images")?;
-                    let probe = coco::Dataset::load(&json)?;
-                    let labels: Vec<String> =
-                        probe.categories.iter().map(|c| c.name.clone()).collect();
-                    let config = preset_config(preset, labels.len());
-                    let src =
-                        svit_export::cocodata::CocoSource::open(&json, &images, config.image_size)?;
-                    (config, labels, Box::new(src))
+                    Box::new(svit_export::cocodata::CocoSource::open(
+                        &json,
+                        &images,
+                        config.image_size,
+                    )?)
                 }
             };
-            // --from: the model shape is the checkpoint's, whatever the preset says.
-            let from = from.map(|p| from_checkpoint(&p)).transpose()?;
-            if let Some((_, trained)) = &from {
-                if stem.as_ref().is_some_and(|s| *s != trained.stem) {
-                    bail!(
-                        "--stem differs from the --from checkpoint's stem {:?}",
-                        trained.stem
-                    );
-                }
-                config = ModelConfig {
-                    num_classes: config.num_classes,
-                    ..trained.clone()
-                };
-            } else if let Some(stem) = stem {
-                config.stem = stem;
-            }
-            if let Some(t) = keep_targets {
-                if t.len() != config.num_gates() {
-                    bail!(
-                        "--keep-targets has {} values; this model has {} gated blocks",
-                        t.len(),
-                        config.num_gates()
-                    );
-                }
-                config.keep_targets = t;
-            }
             let plan = train::TrainPlan {
                 config,
                 labels,
@@ -422,6 +402,93 @@ fn main() -> Result<()> {
 
 /// `--from PATH`: the weights file it names (a checkpoint directory means its final weights)
 /// and the model config it was trained with.
+/// The model a `train` run builds: a resumed run's own (flags may only repeat it), a `--from`
+/// checkpoint's shape, or the preset's; `--stem` and `--keep-targets` adjust the last two.
+fn train_config(
+    out: &std::path::Path,
+    resume: bool,
+    from: Option<&ModelConfig>,
+    preset: Option<Preset>,
+    stem: Option<Vec<usize>>,
+    keep_targets: Option<Vec<f32>>,
+    classes: usize,
+) -> Result<ModelConfig> {
+    if resume {
+        let saved = train::Checkpoint {
+            dir: out.to_path_buf(),
+        }
+        .load_state()
+        .context("--resume needs the checkpoint of an earlier run in --out")?
+        .plan
+        .config;
+        let preset_shape = preset.map(|p| preset_config(p, classes)).filter(|p| {
+            (p.image_size, p.dim, p.depth, p.heads)
+                != (saved.image_size, saved.dim, saved.depth, saved.heads)
+        });
+        if let Some(p) = preset_shape {
+            bail!(
+                "--preset describes {}x{} input, dim {}, {} blocks; the run in {} has {}x{}, dim {}, {} blocks (leave --preset out to resume it)",
+                p.image_size, p.image_size, p.dim, p.depth, out.display(),
+                saved.image_size, saved.image_size, saved.dim, saved.depth
+            );
+        }
+        if let Some(s) = stem.filter(|s| *s != saved.stem) {
+            bail!(
+                "--stem {s:?} differs from the stem {:?} of the run in {}",
+                saved.stem,
+                out.display()
+            );
+        }
+        if let Some(t) = keep_targets.filter(|t| *t != saved.keep_targets) {
+            bail!(
+                "--keep-targets {t:?} differs from the run's {:?}; start a new run (--from) to change them",
+                saved.keep_targets
+            );
+        }
+        if saved.num_classes != classes {
+            bail!(
+                "the run in {} has {} classes; the training data has {classes}",
+                out.display(),
+                saved.num_classes
+            );
+        }
+        return Ok(saved);
+    }
+    let mut config = match from {
+        // --from: the model shape is the checkpoint's, whatever the preset says.
+        Some(trained) => {
+            if stem.as_ref().is_some_and(|s| *s != trained.stem) {
+                bail!(
+                    "--stem differs from the --from checkpoint's stem {:?}",
+                    trained.stem
+                );
+            }
+            ModelConfig {
+                num_classes: classes,
+                ..trained.clone()
+            }
+        }
+        None => {
+            let mut c = preset_config(preset.unwrap_or(Preset::Demo), classes);
+            if let Some(stem) = stem {
+                c.stem = stem;
+            }
+            c
+        }
+    };
+    if let Some(t) = keep_targets {
+        if t.len() != config.num_gates() {
+            bail!(
+                "--keep-targets has {} values; this model has {} gated blocks",
+                t.len(),
+                config.num_gates()
+            );
+        }
+        config.keep_targets = t;
+    }
+    Ok(config)
+}
+
 fn from_checkpoint(path: &std::path::Path) -> Result<(PathBuf, ModelConfig)> {
     let (dir, weights) = if path.is_dir() {
         let c = train::Checkpoint {

@@ -208,8 +208,13 @@ impl Writer<'_> {
     pub fn linear(&mut self, x: &str, l: &Linear) -> String {
         let (out, inp) = l.w.dims2().expect("2-D weight");
         let wt = host(&l.w.t().and_then(|t| t.contiguous()).expect("transpose"));
-        let w = self.g.f32_init("w", &[inp, out], wt);
-        let b = self.g.f32_init("b", &[out], host(&l.b));
+        self.affine(x, inp, out, wt, host(&l.b))
+    }
+
+    /// `x . w + b` with `w` given `(inp, out)` row-major.
+    fn affine(&mut self, x: &str, inp: usize, out: usize, w: Vec<f32>, b: Vec<f32>) -> String {
+        let w = self.g.f32_init("w", &[inp, out], w);
+        let b = self.g.f32_init("b", &[out], b);
         let y = self.g.op("MatMul", &[x, &w]);
         self.g.op("Add", &[&y, &b])
     }
@@ -302,7 +307,7 @@ impl Writer<'_> {
         self.reshape(&y, &[1, -1, c as i64])
     }
 
-    /// The block with its six linear layers in int8, activations int8 around them (see
+    /// The block with five of its six linear layers in int8, activations int8 around them (see
     /// `quant.rs` for the form and the folded biases). `r`: calibrated |x| ranges of the sites
     /// in `quant::SITES` order; the weights come folded from `quant::FoldedBlock`.
     pub fn block_int8(
@@ -332,21 +337,18 @@ impl Writer<'_> {
             .node("Softmax", &[&l], vec![attr_int("axis", -1)], None);
         let v = self.dequantize(&v, s[3]);
         let y = self.g.op("MatMul", &[&p, &v]);
-        let y = self.quantize(&y, s[4]);
         let y = self.merge_heads(&y, c);
-        let y = self.carrier(&y, f.carriers[1]);
-        let pr = self.qlinear(&y, s[4], &f.wproj, s[5]);
-        let pr = self.dequantize(&pr, s[5]);
+        let pr = self.affine(&y, c, c, f.wproj.data.clone(), f.bproj.clone());
         let x1 = self.g.op("Add", &[x, &pr]);
         let m = self.layer_norm(&x1, &f.norm2);
         let mq = self.quantize(&m, s[6]);
-        let mq = self.carrier(&mq, f.carriers[2]);
+        let mq = self.carrier(&mq, f.carriers[1]);
         let h = self.qlinear(&mq, s[6], &f.wfc1, s[7]);
         // DequantizeLinear -> GELU -> QuantizeLinear: tract makes this one int8 lookup table.
         let h = self.dequantize(&h, s[7]);
         let g = self.gelu(&h);
         let gq = self.quantize(&g, s[8]);
-        let gq = self.carrier(&gq, f.carriers[3]);
+        let gq = self.carrier(&gq, f.carriers[2]);
         let o = self.qlinear(&gq, s[8], &f.wfc2, s[9]);
         let o = self.dequantize(&o, s[9]);
         self.g.op("Add", &[&x1, &o])

@@ -2,9 +2,11 @@
 //! graphs written in the form tract 0.23 runs fastest of those measured (QUANTIZATION.md).
 //!
 //! Every scale is symmetric and per tensor, every zero point 0: anything else makes tract split
-//! the requantisation out of its int8 kernel into separate passes. A block's six linear layers
-//! run as `QLinearMatMul` (int8 in, requantised int8 out, one kernel), the attention logits as
-//! `MatMulInteger` (exact int32); LayerNorm, softmax, P.V and the residual adds stay f32, and
+//! the requantisation out of its int8 kernel into separate passes. Five of a block's six linear
+//! layers (q, k, v, fc1, fc2) run as `QLinearMatMul` (int8 in, requantised int8 out, one
+//! kernel), the attention logits as `MatMulInteger` (exact int32); LayerNorm, softmax, P.V, the
+//! projection after it (quantizing P.V's output cost more than the int8 matmul saved) and the
+//! residual adds stay f32, and
 //! GELU between the int8 MLP layers becomes a 256-entry lookup table. `QLinearMatMul` has no
 //! bias input, so biases ride in the weights: each int8 input gets "carrier" channels holding
 //! 127, the weights a row per carrier (`Mat::with_carriers`). Two biases fold away exactly:
@@ -20,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Block, LayerNorm, Svit};
 
-/// The activations of a block that are int8 in the exported graph, in the order of `Ranges`.
+/// The activations of a block whose ranges calibration records, in the order of `Ranges`
+/// ("attn" and "proj" are f32 in the exported graph, see `FoldedBlock`).
 pub const SITES: [&str; 10] = [
     "ln1", "q", "k", "v", "attn", "proj", "ln2", "fc1", "gelu", "fc2",
 ];
@@ -92,11 +95,13 @@ pub struct FoldedBlock {
     pub wq: Mat,
     pub wk: Mat,
     pub wv: Mat,
+    /// The projection stays f32: `(in, out)` weight and bias (with the value bias folded in).
     pub wproj: Mat,
+    pub bproj: Vec<f32>,
     pub wfc1: Mat,
     pub wfc2: Mat,
-    /// Carrier channels appended to each int8 input: [ln1, attn, ln2, gelu].
-    pub carriers: [usize; 4],
+    /// Carrier channels appended to each int8 input: [ln1, ln2, gelu].
+    pub carriers: [usize; 3],
 }
 
 /// The f32 biases of the folded block: q (scaled), projection (with the value bias), fc1, fc2.
@@ -149,7 +154,6 @@ impl FoldedBlock {
         let zeros = vec![0f32; c];
         // k and v have no bias left, so q alone decides the carriers of their shared input.
         let n_qkv = carriers_for(&wq, &fb.q, r[0]);
-        let n_proj = carriers_for(&wproj, &fb.proj, r[4]);
         let n_fc1 = carriers_for(&wfc1, &fb.fc1, r[6]);
         let n_fc2 = carriers_for(&wfc2, &fb.fc2, r[8]);
         Ok(FoldedBlock {
@@ -159,10 +163,11 @@ impl FoldedBlock {
             wq: wq.with_carriers(&fb.q, n_qkv, r[0]),
             wk: wk.with_carriers(&zeros, n_qkv, r[0]),
             wv: wv.with_carriers(&zeros, n_qkv, r[0]),
-            wproj: wproj.with_carriers(&fb.proj, n_proj, r[4]),
+            wproj,
+            bproj: fb.proj,
             wfc1: wfc1.with_carriers(&fb.fc1, n_fc1, r[6]),
             wfc2: wfc2.with_carriers(&fb.fc2, n_fc2, r[8]),
-            carriers: [n_qkv, n_proj, n_fc1, n_fc2],
+            carriers: [n_qkv, n_fc1, n_fc2],
         })
     }
 }

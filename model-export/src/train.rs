@@ -244,7 +244,7 @@ pub fn train(
         let saved = ckpt.load_state()?;
         if saved.plan.config != plan.config {
             bail!(
-                "{} was trained with another model config; use a new --out or the same --preset",
+                "{} was trained with another model config; use a new --out",
                 ckpt.state().display()
             );
         }

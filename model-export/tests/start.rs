@@ -155,6 +155,32 @@ fn train_from_the_shipped_checkpoint_continues_its_weights() {
         .unwrap();
     assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
 
+    // Resuming needs no flags that repeat the model shape (the run's hMLP stem is not the
+    // preset's), and a flag that contradicts it is named.
+    let train = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_svit-export"))
+            .args(["train", "--resume", "--out"])
+            .arg(&out)
+            .args(["--dense-steps", "2", "--gated-steps", "0", "--batch", "1"])
+            .args(["--lr", "1e-12"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let contradicting = train(&["--stem", "16,32"]);
+    assert!(!contradicting.status.success());
+    let err = String::from_utf8_lossy(&contradicting.stderr);
+    assert!(err.contains("--stem [16, 32] differs"), "{err}");
+    let resumed = train(&[]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let resumed = state(out.to_str().unwrap());
+    assert_eq!(resumed["step"], 2);
+    assert_eq!(resumed["plan"]["config"], state(root)["plan"]["config"]);
+
     // And it refuses to mix with --resume.
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_svit-export"))
         .args(["train", "--resume", "--from", root, "--out"])

@@ -8,7 +8,7 @@ use std::time::Instant;
 use tract_onnx::prelude::*;
 
 fn main() -> TractResult<()> {
-    svit_runtime::tune_allocator();
+    svit_runtime::tune_process();
     if let Some(t) = std::env::var("STAGEPROF_THREADS")
         .ok()
         .and_then(|t| t.parse().ok())

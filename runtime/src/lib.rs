@@ -16,7 +16,7 @@ pub use config::ModelConfig;
 pub use error::{BundleError, RunError};
 pub use manifest::{Manifest, FORMAT_VERSION};
 pub use model::{
-    optimise_graph, pick_precision, set_threads, tune_allocator, FrameOutput, FrameState, Model,
+    optimise_graph, pick_precision, set_threads, tune_process, FrameOutput, FrameState, Model,
     Prepared, Pruning, RunOptions, Timings,
 };
 pub use post::{Detection, Mask};
