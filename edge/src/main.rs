@@ -330,6 +330,8 @@ fn run(
     let stats = Arc::new(Stats::new());
     // One decoded frame waiting is enough: a newer one replaces it.
     let decoded = Arc::new(Queue::new(1));
+    // Two buffers circulate: one being filled, one being run; the queue bounds any surplus.
+    let spares = Arc::new(Queue::new(2));
     let outgoing = Arc::new(Queue::new(32));
 
     {
@@ -338,22 +340,31 @@ fn run(
         install_stop_handler(stop);
     }
     let cap = {
-        let (m, q, c, s) = (model.clone(), decoded.clone(), ctl.clone(), stats.clone());
-        std::thread::Builder::new()
-            .name("capture".into())
-            .spawn(move || pipeline::capture_loop(m, src, q, c, s))?
-    };
-    let inf = {
-        let (m, i, o, c, s) = (
+        let (m, q, sp, c, s) = (
             model.clone(),
             decoded.clone(),
+            spares.clone(),
+            ctl.clone(),
+            stats.clone(),
+        );
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || pipeline::capture_loop(m, src, q, sp, c, s))?
+    };
+    let inf = {
+        let (m, i, sp, o, c, s) = (
+            model.clone(),
+            decoded.clone(),
+            spares.clone(),
             outgoing.clone(),
             ctl.clone(),
             stats.clone(),
         );
         std::thread::Builder::new()
             .name("infer".into())
-            .spawn(move || pipeline::infer_loop(m, i, o, c, s, frames, thumbs, score_threshold))?
+            .spawn(move || {
+                pipeline::infer_loop(m, i, sp, o, c, s, frames, thumbs, score_threshold)
+            })?
     };
     let hello = edge_hello(&model.manifest, name);
     let sent = match sink {

@@ -113,6 +113,14 @@ pub struct Prepared {
     preprocess_ms: f64,
 }
 
+impl Prepared {
+    /// The frame's buffer (after `run_prepared`, the state's previous one), to hand to the
+    /// next `prepare` so a frame loop allocates no new input buffers.
+    pub fn into_buffer(self) -> Vec<f32> {
+        self.chw
+    }
+}
+
 /// Per-thread mutable state of a running model. Create with [`Model::new_state`].
 pub struct FrameState {
     embed: State,

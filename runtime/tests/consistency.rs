@@ -133,3 +133,28 @@ fn int8_graphs_track_f32() {
         );
     }
 }
+
+/// The edge's frame loop hands each input buffer back to preprocessing (`Prepared::into_buffer`):
+/// two buffers circulate between `prepare` and the state, and no frame allocates a third.
+#[test]
+fn input_buffers_circulate_between_prepare_and_the_state() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+    let model = Model::load(&dir, "f32").unwrap();
+    let (w, h) = (320, 240);
+    let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let opts = model.default_options();
+    let mut st = model.new_state().unwrap();
+    let mut frame = |buf: Vec<f32>| {
+        let mut p = model.prepare(&rgb, w, h, buf).unwrap();
+        let out = model.run_prepared(&mut st, &mut p, &opts).unwrap();
+        (out.detections.len(), p.into_buffer())
+    };
+    let (n1, back) = frame(Vec::new());
+    let s = model.config().image_size;
+    assert!(back.capacity() >= 3 * s * s);
+    let reused = back.as_ptr();
+    let (n2, other) = frame(back);
+    let (n3, again) = frame(other);
+    assert_eq!(again.as_ptr(), reused);
+    assert_eq!((n1, n2), (n2, n3), "the same frame gives the same detections");
+}
