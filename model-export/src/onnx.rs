@@ -220,6 +220,12 @@ impl Writer<'_> {
     }
 
     pub fn layer_norm(&mut self, x: &str, ln: &LayerNorm) -> String {
+        self.layer_norm_of_rows(x, ln, None)
+    }
+
+    /// `layer_norm` where the token count is known (`rows`), which lets narrow rows be scaled
+    /// several at a time (see `wide_rows`).
+    fn layer_norm_of_rows(&mut self, x: &str, ln: &LayerNorm, rows: Option<usize>) -> String {
         let axes = vec![attr_ints("axes", &[-1])];
         let mean = self.g.node("ReduceMean", &[x], axes.clone(), None);
         let xc = self.g.op("Sub", &[x, &mean]);
@@ -230,10 +236,24 @@ impl Writer<'_> {
         let sd = self.g.op("Sqrt", &[&ve]);
         let xn = self.g.op("Div", &[&xc, &sd]);
         let c = ln.w.dim(0).expect("1-D");
-        let w = self.g.f32_init("ln_w", &[c], host(&ln.w));
-        let b = self.g.f32_init("ln_b", &[c], host(&ln.b));
+        // tract runs a per-channel Mul/Add with its fast kernels only when a row has more
+        // than 32 values; narrower rows (the first hMLP stem stage) are scaled as wider rows
+        // of several tokens each, with the weights repeated (0.5 ms of the embed graph).
+        let r = rows.map_or(1, |n| wide_rows(c, n));
+        let xn = if r > 1 {
+            self.reshape(&xn, &[1, -1, (c * r) as i64])
+        } else {
+            xn
+        };
+        let w = self.g.f32_init("ln_w", &[c * r], host(&ln.w).repeat(r));
+        let b = self.g.f32_init("ln_b", &[c * r], host(&ln.b).repeat(r));
         let y = self.g.op("Mul", &[&xn, &w]);
-        self.g.op("Add", &[&y, &b])
+        let y = self.g.op("Add", &[&y, &b]);
+        if r > 1 {
+            self.reshape(&y, &[1, -1, c as i64])
+        } else {
+            y
+        }
     }
 
     /// Exact (erf) GELU, the form tract recognises.
@@ -433,7 +453,7 @@ impl Writer<'_> {
             }
             x = self.linear(&x, &st.proj);
             if let Some(norm) = &st.norm {
-                x = self.layer_norm(&x, norm);
+                x = self.layer_norm_of_rows(&x, norm, Some((g * g) as usize));
                 x = self.gelu(&x);
             }
         }
@@ -461,13 +481,33 @@ impl Writer<'_> {
         let hd = self.gelu(&hd);
         let pu = self.linear(&u, &h.proto_up);
         let pu = self.gelu(&pu);
-        let pu = self.pixel_shuffle(&pu, cfg.grid() * 2, cfg.proto_dim);
+        // The prototypes are per position, so they are computed before the pixel shuffle
+        // (on the shuffle's input rows): then the bias Add follows its MatMul directly and
+        // tract fuses it, where after the shuffle it ran as a slow broadcasting Add.
+        let g2 = (cfg.grid() * 2) as i64;
+        let pu = self.reshape(&pu, &[1, 4 * g2 * g2, cfg.proto_dim as i64]);
+        let protos = self.linear(&pu, &h.proto);
+        let protos = self.reshape(&protos, &[1, g2 * g2, 4 * cfg.num_protos as i64]);
         [
             self.linear(&hd, &h.cls),
             self.linear(&hd, &h.boxes),
             self.linear(&hd, &h.coef),
-            self.linear(&pu, &h.proto),
+            self.pixel_shuffle(&protos, cfg.grid() * 2, cfg.num_protos),
         ]
+    }
+}
+
+/// How many of `rows` tokens a per-channel op of `c` channels is run over at once, so that
+/// each row tract sees has more than 32 values (1 where `rows` does not divide).
+fn wide_rows(c: usize, rows: usize) -> usize {
+    let mut r = 1;
+    while c * r <= 32 {
+        r *= 2;
+    }
+    if rows % r == 0 {
+        r
+    } else {
+        1
     }
 }
 

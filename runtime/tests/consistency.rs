@@ -156,5 +156,9 @@ fn input_buffers_circulate_between_prepare_and_the_state() {
     let (n2, other) = frame(back);
     let (n3, again) = frame(other);
     assert_eq!(again.as_ptr(), reused);
-    assert_eq!((n1, n2), (n2, n3), "the same frame gives the same detections");
+    assert_eq!(
+        (n1, n2),
+        (n2, n3),
+        "the same frame gives the same detections"
+    );
 }
