@@ -7,7 +7,8 @@ Two modes:
       misses; fixed seed), scores them with `svit-export score` and with COCOeval, compares.
   coco_check.py eval --coco GT.json --eval-json out/eval.json
       re-scores the results files that `svit-export eval` wrote and compares with its JSON.
-Exits 1 if any of the 12 summary numbers differs by more than 1e-6 (0-100 scale: 1e-4).
+Exits 1 if any of the 12 summary numbers or the per-category APs differs by more than 1e-6
+(0-100 scale: 1e-4).
 """
 import argparse, contextlib, io, json, os, subprocess, sys, tempfile
 
@@ -20,13 +21,23 @@ KEYS = ["ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large",
         "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large"]
 
 
-def reference(gt_path, res_path, iou_type):
+def reference(gt_path, res_path, iou_type, images=None):
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(gt_path)
         dt = gt.loadRes(res_path)
         e = COCOeval(gt, dt, iou_type)
+        if images is not None:
+            # `eval --limit N` scores the N images with the lowest ids.
+            e.params.imgIds = sorted(gt.getImgIds())[:images]
         e.evaluate(); e.accumulate(); e.summarize()
-    return [s * 100 if s >= 0 else -1.0 for s in e.stats]
+    stats = [s * 100 if s >= 0 else -1.0 for s in e.stats]
+    # AP@[.5:.95] per category (area all, 100 detections), as summarize() averages it.
+    per_cat = []
+    for k in range(len(e.params.catIds)):
+        p = e.eval["precision"][:, :, k, 0, 2]
+        p = p[p > -1]
+        per_cat.append(float(p.mean()) * 100 if p.size else -1.0)
+    return stats + [per_cat]
 
 
 def compare(name, ours, ref):
@@ -36,6 +47,14 @@ def compare(name, ours, ref):
         flag = "" if abs(o - r) <= 1e-4 else "  <-- MISMATCH"
         bad += bool(flag)
         print(f"{name:>14} {k:>10}: ours {o:9.4f}  pycocotools {r:9.4f}{flag}")
+    per_cat = ours["per_category"]
+    if len(per_cat) != len(ref[-1]):
+        print(f"{name:>14} per-category: {len(per_cat)} values, pycocotools has {len(ref[-1])}  <-- MISMATCH")
+        return bad + 1
+    for i, (o, r) in enumerate(zip(per_cat, ref[-1])):
+        flag = "" if abs(o - r) <= 1e-4 else "  <-- MISMATCH"
+        bad += bool(flag)
+        print(f"{name:>14} {'cat ' + str(i):>10}: ours {o:9.4f}  pycocotools {r:9.4f}{flag}")
     return bad
 
 
@@ -94,7 +113,8 @@ def check_eval(args):
             if not json.load(open(path)):
                 print(f"threshold {run['threshold']}: {kind} results are empty, skipped")
                 continue
-            bad += compare(f"t={run['threshold']} {kind}", run[key], reference(args.coco, path, kind))
+            ref = reference(args.coco, path, kind, run["images"])
+            bad += compare(f"t={run['threshold']} {kind}", run[key], ref)
     return bad
 
 

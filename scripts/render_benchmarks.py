@@ -29,8 +29,14 @@ if os.path.exists(dense_trained):
     r = json.load(open(dense_trained))["runs"][0]
     p(f"\nThe model after dense training, before gated fine-tuning: box AP {r['box_ap']:.2f}, "
       f"mask AP {r['mask_ap']:.2f} (dense pass).")
-p("\nAll 12 COCO summary numbers of every run above were re-computed with pycocotools "
-  "(`scripts/coco_check.py`):\n")
+if 0.0 in runs and 0.5 in runs and "per_class" in runs[0.0]:
+    p("\nPer class (AP@[.5:.95], all sizes), dense and at threshold 0.5:\n")
+    p("| class | box AP dense | mask AP dense | box AP 0.5 | mask AP 0.5 |")
+    p("|---|---|---|---|---|")
+    for c0, c5 in zip(runs[0.0]["per_class"], runs[0.5]["per_class"]):
+        p(f"| {c0['name']} | {c0['box_ap']:.2f} | {c0['mask_ap']:.2f} | {c5['box_ap']:.2f} | {c5['mask_ap']:.2f} |")
+p("\nAll 12 COCO summary numbers and the per-class APs of every run above were re-computed with "
+  "pycocotools (`scripts/coco_check.py`):\n")
 p("```\n" + open(os.path.join(d, "coco_check.txt")).read().strip().splitlines()[-1] + "\n```\n")
 
 prec = os.path.join(d, "precision")

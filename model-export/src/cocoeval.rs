@@ -163,6 +163,10 @@ pub struct Summary {
     pub ar_small: f64,
     pub ar_medium: f64,
     pub ar_large: f64,
+    /// AP@[.5:.95] (all areas, 100 detections) of each category, in the order the categories
+    /// were given; -1 for a category without ground truth. Not part of `summarize()`, but what
+    /// pycocotools' `precision[:, :, k, 0, 2]` averages to.
+    pub per_category: Vec<f64>,
 }
 
 /// `pairs`: keyed by (category, image) — images in ascending id order within a category, as
@@ -245,15 +249,17 @@ pub fn evaluate(pairs: &BTreeMap<(u64, u64), Pair>, categories: &[u64]) -> Summa
             100.0 * v.iter().sum::<f64>() / v.len() as f64
         }
     };
-    let ap = |t: Option<usize>, a: usize, m: usize| {
+    let ap_of = |ks: &[usize], t: Option<usize>, a: usize, m: usize| {
         let ts: Vec<usize> = t.map_or((0..nt).collect(), |t| vec![t]);
         mean(
             ts.iter()
-                .flat_map(|&t| (0..nr).flat_map(move |r| (0..nk).map(move |k| (t, r, k))))
+                .flat_map(|&t| (0..nr).flat_map(move |r| ks.iter().map(move |&k| (t, r, k))))
                 .map(|(t, r, k)| precision[pidx(t, r, k, a, m)])
                 .collect(),
         )
     };
+    let all: Vec<usize> = (0..nk).collect();
+    let ap = |t: Option<usize>, a: usize, m: usize| ap_of(&all, t, a, m);
     let ar = |a: usize, m: usize| {
         mean(
             (0..nt)
@@ -275,6 +281,7 @@ pub fn evaluate(pairs: &BTreeMap<(u64, u64), Pair>, categories: &[u64]) -> Summa
         ar_small: ar(1, 2),
         ar_medium: ar(2, 2),
         ar_large: ar(3, 2),
+        per_category: (0..nk).map(|k| ap_of(&[k], None, 0, 2)).collect(),
     }
 }
 
@@ -335,5 +342,20 @@ mod tests {
         assert!((s.ap50 - 100.0).abs() < 1e-9);
         // Matches at .50 to .70 (5 of 10 thresholds).
         assert!((s.ap - 50.0).abs() < 1e-6, "{s:?}");
+    }
+
+    #[test]
+    fn per_category_ap_averages_to_the_summary() {
+        let g = [[10.0, 10.0, 50.0, 40.0]];
+        let mut m = BTreeMap::new();
+        m.insert((1, 1), pair(&[(0.9, g[0])], &g)); // category 1: perfect
+        let fp_first = pair(&[(0.9, [200.0, 200.0, 10.0, 10.0]), (0.8, g[0])], &g);
+        m.insert((2, 1), fp_first); // category 2: AP 50
+        let s = evaluate(&m, &[1, 2, 3]); // category 3 has no ground truth
+        assert_eq!(s.per_category.len(), 3);
+        assert!((s.per_category[0] - 100.0).abs() < 1e-9, "{s:?}");
+        assert!((s.per_category[1] - 50.0).abs() < 1e-6, "{s:?}");
+        assert_eq!(s.per_category[2], -1.0);
+        assert!((s.ap - 75.0).abs() < 1e-6, "{s:?}");
     }
 }

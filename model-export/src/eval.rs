@@ -24,8 +24,17 @@ pub struct EvalRun {
     pub images: usize,
     pub box_summary: Summary,
     pub mask_summary: Summary,
+    pub per_class: Vec<ClassAp>,
     pub results_bbox: PathBuf,
     pub results_segm: PathBuf,
+}
+
+/// Box and mask AP@[.5:.95] of one category; -1 where it has no ground truth.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClassAp {
+    pub name: String,
+    pub box_ap: f64,
+    pub mask_ap: f64,
 }
 
 pub struct EvalSpec<'a> {
@@ -178,6 +187,16 @@ pub fn run(
         write_results(&results_bbox, &res_bbox, false)?;
         write_results(&results_segm, &res_segm, true)?;
         let n = images.len() as f64;
+        let per_class = ds
+            .categories
+            .iter()
+            .zip(b.per_category.iter().zip(&m.per_category))
+            .map(|(c, (&box_ap, &mask_ap))| ClassAp {
+                name: c.name.clone(),
+                box_ap,
+                mask_ap,
+            })
+            .collect();
         runs.push(EvalRun {
             threshold: thr,
             precision: model.precision.clone(),
@@ -190,6 +209,7 @@ pub fn run(
             images: images.len(),
             box_summary: b,
             mask_summary: m,
+            per_class,
             results_bbox,
             results_segm,
         });

@@ -735,6 +735,22 @@ fn eval(
             r.gmacs
         );
     }
+    // Per class, box/mask AP at each threshold: which classes the model gets wrong.
+    if let Some(first) = runs.first() {
+        print!("\n{:>12}", "class");
+        for r in &runs {
+            print!(" {:>15}", format!("box/mask t={:.2}", r.threshold));
+        }
+        println!();
+        for (i, c) in first.per_class.iter().enumerate() {
+            print!("{:>12}", c.name);
+            for r in &runs {
+                let a = &r.per_class[i];
+                print!(" {:>15}", format!("{:.2}/{:.2}", a.box_ap, a.mask_ap));
+            }
+            println!();
+        }
+    }
     if let Some(j) = json {
         let doc = serde_json::json!({ "bundle": bundle.display().to_string(), "runs": runs });
         std::fs::write(&j, serde_json::to_vec_pretty(&doc)?)
