@@ -400,8 +400,6 @@ fn main() -> Result<()> {
     }
 }
 
-/// `--from PATH`: the weights file it names (a checkpoint directory means its final weights)
-/// and the model config it was trained with.
 /// The model a `train` run builds: a resumed run's own (flags may only repeat it), a `--from`
 /// checkpoint's shape, or the preset's; `--stem` and `--keep-targets` adjust the last two.
 fn train_config(
@@ -489,6 +487,8 @@ fn train_config(
     Ok(config)
 }
 
+/// `--from PATH`: the weights file it names (a checkpoint directory means its final weights)
+/// and the model config it was trained with.
 fn from_checkpoint(path: &std::path::Path) -> Result<(PathBuf, ModelConfig)> {
     let (dir, weights) = if path.is_dir() {
         let c = train::Checkpoint {

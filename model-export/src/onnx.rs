@@ -430,6 +430,7 @@ impl Writer<'_> {
     }
 
     /// (1, N, C) -> (1, N, 2) probabilities; channel 0 is "keep".
+    ///
     /// The gates run on all N tokens before every gated block, so their fixed cost counts:
     /// the LayerNorm's scale and shift are folded into fc1, and the softmax over the two
     /// logits is written as the sigmoid of their difference (one element-wise op instead of a

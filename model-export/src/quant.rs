@@ -6,13 +6,12 @@
 //! layers (q, k, v, fc1, fc2) run as `QLinearMatMul` (int8 in, requantised int8 out, one
 //! kernel), the attention logits as `MatMulInteger` (exact int32); LayerNorm, softmax, P.V, the
 //! projection after it (quantizing P.V's output cost more than the int8 matmul saved) and the
-//! residual adds stay f32, and
-//! GELU between the int8 MLP layers becomes a 256-entry lookup table. `QLinearMatMul` has no
-//! bias input, so biases ride in the weights: each int8 input gets "carrier" channels holding
-//! 127, the weights a row per carrier (`Mat::with_carriers`). Two biases fold away exactly:
-//! the key bias (it shifts a query's logits by one constant, which softmax ignores) and the
-//! value bias (attention rows sum to 1, so it joins the projection's bias as
-//! `b_proj + W_proj b_v`).
+//! residual adds stay f32, and GELU between the int8 MLP layers becomes a 256-entry lookup
+//! table. `QLinearMatMul` has no bias input, so biases ride in the weights: each int8 input gets
+//! "carrier" channels holding 127, the weights a row per carrier (`Mat::with_carriers`). Two
+//! biases fold away exactly: the key bias (it shifts a query's logits by one constant, which
+//! softmax ignores) and the value bias (attention rows sum to 1, so it joins the projection's
+//! bias as `b_proj + W_proj b_v`).
 
 use std::path::Path;
 
