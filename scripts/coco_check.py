@@ -37,24 +37,23 @@ def reference(gt_path, res_path, iou_type, images=None):
         p = e.eval["precision"][:, :, k, 0, 2]
         p = p[p > -1]
         per_cat.append(float(p.mean()) * 100 if p.size else -1.0)
-    return stats + [per_cat]
+    return stats, per_cat
 
 
 def compare(name, ours, ref):
+    stats, per_cat = ref
+    rows = [(k, ours[k], r) for k, r in zip(KEYS, stats)]
     bad = 0
-    for k, r in zip(KEYS, ref):
-        o = ours[k]
+    if len(ours["per_category"]) != len(per_cat):
+        print(f"{name:>14} per-category: {len(ours['per_category'])} values, "
+              f"pycocotools has {len(per_cat)}  <-- MISMATCH")
+        bad += 1
+    else:
+        rows += [(f"cat {i}", o, r) for i, (o, r) in enumerate(zip(ours["per_category"], per_cat))]
+    for k, o, r in rows:
         flag = "" if abs(o - r) <= 1e-4 else "  <-- MISMATCH"
         bad += bool(flag)
         print(f"{name:>14} {k:>10}: ours {o:9.4f}  pycocotools {r:9.4f}{flag}")
-    per_cat = ours["per_category"]
-    if len(per_cat) != len(ref[-1]):
-        print(f"{name:>14} per-category: {len(per_cat)} values, pycocotools has {len(ref[-1])}  <-- MISMATCH")
-        return bad + 1
-    for i, (o, r) in enumerate(zip(per_cat, ref[-1])):
-        flag = "" if abs(o - r) <= 1e-4 else "  <-- MISMATCH"
-        bad += bool(flag)
-        print(f"{name:>14} {'cat ' + str(i):>10}: ours {o:9.4f}  pycocotools {r:9.4f}{flag}")
     return bad
 
 

@@ -216,7 +216,7 @@ fn tune_allocator() {
 /// 2.5 -> 1.9 ms at 256 (`examples/stageprof`, AMD EPYC, QUANTIZATION.md). Installed below the
 /// environment, so `TRACT_AVX512_FMA_UNITS=1` still restores tract's choice. Process-wide: call
 /// it before the first model is optimised. Changes nothing off x86 or without VNNI.
-pub fn prefer_wide_int8_tile() {
+fn prefer_wide_int8_tile() {
     // The knob is declared on every target; only the x86 kernel picker reads it.
     let _ = tract_onnx::tract_core::knobs::set_config_global("TRACT_AVX512_FMA_UNITS", "2");
 }
