@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use svit_export::{coco, train};
+use svit_runtime::preprocess::Layout;
 use svit_runtime::ModelConfig;
 
 #[derive(Parser)]
@@ -769,7 +770,15 @@ fn reference(bundle: PathBuf, image: PathBuf, out: PathBuf) -> Result<()> {
     let s = model.config().image_size;
     let inp = &model.manifest.input;
     let mut chw = Vec::new();
-    svit_runtime::preprocess::resize_normalise(img.as_raw(), w, h, s, inp.mean, inp.std, &mut chw);
+    svit_runtime::preprocess::resize_normalise(
+        img.as_raw(),
+        w,
+        h,
+        &Layout::chw(s),
+        inp.mean,
+        inp.std,
+        &mut chw,
+    );
     std::fs::create_dir_all(&out)?;
     let write = |name: &str, v: &[f32]| -> Result<()> {
         let p = out.join(name);

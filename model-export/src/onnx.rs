@@ -10,6 +10,7 @@ use prost::Message;
 use tract_onnx::pb;
 
 use crate::model::{Block, Gate, Head, LayerNorm, Linear, Svit, LN_EPS};
+use svit_runtime::ModelConfig;
 
 pub const OPSET: i64 = 17;
 const FLOAT: i32 = 1;
@@ -449,22 +450,44 @@ impl Writer<'_> {
         self.g.op("Sigmoid", &[&h])
     }
 
-    /// (1, 3, S, S) -> (1, N, C), as `Svit::embed` computes it: patches by Reshape/Transpose,
-    /// each stem stage a MatMul (after a 2x2 merge from the second stage on).
-    pub fn embed(&mut self, img: &str, net: &Svit) -> String {
-        let cfg = &net.cfg;
+    /// (1, 3, S, S) -> the embed stage's input: first-stage patches as rows in the order of
+    /// `ModelConfig::embed_layout` (a quad tree of 2x2 merges below each token), by one
+    /// Reshape/Transpose. The runtime writes its input in that order while preprocessing, so
+    /// only `dense.onnx` carries this.
+    fn patchify(&mut self, img: &str, cfg: &ModelConfig) -> String {
         let p = cfg.stem_patch() as i64;
+        let levels = cfg.stem.len();
+        let t = (cfg.image_size / cfg.patch) as i64;
+        // (1, 3, [ty, a_1y .. a_Ly, py], [tx, a_1x .. a_Lx, px]) -> (ty, tx, a_1y, a_1x, ..,
+        // c, py, px): axis 1 is the channel, the y axes start at 2, the x axes at 4 + levels.
+        let side: Vec<i64> = [t]
+            .into_iter()
+            .chain(std::iter::repeat_n(2, levels))
+            .chain([p])
+            .collect();
+        let shape = [&[1, 3][..], &side, &side].concat();
+        let (y0, x0) = (2, 4 + levels as i64);
+        let mut perm = vec![0, y0, x0];
+        for l in 1..=levels as i64 {
+            perm.extend([y0 + l, x0 + l]);
+        }
+        perm.extend([1, y0 + levels as i64 + 1, x0 + levels as i64 + 1]);
+        let y = self.reshape(img, &shape);
+        let y = self.transpose(&y, &perm);
+        self.reshape(&y, &[1, -1, 3 * p * p])
+    }
+
+    /// Patch rows (`patchify`) -> (1, N, C), as `Svit::embed` computes it: each stem stage a
+    /// MatMul, from the second on after a 2x2 merge, which the row order makes a Reshape.
+    pub fn embed(&mut self, patches: &str, net: &Svit) -> String {
+        let cfg = &net.cfg;
         let mut g = (cfg.image_size / cfg.stem_patch()) as i64;
-        let y = self.reshape(img, &[1, 3, g, p, g, p]);
-        let y = self.transpose(&y, &[0, 2, 4, 1, 3, 5]);
-        let mut x = self.reshape(&y, &[1, g * g, 3 * p * p]);
+        let mut x = patches.to_string();
         for (i, st) in net.stem.iter().enumerate() {
             if i > 0 {
-                let d = st.proj.w.dim(1).expect("2-D weight") as i64 / 4;
-                let y = self.reshape(&x, &[1, g / 2, 2, g / 2, 2, d]);
-                let y = self.transpose(&y, &[0, 1, 3, 2, 4, 5]);
+                let d = st.proj.w.dim(1).expect("2-D weight") as i64;
                 g /= 2;
-                x = self.reshape(&y, &[1, g * g, 4 * d]);
+                x = self.reshape(&x, &[1, g * g, d]);
             }
             x = self.linear(&x, &st.proj);
             if let Some(norm) = &st.norm {
@@ -585,7 +608,12 @@ pub fn export_all(net: &Svit) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
 
     let mut g = Graph::new("embed");
-    let i = g.input("image", &img_dims());
+    let p = cfg.stem_patch();
+    let rows = (s / p) * (s / p);
+    let i = g.input(
+        "patches",
+        &[Dim::Fixed(1), Dim::Fixed(rows), Dim::Fixed(3 * p * p)],
+    );
     let y = Writer { g: &mut g }.embed(&i, net);
     g.output(&y, "tokens", &full());
     files.push(("embed.onnx".to_string(), g.encode()));
@@ -615,7 +643,8 @@ pub fn export_all(net: &Svit) -> Vec<(String, Vec<u8>)> {
     let mut g = Graph::new("dense");
     let i = g.input("image", &img_dims());
     let mut w = Writer { g: &mut g };
-    let mut x = w.embed(&i, net);
+    let patches = w.patchify(&i, cfg);
+    let mut x = w.embed(&patches, net);
     for block in &net.blocks {
         x = w.block(&x, block, cfg.heads);
     }

@@ -20,6 +20,7 @@ use candle_core::{Device, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Block, LayerNorm, Svit};
+use svit_runtime::preprocess::Layout;
 
 /// The activations of a block whose ranges calibration records, in the order of `Ranges`
 /// ("attn" and "proj" are f32 in the exported graph, see `FoldedBlock`).
@@ -251,7 +252,15 @@ pub fn load_images(
             p.display()
         );
         let mut chw = Vec::new();
-        svit_runtime::preprocess::resize_normalise(img.as_raw(), w, h, size, mean, std, &mut chw);
+        svit_runtime::preprocess::resize_normalise(
+            img.as_raw(),
+            w,
+            h,
+            &Layout::chw(size),
+            mean,
+            std,
+            &mut chw,
+        );
         out.push(chw);
     }
     Ok(out)

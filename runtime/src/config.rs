@@ -159,6 +159,10 @@ impl ModelConfig {
     pub fn stem_patch(&self) -> usize {
         self.patch >> self.stem.len()
     }
+    /// The order the embed stage reads the normalised image in (`Layout::patches`).
+    pub fn embed_layout(&self) -> crate::preprocess::Layout {
+        crate::preprocess::Layout::patches(self.image_size, self.stem_patch(), self.stem.len())
+    }
     pub fn head_macs(&self) -> u64 {
         let (n, c, d) = (self.tokens() as u64, self.dim as u64, self.head_dim as u64);
         let (p, q) = (self.proto_dim as u64, self.num_protos as u64);

@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 use crate::error::BundleError;
 use crate::ModelConfig;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the embed graph takes the image as patch rows (`ModelConfig::embed_layout`), not as
+/// (1, 3, S, S).
+pub const FORMAT_VERSION: u32 = 2;
 pub const MANIFEST: &str = "manifest.json";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

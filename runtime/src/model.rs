@@ -16,6 +16,7 @@ use crate::error::{tract_err, BundleError, RunError};
 use crate::files::BundleFiles;
 use crate::manifest::{stage_files, Manifest};
 use crate::post::{self, Detection, HeadOutputs};
+use crate::preprocess::Layout;
 use crate::prune;
 
 type Plan = Arc<TypedRunnableModel>;
@@ -103,11 +104,14 @@ pub struct Model {
     gates: Vec<Option<Plan>>,
     blocks: Vec<Plan>,
     head: Plan,
+    /// Where each input value goes for the embed stage (`ModelConfig::embed_layout`).
+    layout: Layout,
 }
 
-/// A frame resized and normalised to the model input (`Model::prepare`).
+/// A frame resized and normalised to the model input (`Model::prepare`), in the embed
+/// stage's layout.
 pub struct Prepared {
-    chw: Vec<f32>,
+    input: Vec<f32>,
     width: usize,
     height: usize,
     preprocess_ms: f64,
@@ -117,7 +121,7 @@ impl Prepared {
     /// The frame's buffer (after `run_prepared`, the state's previous one), to hand to the
     /// next `prepare` so a frame loop allocates no new input buffers.
     pub fn into_buffer(self) -> Vec<f32> {
-        self.chw
+        self.input
     }
 }
 
@@ -268,6 +272,7 @@ impl Model {
             .collect::<Result<Vec<_>, _>>()?;
         let head = plan(&format!("{precision}/head.onnx"))?;
         Ok(Model {
+            layout: cfg.embed_layout(),
             manifest,
             dir: dir.to_path_buf(),
             precision: precision.into(),
@@ -344,18 +349,18 @@ impl Model {
         }
         let t0 = Instant::now();
         let inp = &self.manifest.input;
-        let mut chw = buf;
+        let mut input = buf;
         crate::preprocess::resize_normalise(
             rgb,
             width,
             height,
-            self.config().image_size,
+            &self.layout,
             inp.mean,
             inp.std,
-            &mut chw,
+            &mut input,
         );
         Ok(Prepared {
-            chw,
+            input,
             width,
             height,
             preprocess_ms: ms(t0),
@@ -370,7 +375,7 @@ impl Model {
         p: &mut Prepared,
         opts: &RunOptions,
     ) -> Result<FrameOutput, RunError> {
-        std::mem::swap(&mut st.input, &mut p.chw);
+        std::mem::swap(&mut st.input, &mut p.input);
         let mut out = self.run_normalised(st, opts)?;
         out.timings.preprocess = p.preprocess_ms;
         let s = self.config().image_size;
@@ -395,7 +400,7 @@ impl Model {
         self.run_prepared(st, &mut p, opts)
     }
 
-    /// Runs the CHW-normalised input already in `st.input` (what `run_rgb` prepares).
+    /// Runs a normalised image given as CHW planes (3 x size x size).
     pub fn run_tensor(
         &self,
         st: &mut FrameState,
@@ -414,8 +419,7 @@ impl Model {
                 stage: "input".into(),
             });
         }
-        st.input.clear();
-        st.input.extend_from_slice(chw);
+        self.layout.from_chw(chw, &mut st.input);
         self.run_normalised(st, opts)
     }
 
@@ -435,7 +439,8 @@ impl Model {
         let mut macs = cfg.embed_macs() + cfg.head_macs();
 
         let t0 = Instant::now();
-        let img = tensor_from(&[1, 3, s, s], &st.input, "embed")?;
+        let p = cfg.stem_patch();
+        let img = tensor_from(&[1, (s / p) * (s / p), 3 * p * p], &st.input, "embed")?;
         let y = st
             .embed
             .run(tvec!(img.into()))

@@ -1,28 +1,100 @@
 //! Frame -> model input: bilinear resize to the square input and per-channel normalisation,
-//! written into a reused buffer.
+//! written into a reused buffer in the order the embed stage reads it.
 
-/// Interleaved RGB `w x h` -> CHW floats `3 x size x size` in `out` (cleared first).
+/// Where value (channel, y, x) of a `3 x size x size` input goes in a flat buffer:
+/// `c * plane + rows[y] + cols[x]`. Plain CHW is one layout; the embed stage's patch rows are
+/// another, and writing pixels there during preprocessing (on the board's capture thread)
+/// spares the inference thread the transposes that would otherwise cut the image into patches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layout {
+    plane: usize,
+    rows: Vec<usize>,
+    cols: Vec<usize>,
+}
+
+impl Layout {
+    /// Channel planes of row-major pixels, as an ONNX image tensor (1, 3, size, size).
+    pub fn chw(size: usize) -> Layout {
+        Layout {
+            plane: size * size,
+            rows: (0..size).map(|y| y * size).collect(),
+            cols: (0..size).collect(),
+        }
+    }
+
+    /// Rows of `3 x patch x patch` values (channel, py, px), one per `patch`-pixel square,
+    /// ordered as a quad tree `levels` deep: the squares of one token of the coarsest grid come
+    /// together, the four children of each 2x2 merge next to each other in (dy, dx) order. Then
+    /// every 2x2 merge of the hMLP stem is a plain reshape of the previous stage's rows.
+    /// `levels` 0 is row-major patches.
+    pub fn patches(size: usize, patch: usize, levels: usize) -> Layout {
+        let (row_len, per_token) = (3 * patch * patch, 1 << (2 * levels));
+        let tokens_per_row = size / patch >> levels;
+        // The row of square (gy, gx) is separable: f(gy) + g(gx), each a sum over the
+        // bits of the coordinate, the x bit of every level counting 1 and the y bit 2.
+        let digit = |v: usize, weight: usize| {
+            (0..levels)
+                .map(|l| (v >> l & 1) * weight * (1 << (2 * l)))
+                .sum::<usize>()
+        };
+        let along = |v: usize, token_stride: usize, weight: usize| {
+            let g = v / patch;
+            let square = (g >> levels) * token_stride * per_token + digit(g, weight);
+            square * row_len
+        };
+        Layout {
+            plane: patch * patch,
+            rows: (0..size)
+                .map(|y| along(y, tokens_per_row, 2) + y % patch * patch)
+                .collect(),
+            cols: (0..size).map(|x| along(x, 1, 1) + x % patch).collect(),
+        }
+    }
+
+    /// `chw` (3 x size x size, row-major planes) rewritten in this layout into `out`.
+    pub fn from_chw(&self, chw: &[f32], out: &mut Vec<f32>) {
+        let size = self.cols.len();
+        out.clear();
+        out.resize(3 * size * size, 0.0);
+        for (c, plane) in chw.chunks_exact(size * size).enumerate() {
+            for (row, &r) in plane.chunks_exact(size).zip(&self.rows) {
+                for (&v, &col) in row.iter().zip(&self.cols) {
+                    out[c * self.plane + r + col] = v;
+                }
+            }
+        }
+    }
+}
+
+/// Interleaved RGB `w x h` -> floats `3 x size x size` in `layout`, in `out` (cleared first).
 pub fn resize_normalise(
     rgb: &[u8],
     w: usize,
     h: usize,
-    size: usize,
+    layout: &Layout,
     mean: [f32; 3],
     std: [f32; 3],
     out: &mut Vec<f32>,
 ) {
+    let size = layout.cols.len();
     out.clear();
     out.resize(3 * size * size, 0.0);
     let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * std[c]));
     let bias: [f32; 3] = std::array::from_fn(|c| -mean[c] / std[c]);
-    let plane = size * size;
-    let (r_out, rest) = out.split_at_mut(plane);
-    let (g_out, b_out) = rest.split_at_mut(plane);
+    let plane = layout.plane;
+    let mut put = |y: usize, x: usize, px: [f32; 3]| {
+        let at = layout.rows[y] + layout.cols[x];
+        for c in 0..3 {
+            out[c * plane + at] = px[c] * scale[c] + bias[c];
+        }
+    };
     if w == size && h == size {
-        for (i, px) in rgb.chunks_exact(3).enumerate().take(plane) {
-            r_out[i] = px[0] as f32 * scale[0] + bias[0];
-            g_out[i] = px[1] as f32 * scale[1] + bias[1];
-            b_out[i] = px[2] as f32 * scale[2] + bias[2];
+        for (i, px) in rgb.chunks_exact(3).enumerate().take(size * size) {
+            put(
+                i / size,
+                i % size,
+                [px[0] as f32, px[1] as f32, px[2] as f32],
+            );
         }
         return;
     }
@@ -49,17 +121,9 @@ pub fn resize_normalise(
             let a = a as f32;
             *d = a + (b as f32 - a) * wy;
         }
-        let span = y * size..(y + 1) * size;
-        let rows = r_out[span.clone()]
-            .iter_mut()
-            .zip(&mut g_out[span.clone()])
-            .zip(&mut b_out[span]);
-        for (((r, g), b), &(x0, x1, wx)) in rows.zip(&cols) {
+        for (x, &(x0, x1, wx)) in cols.iter().enumerate() {
             let (p0, p1) = (&blended[x0..x0 + 3], &blended[x1..x1 + 3]);
-            let tap = |c: usize| p0[c] + (p1[c] - p0[c]) * wx;
-            *r = tap(0) * scale[0] + bias[0];
-            *g = tap(1) * scale[1] + bias[1];
-            *b = tap(2) * scale[2] + bias[2];
+            put(y, x, std::array::from_fn(|c| p0[c] + (p1[c] - p0[c]) * wx));
         }
     }
 }
@@ -68,11 +132,63 @@ pub fn resize_normalise(
 mod tests {
     use super::*;
 
+    /// The patch layout equals what the stem computes by reshape and transpose: row-major
+    /// patches, then `levels` times a 2x2 merge that concatenates (dy, dx) neighbours.
+    #[test]
+    fn patch_layout_is_patchify_then_merges() {
+        let (size, patch, levels) = (16, 2, 2);
+        let chw: Vec<f32> = (0..3 * size * size).map(|i| i as f32).collect();
+        let mut g = size / patch;
+        let mut rows: Vec<Vec<f32>> = (0..g * g)
+            .map(|r| {
+                let (gy, gx) = (r / g, r % g);
+                let mut v = Vec::new();
+                for c in 0..3 {
+                    for py in 0..patch {
+                        for px in 0..patch {
+                            let (y, x) = (gy * patch + py, gx * patch + px);
+                            v.push(chw[c * size * size + y * size + x]);
+                        }
+                    }
+                }
+                v
+            })
+            .collect();
+        for _ in 0..levels {
+            let h = g / 2;
+            rows = (0..h * h)
+                .map(|r| {
+                    let (yy, xx) = (r / h, r % h);
+                    let at = |dy: usize, dx: usize| rows[(2 * yy + dy) * g + 2 * xx + dx].as_slice();
+                    [at(0, 0), at(0, 1), at(1, 0), at(1, 1)].concat()
+                })
+                .collect();
+            g = h;
+        }
+        let mut got = Vec::new();
+        Layout::patches(size, patch, levels).from_chw(&chw, &mut got);
+        assert_eq!(got, rows.concat());
+        Layout::chw(size).from_chw(&chw, &mut got);
+        assert_eq!(got, chw);
+    }
+
+    #[test]
+    fn resizing_writes_through_the_layout() {
+        let (w, h, size) = (9, 7, 8);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+        let (mut chw, mut direct, mut moved) = (Vec::new(), Vec::new(), Vec::new());
+        let patches = Layout::patches(size, 2, 1);
+        resize_normalise(&rgb, w, h, &Layout::chw(size), [0.4; 3], [0.2; 3], &mut chw);
+        resize_normalise(&rgb, w, h, &patches, [0.4; 3], [0.2; 3], &mut direct);
+        patches.from_chw(&chw, &mut moved);
+        assert_eq!(direct, moved);
+    }
+
     #[test]
     fn same_size_is_plain_normalisation() {
         let rgb: Vec<u8> = (0..4 * 4 * 3).map(|i| (i * 5) as u8).collect();
         let mut out = Vec::new();
-        resize_normalise(&rgb, 4, 4, 4, [0.5; 3], [0.25; 3], &mut out);
+        resize_normalise(&rgb, 4, 4, &Layout::chw(4), [0.5; 3], [0.25; 3], &mut out);
         for c in 0..3 {
             for i in 0..16 {
                 let want = (rgb[i * 3 + c] as f32 / 255.0 - 0.5) / 0.25;
@@ -86,7 +202,7 @@ mod tests {
         let (w, h, size) = (7, 5, 4);
         let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
         let mut out = Vec::new();
-        resize_normalise(&rgb, w, h, size, [0.0; 3], [1.0; 3], &mut out);
+        resize_normalise(&rgb, w, h, &Layout::chw(size), [0.0; 3], [1.0; 3], &mut out);
         let (sx, sy) = (w as f32 / size as f32, h as f32 / size as f32);
         for c in 0..3 {
             for y in 0..size {
