@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use svit_protocol as proto;
 use svit_runtime::{FrameOutput, Model, Prepared, Pruning, RunOptions};
 
-use crate::source::{to_rgb, FrameSource, SourceError};
+use crate::source::{decode_rgb, FrameSource, SourceError};
 
 /// A bounded hand-off that drops the oldest item when full.
 pub struct Queue<T> {
@@ -72,9 +72,14 @@ impl<T> Queue<T> {
     }
 }
 
-/// Model input buffers on their way back from inference to capture (3 x S x S floats each,
-/// 786 KB at S = 256), so preprocessing fills a used one instead of allocating per frame.
-pub type Spares = Queue<Vec<f32>>;
+/// A frame's buffers on their way back from inference to capture (the model input, 786 KB at
+/// S = 256, and the decoded RGB), so the next frame fills used ones instead of allocating.
+#[derive(Default)]
+pub struct Spare {
+    input: Vec<f32>,
+    rgb: Vec<u8>,
+}
+pub type Spares = Queue<Spare>;
 
 /// Settings the host may change while running.
 pub struct Control {
@@ -194,11 +199,11 @@ pub fn capture_loop(
         let started = Instant::now();
         let res = src.capture().and_then(|c| {
             let t = Instant::now();
-            let (rgb, width, height) = to_rgb(c.pixels)?;
+            let spare = spares.pop_timeout(Duration::ZERO).unwrap_or_default();
+            let (rgb, width, height) = decode_rgb(c.pixels, spare.rgb)?;
             let decode = t.elapsed();
-            let buf = spares.pop_timeout(Duration::ZERO).unwrap_or_default();
             let input = model
-                .prepare(&rgb, width, height, buf)
+                .prepare(&rgb, width, height, spare.input)
                 .map_err(|e| SourceError::Corrupt(e.to_string()))?;
             Ok(Decoded {
                 rgb,
@@ -294,7 +299,10 @@ pub fn infer_loop(
                 Err(e) => tracing::warn!("thumbnail not encoded: {e}"),
             }
         }
-        spares.push(d.input.into_buffer());
+        spares.push(Spare {
+            input: d.input.into_buffer(),
+            rgb: d.rgb,
+        });
         seq += 1;
         stats.frames_done.store(seq, Ordering::Relaxed);
         infer_us = ewma(infer_us, started.elapsed());

@@ -60,7 +60,14 @@ pub fn now_us() -> u64 {
 }
 
 /// Decodes a captured frame to interleaved RGB.
+#[cfg(test)]
 pub fn to_rgb(p: Pixels) -> Result<(Vec<u8>, usize, usize), SourceError> {
+    decode_rgb(p, Vec::new())
+}
+
+/// `to_rgb` into `buf` (reused: a frame loop that hands its buffers back allocates no new ones
+/// for JPEG or YUYV frames).
+pub fn decode_rgb(p: Pixels, mut buf: Vec<u8>) -> Result<(Vec<u8>, usize, usize), SourceError> {
     match p {
         Pixels::Rgb {
             data,
@@ -71,23 +78,42 @@ pub fn to_rgb(p: Pixels) -> Result<(Vec<u8>, usize, usize), SourceError> {
             if lacks_huffman_tables(&bytes) {
                 bytes = with_avi1_marker(&bytes);
             }
-            let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
-                .map_err(|e| SourceError::Corrupt(e.to_string()))?
-                .to_rgb8();
-            let (w, h) = (img.width() as usize, img.height() as usize);
-            Ok((img.into_raw(), w, h))
+            let (w, h) = decode_jpeg(&bytes, &mut buf)?;
+            Ok((buf, w, h))
         }
         Pixels::Yuyv {
             data,
             width,
             height,
             stride,
-        } => Ok((
-            crate::v4l2::yuyv_to_rgb(&data, width, height, stride)?,
-            width,
-            height,
-        )),
+        } => {
+            crate::v4l2::yuyv_to_rgb(&data, width, height, stride, &mut buf)?;
+            Ok((buf, width, height))
+        }
     }
+}
+
+/// Baseline or progressive JPEG (colour or grey) -> RGB in `out`, by zune-jpeg directly: the
+/// `image` crate's decoder copies the input and allocates the output for every frame. The
+/// decoder's default size limit (16384 pixels a side) bounds what a garbage header can ask for.
+fn decode_jpeg(bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize), SourceError> {
+    use zune_jpeg::zune_core::{
+        bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions,
+    };
+    let corrupt = |e: zune_jpeg::errors::DecodeErrors| SourceError::Corrupt(format!("JPEG: {e}"));
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    d.decode_headers().map_err(corrupt)?;
+    let (w, h) = d
+        .dimensions()
+        .map(|(w, h)| (w as usize, h as usize))
+        .ok_or_else(|| SourceError::Corrupt("JPEG without a frame header".into()))?;
+    out.clear();
+    out.resize(w * h * 3, 0);
+    d.decode_into(out).map_err(corrupt)?;
+    Ok((w, h))
 }
 
 /// Many USB (UVC) cameras send MJPEG frames without Huffman tables (no DHT segment): MJPEG
@@ -499,6 +525,26 @@ mod tests {
         // Garbage is still a decode error, not a panic.
         assert!(to_rgb(Pixels::Jpeg(vec![0xFF, 0xD8, 0xFF])).is_err());
         assert!(to_rgb(Pixels::Jpeg(vec![0xFF, 0xD8, 0xFF, 0xDA])).is_err());
+    }
+
+    /// The direct zune-jpeg decode gives what the `image` crate gives, for colour and grey
+    /// JPEGs, into a reused buffer of another size.
+    #[test]
+    fn jpeg_decodes_like_the_image_crate_into_a_reused_buffer() {
+        let s = svit_scenes::generate(&svit_scenes::SceneConfig::square(48), 9, 2);
+        let grey: Vec<u8> = s.rgb.chunks_exact(3).map(|p| p[1]).collect();
+        let mut jpegs = vec![crate::pipeline::encode_jpeg(&s.rgb, 48, 48, 80).unwrap()];
+        let mut g = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut g, 80)
+            .encode(&grey, 48, 48, image::ExtendedColorType::L8)
+            .unwrap();
+        jpegs.push(g);
+        for jpeg in jpegs {
+            let want = image::load_from_memory(&jpeg).unwrap().into_rgb8();
+            let (rgb, w, h) = decode_rgb(Pixels::Jpeg(jpeg), vec![7; 100_000]).unwrap();
+            assert_eq!((w, h), (48, 48));
+            assert_eq!(rgb, want.into_raw());
+        }
     }
 
     #[test]

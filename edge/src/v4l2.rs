@@ -198,7 +198,8 @@ pub fn yuyv_to_rgb(
     width: usize,
     height: usize,
     stride: usize,
-) -> Result<Vec<u8>, SourceError> {
+    out: &mut Vec<u8>,
+) -> Result<(), SourceError> {
     let stride = stride.max(width * 2);
     if width % 2 != 0 || src.len() < stride * (height - 1) + width * 2 {
         return Err(SourceError::Corrupt(format!(
@@ -206,7 +207,8 @@ pub fn yuyv_to_rgb(
             src.len()
         )));
     }
-    let mut out = Vec::with_capacity(width * height * 3);
+    out.clear();
+    out.reserve(width * height * 3);
     // Fixed point, 8 fractional bits.
     let px = |y: i32, u: i32, v: i32, out: &mut Vec<u8>| {
         let c = 298 * (y - 16);
@@ -217,11 +219,11 @@ pub fn yuyv_to_rgb(
     for row in src.chunks(stride).take(height) {
         for q in row[..width * 2].chunks_exact(4) {
             let (u, v) = (q[1] as i32 - 128, q[3] as i32 - 128);
-            px(q[0] as i32, u, v, &mut out);
-            px(q[2] as i32, u, v, &mut out);
+            px(q[0] as i32, u, v, out);
+            px(q[2] as i32, u, v, out);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Opens `v4l:PATH[,OPTS]`.
@@ -820,7 +822,7 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("format=h264"), "{e}");
-        let bad = yuyv_to_rgb(&[0; 10], 4, 4, 8).unwrap_err();
+        let bad = yuyv_to_rgb(&[0; 10], 4, 4, 8, &mut Vec::new()).unwrap_err();
         assert!(bad.to_string().contains("YUYV"), "{bad}");
     }
 

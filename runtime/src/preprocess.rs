@@ -159,7 +159,8 @@ mod tests {
             rows = (0..h * h)
                 .map(|r| {
                     let (yy, xx) = (r / h, r % h);
-                    let at = |dy: usize, dx: usize| rows[(2 * yy + dy) * g + 2 * xx + dx].as_slice();
+                    let at =
+                        |dy: usize, dx: usize| rows[(2 * yy + dy) * g + 2 * xx + dx].as_slice();
                     [at(0, 0), at(0, 1), at(1, 0), at(1, 1)].concat()
                 })
                 .collect();
