@@ -93,9 +93,12 @@ pub fn decode_rgb(p: Pixels, mut buf: Vec<u8>) -> Result<(Vec<u8>, usize, usize)
     }
 }
 
+/// The largest JPEG side decoded (4K UHD fits): a garbage header cannot make a board allocate
+/// more than 48 MB for one frame.
+pub const MAX_JPEG_SIDE: usize = 4096;
+
 /// Baseline or progressive JPEG (colour or grey) -> RGB in `out`, by zune-jpeg directly: the
-/// `image` crate's decoder copies the input and allocates the output for every frame. The
-/// decoder's default size limit (16384 pixels a side) bounds what a garbage header can ask for.
+/// `image` crate's decoder copies the input and allocates the output for every frame.
 fn decode_jpeg(bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize), SourceError> {
     use zune_jpeg::zune_core::{
         bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions,
@@ -103,6 +106,8 @@ fn decode_jpeg(bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize), Source
     let corrupt = |e: zune_jpeg::errors::DecodeErrors| SourceError::Corrupt(format!("JPEG: {e}"));
     let options = DecoderOptions::default()
         .set_strict_mode(false)
+        .set_max_width(MAX_JPEG_SIDE)
+        .set_max_height(MAX_JPEG_SIDE)
         .jpeg_set_out_colorspace(ColorSpace::RGB);
     let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     d.decode_headers().map_err(corrupt)?;
@@ -539,12 +544,18 @@ mod tests {
             .encode(&grey, 48, 48, image::ExtendedColorType::L8)
             .unwrap();
         jpegs.push(g);
-        for jpeg in jpegs {
-            let want = image::load_from_memory(&jpeg).unwrap().into_rgb8();
-            let (rgb, w, h) = decode_rgb(Pixels::Jpeg(jpeg), vec![7; 100_000]).unwrap();
+        for jpeg in &jpegs {
+            let want = image::load_from_memory(jpeg).unwrap().into_rgb8();
+            let (rgb, w, h) = decode_rgb(Pixels::Jpeg(jpeg.clone()), vec![7; 100_000]).unwrap();
             assert_eq!((w, h), (48, 48));
             assert_eq!(rgb, want.into_raw());
         }
+        // A header that claims 60000 x 60000 pixels (10 GB of RGB) is refused, not allocated.
+        let mut huge = jpegs[0].clone();
+        let sof = huge.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+        huge[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+        let e = decode_rgb(Pixels::Jpeg(huge), Vec::new()).unwrap_err();
+        assert!(matches!(e, SourceError::Corrupt(_)), "{e}");
     }
 
     #[test]
