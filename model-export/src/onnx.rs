@@ -350,7 +350,7 @@ impl Writer<'_> {
         let c = f.c;
         let s = r.map(|v| v / 127.0);
         let a = self.layer_norm(x, &f.norm1);
-        let aq = self.quantize(&a, s[0]);
+        let aq = self.quantize_by_cast(&a, s[0]);
         let aq = self.carrier(&aq, f.carriers[0]);
         let q = self.qlinear(&aq, s[0], &f.wq, s[1]);
         let k = self.qlinear(&aq, s[0], &f.wk, s[2]);
@@ -371,7 +371,7 @@ impl Writer<'_> {
         let pr = self.affine(&y, c, c, f.wproj.data.clone(), f.bproj.clone());
         let x1 = self.g.op("Add", &[x, &pr]);
         let m = self.layer_norm(&x1, &f.norm2);
-        let mq = self.quantize(&m, s[6]);
+        let mq = self.quantize_by_cast(&m, s[6]);
         let mq = self.carrier(&mq, f.carriers[1]);
         let h = self.qlinear(&mq, s[6], &f.wfc1, s[7]);
         // DequantizeLinear -> GELU -> QuantizeLinear: tract makes this one int8 lookup table.
@@ -389,6 +389,27 @@ impl Writer<'_> {
         let sc = self.g.scalar(s);
         let zp = self.g.i8_init("zp", &[], &[0]);
         self.g.op("QuantizeLinear", &[x, &sc, &zp])
+    }
+
+    /// `quantize` as element-wise arithmetic and a Cast: scale, clamp to [-127, 127], round to
+    /// nearest even by adding and subtracting 1.5 * 2^23, cast. tract runs the arithmetic as one
+    /// fused pass after the LayerNorm's and the Cast vectorised, where its QuantizeLinear is a
+    /// scalar loop: 0.040-0.044 ms against 0.056-0.063 ms on 256 x 128 values. Not where a
+    /// QuantizeLinear follows a DequantizeLinear and GELU, which tract folds into a lookup table.
+    fn quantize_by_cast(&mut self, x: &str, s: f32) -> String {
+        const ROUND: f32 = 12_582_912.0;
+        let inv = self.g.scalar(1.0 / s);
+        let (lo, hi, round) = (
+            self.g.scalar(-127.0),
+            self.g.scalar(127.0),
+            self.g.scalar(ROUND),
+        );
+        let y = self.g.op("Mul", &[x, &inv]);
+        let y = self.g.op("Clip", &[&y, &lo, &hi]);
+        let y = self.g.op("Add", &[&y, &round]);
+        let y = self.g.op("Sub", &[&y, &round]);
+        self.g
+            .node("Cast", &[&y], vec![attr_int("to", INT8 as i64)], None)
     }
 
     fn dequantize(&mut self, x: &str, s: f32) -> String {
@@ -710,4 +731,46 @@ pub fn to_f16(onnx: &[u8]) -> Result<Vec<u8>, prost::DecodeError> {
     head.extend(tail);
     g.node = head;
     Ok(m.encode_to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::prelude::{tvec, IntoRunnable, Tensor as TractTensor};
+
+    /// The cast form of quantisation rounds to nearest even and clamps to [-127, 127] in
+    /// tract, as QuantizeLinear would (which would clamp at -128), and the optimiser does not
+    /// cancel the rounding constant.
+    #[test]
+    fn quantize_by_cast_rounds_half_to_even_and_clamps() {
+        let s = 0.5;
+        let xs: Vec<f32> = vec![
+            0.25, 0.75, -0.25, -0.75, 0.3, -0.8, 1.26, 100.0, -100.0, 63.4,
+        ];
+        let want: Vec<f32> = vec![0.0, 2.0, 0.0, -2.0, 1.0, -2.0, 3.0, 127.0, -127.0, 127.0];
+        let mut g = Graph::new("q");
+        let dims = [Dim::Fixed(1), Dim::Fixed(xs.len())];
+        let x = g.input("x", &dims);
+        let mut w = Writer { g: &mut g };
+        let q = w.quantize_by_cast(&x, s);
+        let y =
+            w.g.node("Cast", &[&q], vec![attr_int("to", FLOAT as i64)], None);
+        g.output(&y, "y", &dims);
+        let plan = svit_runtime::model::optimise_graph(&g.encode())
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let out = plan
+            .run(tvec!(TractTensor::from_shape(&[1, xs.len()], &xs)
+                .unwrap()
+                .into()))
+            .unwrap();
+        let got = out[0]
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        assert_eq!(got, want);
+    }
 }
