@@ -1,5 +1,6 @@
 //! `svit-export`: synthetic data, training, bundle export and evaluation of the SViT detector.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -116,6 +117,21 @@ enum Cmd {
         images: Option<PathBuf>,
         #[arg(long, default_value_t = 100)]
         ckpt_every: usize,
+        /// Validate while training on this COCO instances JSON (e.g. `svit-export data --out
+        /// data/val`): box and mask AP of the checkpoint, run as the board runs it, logged and
+        /// appended to OUT/val.jsonl (dense; also at the bundle's default threshold once gates
+        /// train).
+        #[arg(long)]
+        val_coco: Option<PathBuf>,
+        /// Images of --val-coco (default: the JSON's folder).
+        #[arg(long, requires = "val_coco")]
+        val_images: Option<PathBuf>,
+        /// Validate at the first checkpoint after every N steps, and at the end of each phase.
+        #[arg(long, default_value_t = 500)]
+        val_every: usize,
+        /// How many of the validation images (the first N).
+        #[arg(long, default_value_t = 200)]
+        val_limit: usize,
     },
     /// Export a checkpoint as an edge bundle (manifest, stage graphs, dense.onnx).
     Bundle {
@@ -311,6 +327,10 @@ fn main() -> Result<()> {
             coco,
             images,
             ckpt_every,
+            val_coco,
+            val_images,
+            val_every,
+            val_limit,
         } => {
             let labels: Vec<String> = match &coco {
                 None => svit_scenes::CLASSES.iter().map(|s| s.to_string()).collect(),
@@ -373,6 +393,18 @@ fn main() -> Result<()> {
                 }
                 bar.set_message(msg);
             };
+            let mut val = val_coco
+                .map(|coco| {
+                    let images = val_images
+                        .unwrap_or_else(|| coco.parent().map(PathBuf::from).unwrap_or_default());
+                    Validation::new(coco, images, &out, &plan, val_every, val_limit)
+                })
+                .transpose()?;
+            let mut on_saved = |step: usize, net: &svit_export::model::Svit| {
+                if let Some(v) = val.as_mut() {
+                    v.maybe_run(step, net, &bar);
+                }
+            };
             let ckpt = train::Checkpoint { dir: out };
             let st = train::train(
                 plan,
@@ -387,6 +419,7 @@ fn main() -> Result<()> {
                 ckpt_every,
                 train::Progress {
                     on_step: &mut on_step,
+                    on_saved: Some(&mut on_saved),
                 },
             )?;
             bar.finish();
@@ -398,6 +431,125 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// `train --val-coco`: exports the checkpoint to OUT/val-bundle and evaluates it there.
+struct Validation {
+    coco: PathBuf,
+    images: PathBuf,
+    dir: PathBuf,
+    log: PathBuf,
+    labels: Vec<String>,
+    dense_steps: usize,
+    total: usize,
+    every: usize,
+    limit: usize,
+    last: Option<usize>,
+}
+
+impl Validation {
+    /// Checks the data set up front, so a long run does not find out at its first checkpoint.
+    fn new(
+        coco: PathBuf,
+        images: PathBuf,
+        out: &std::path::Path,
+        plan: &train::TrainPlan,
+        every: usize,
+        limit: usize,
+    ) -> Result<Self> {
+        let ds = coco::Dataset::load(&coco)?;
+        if let Some(l) = plan
+            .labels
+            .iter()
+            .find(|l| !ds.categories.iter().any(|c| &c.name == *l))
+        {
+            bail!(
+                "{}: no category named {l:?} (the model's labels are {:?})",
+                coco.display(),
+                plan.labels
+            );
+        }
+        Ok(Validation {
+            coco,
+            images,
+            dir: out.join("val-bundle"),
+            log: out.join("val.jsonl"),
+            labels: plan.labels.clone(),
+            dense_steps: plan.dense_steps,
+            total: plan.dense_steps + plan.gated_steps,
+            every: every.max(1),
+            limit,
+            last: None,
+        })
+    }
+
+    /// Validates at the first checkpoint past each multiple of `every` and at the end of each
+    /// phase. A failure is logged, not fatal: the training run goes on.
+    fn maybe_run(&mut self, step: usize, net: &svit_export::model::Svit, bar: &ProgressBar) {
+        let due = step / self.every > self.last.unwrap_or(0) / self.every
+            || step == self.dense_steps
+            || step == self.total;
+        if !due || self.last == Some(step) {
+            return;
+        }
+        self.last = Some(step);
+        if let Err(e) = bar.suspend(|| self.run(step, net)) {
+            tracing::warn!(step, "validation failed: {e:#}");
+        }
+    }
+
+    fn run(&self, step: usize, net: &svit_export::model::Svit) -> Result<()> {
+        let spec = svit_export::bundle::BundleSpec {
+            name: "val",
+            labels: &self.labels,
+            provenance: None,
+            f16: false,
+            int8: None,
+            min_keep: None,
+        };
+        svit_export::bundle::write(net, &spec, &self.dir)?;
+        let model = svit_runtime::Model::load(&self.dir, "f32")?;
+        let mut thresholds = vec![0.0];
+        if step > self.dense_steps {
+            thresholds.push(model.manifest.defaults.threshold);
+        }
+        let spec = svit_export::eval::EvalSpec {
+            coco: &self.coco,
+            images: &self.images,
+            thresholds: &thresholds,
+            min_keep: None,
+            score_threshold: 0.05,
+            results_dir: &self.dir,
+            limit: Some(self.limit),
+        };
+        let runs = svit_export::eval::run(&model, &spec, |_, _| {})?;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        for r in &runs {
+            tracing::info!(
+                step,
+                threshold = r.threshold,
+                "validation: box AP {:.2} mask AP {:.2} kept {:.3}",
+                r.box_ap,
+                r.mask_ap,
+                r.kept_fraction
+            );
+            let line = serde_json::json!({
+                "step": step,
+                "threshold": r.threshold,
+                "box_ap": r.box_ap,
+                "mask_ap": r.mask_ap,
+                "box_ap50": r.box_ap50,
+                "mask_ap50": r.mask_ap50,
+                "kept_fraction": r.kept_fraction,
+            });
+            writeln!(log, "{line}").with_context(|| format!("writing {}", self.log.display()))?;
+        }
+        Ok(())
     }
 }
 

@@ -207,6 +207,8 @@ fn vars_by(vm: &VarMap, gate: bool) -> Vec<Var> {
 
 pub struct Progress<'a> {
     pub on_step: &'a mut dyn FnMut(usize, &[f32; 5], f64),
+    /// After every checkpoint is written: the step and the model as saved (validation).
+    pub on_saved: Option<&'a mut dyn FnMut(usize, &Svit)>,
 }
 
 /// Where the weights of a new (not resumed) run come from.
@@ -228,7 +230,7 @@ pub fn train(
     start: Start,
     data: &mut dyn DataSource,
     ckpt_every: usize,
-    progress: Progress,
+    mut progress: Progress,
 ) -> Result<CheckpointState> {
     plan.config.validate().map_err(anyhow::Error::msg)?;
     let dev = Device::Cpu;
@@ -302,11 +304,15 @@ pub fn train(
         state.last_loss = Some(l.parts.iter().sum());
         state.seconds = base_seconds + started.elapsed().as_secs_f64();
         (progress.on_step)(state.step, &l.parts, lr);
-        if state.step == plan.dense_steps && plan.dense_steps > 0 {
+        let phase_end = state.step == plan.dense_steps && plan.dense_steps > 0;
+        if phase_end || state.step % ckpt_every.max(1) == 0 || state.step == total {
             ckpt.save(&vm, &state)?;
-            std::fs::copy(ckpt.weights(), ckpt.dense_weights())?;
-        } else if state.step % ckpt_every.max(1) == 0 || state.step == total {
-            ckpt.save(&vm, &state)?;
+            if phase_end {
+                std::fs::copy(ckpt.weights(), ckpt.dense_weights())?;
+            }
+            if let Some(f) = progress.on_saved.as_mut() {
+                f(state.step, &net);
+            }
         }
     }
     Ok(state)

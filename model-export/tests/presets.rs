@@ -52,6 +52,7 @@ fn deit_tiny_trains_exports_and_runs() {
         10,
         Progress {
             on_step: &mut on_step,
+            on_saved: None,
         },
     )
     .unwrap();

@@ -189,3 +189,52 @@ fn train_from_the_shipped_checkpoint_continues_its_weights() {
         .unwrap();
     assert!(!refused.status.success());
 }
+
+/// `train --val-coco` evaluates each saved checkpoint as the board runs it and appends the
+/// figures to OUT/val.jsonl; a validation set that cannot be read stops the run before it
+/// trains.
+#[test]
+fn training_validates_its_checkpoints() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/demo-ckpt");
+    let dir = temp_dir("train-val");
+    let exe = || std::process::Command::new(env!("CARGO_BIN_EXE_svit-export"));
+    let val = dir.join("val");
+    let made = exe()
+        .args(["data", "--scenes", "8", "--seed", "9000", "--out"])
+        .arg(&val)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = dir.join("run");
+    let train = |coco: &std::path::Path| {
+        exe()
+            .args(["train", "--from", &format!("{root}/dense.safetensors")])
+            .args(["--dense-steps", "1", "--gated-steps", "0", "--batch", "1"])
+            .args(["--lr", "1e-12", "--val-limit", "8", "--out"])
+            .arg(&out)
+            .arg("--val-coco")
+            .arg(coco)
+            .output()
+            .unwrap()
+    };
+    let missing = train(&dir.join("nowhere.json"));
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("nowhere.json"), "{err}");
+    assert!(!out.join("state.json").exists(), "trained despite a missing validation set");
+
+    let ok = train(&val.join("instances.json"));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let log = std::fs::read_to_string(out.join("val.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert_eq!(lines[0]["step"], 1);
+    assert_eq!(lines[0]["threshold"], 0.0);
+    // The demo model's dense weights find objects: a broken export or evaluation would not.
+    let ap = lines[0]["box_ap"].as_f64().unwrap();
+    assert!(ap > 1.0 && ap <= 100.0, "{log}");
+    assert!(lines[0]["mask_ap"].as_f64().unwrap() > 1.0, "{log}");
+}
