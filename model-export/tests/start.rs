@@ -221,10 +221,17 @@ fn training_validates_its_checkpoints() {
     assert!(!missing.status.success());
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("nowhere.json"), "{err}");
-    assert!(!out.join("state.json").exists(), "trained despite a missing validation set");
+    assert!(
+        !out.join("state.json").exists(),
+        "trained despite a missing validation set"
+    );
 
     let ok = train(&val.join("instances.json"));
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let log = std::fs::read_to_string(out.join("val.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = log
         .lines()

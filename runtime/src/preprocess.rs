@@ -10,16 +10,35 @@ pub struct Layout {
     plane: usize,
     rows: Vec<usize>,
     cols: Vec<usize>,
+    /// Stretches of x whose values are adjacent in the buffer, as (first x, length): rows are
+    /// written a stretch at a time.
+    runs: Vec<(usize, usize)>,
 }
 
 impl Layout {
+    fn new(plane: usize, rows: Vec<usize>, cols: Vec<usize>) -> Layout {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for x in 0..cols.len() {
+            match runs.last_mut() {
+                Some((x0, n)) if cols[*x0] + *n == cols[x] => *n += 1,
+                _ => runs.push((x, 1)),
+            }
+        }
+        Layout {
+            plane,
+            rows,
+            cols,
+            runs,
+        }
+    }
+
     /// Channel planes of row-major pixels, as an ONNX image tensor (1, 3, size, size).
     pub fn chw(size: usize) -> Layout {
-        Layout {
-            plane: size * size,
-            rows: (0..size).map(|y| y * size).collect(),
-            cols: (0..size).collect(),
-        }
+        Layout::new(
+            size * size,
+            (0..size).map(|y| y * size).collect(),
+            (0..size).collect(),
+        )
     }
 
     /// Rows of `3 x patch x patch` values (channel, py, px), one per `patch`-pixel square,
@@ -42,12 +61,42 @@ impl Layout {
             let square = (g >> levels) * token_stride * per_token + digit(g, weight);
             square * row_len
         };
-        Layout {
-            plane: patch * patch,
-            rows: (0..size)
+        Layout::new(
+            patch * patch,
+            (0..size)
                 .map(|y| along(y, tokens_per_row, 2) + y % patch * patch)
                 .collect(),
-            cols: (0..size).map(|x| along(x, 1, 1) + x % patch).collect(),
+            (0..size).map(|x| along(x, 1, 1) + x % patch).collect(),
+        )
+    }
+
+    /// Writes image row `y`, given as its three channel rows, into `out`.
+    fn put_row(&self, y: usize, channels: [&[f32]; 3], out: &mut [f32]) {
+        for (c, src) in channels.into_iter().enumerate() {
+            let base = c * self.plane + self.rows[y];
+            // Runs of one known length are copied as fixed-size moves: a memcpy call per
+            // 4-value run of the hMLP stem's patches doubled the time of preprocessing.
+            match self.runs.first() {
+                Some(&(_, 4)) if self.runs.iter().all(|r| r.1 == 4) => {
+                    self.put_runs::<4>(base, src, out)
+                }
+                Some(&(_, 16)) if self.runs.iter().all(|r| r.1 == 16) => {
+                    self.put_runs::<16>(base, src, out)
+                }
+                _ => {
+                    for &(x, n) in &self.runs {
+                        let at = base + self.cols[x];
+                        out[at..at + n].copy_from_slice(&src[x..x + n]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn put_runs<const N: usize>(&self, base: usize, src: &[f32], out: &mut [f32]) {
+        for (chunk, &(x, _)) in src.chunks_exact(N).zip(&self.runs) {
+            let at = base + self.cols[x];
+            out[at..at + N].copy_from_slice(chunk);
         }
     }
 
@@ -56,12 +105,10 @@ impl Layout {
         let size = self.cols.len();
         out.clear();
         out.resize(3 * size * size, 0.0);
-        for (c, plane) in chw.chunks_exact(size * size).enumerate() {
-            for (row, &r) in plane.chunks_exact(size).zip(&self.rows) {
-                for (&v, &col) in row.iter().zip(&self.cols) {
-                    out[c * self.plane + r + col] = v;
-                }
-            }
+        let plane = |c: usize| &chw[c * size * size..(c + 1) * size * size];
+        for y in 0..size {
+            let row = |c: usize| &plane(c)[y * size..(y + 1) * size];
+            self.put_row(y, [row(0), row(1), row(2)], out);
         }
     }
 }
@@ -81,20 +128,20 @@ pub fn resize_normalise(
     out.resize(3 * size * size, 0.0);
     let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * std[c]));
     let bias: [f32; 3] = std::array::from_fn(|c| -mean[c] / std[c]);
-    let plane = layout.plane;
-    let mut put = |y: usize, x: usize, px: [f32; 3]| {
-        let at = layout.rows[y] + layout.cols[x];
-        for c in 0..3 {
-            out[c * plane + at] = px[c] * scale[c] + bias[c];
-        }
+    // One output row at a time, as three channel rows, then into the layout.
+    let mut line = vec![0f32; 3 * size];
+    let mut put = |y: usize, line: &[f32]| {
+        let (r, rest) = line.split_at(size);
+        let (g, b) = rest.split_at(size);
+        layout.put_row(y, [r, g, b], out);
     };
     if w == size && h == size {
-        for (i, px) in rgb.chunks_exact(3).enumerate().take(size * size) {
-            put(
-                i / size,
-                i % size,
-                [px[0] as f32, px[1] as f32, px[2] as f32],
-            );
+        for (y, row) in rgb.chunks_exact(3 * size).enumerate().take(size) {
+            let px = row
+                .chunks_exact(3)
+                .map(|p| [p[0] as f32, p[1] as f32, p[2] as f32]);
+            normalise_row(&mut line, scale, bias, px);
+            put(y, &line);
         }
         return;
     }
@@ -121,10 +168,29 @@ pub fn resize_normalise(
             let a = a as f32;
             *d = a + (b as f32 - a) * wy;
         }
-        for (x, &(x0, x1, wx)) in cols.iter().enumerate() {
+        let px = cols.iter().map(|&(x0, x1, wx)| {
             let (p0, p1) = (&blended[x0..x0 + 3], &blended[x1..x1 + 3]);
-            put(y, x, std::array::from_fn(|c| p0[c] + (p1[c] - p0[c]) * wx));
-        }
+            std::array::from_fn(|c| p0[c] + (p1[c] - p0[c]) * wx)
+        });
+        normalise_row(&mut line, scale, bias, px);
+        put(y, &line);
+    }
+}
+
+/// `line` (three channel rows) from the pixels of one output row, normalised.
+fn normalise_row(
+    line: &mut [f32],
+    scale: [f32; 3],
+    bias: [f32; 3],
+    px: impl Iterator<Item = [f32; 3]>,
+) {
+    let size = line.len() / 3;
+    let (r, rest) = line.split_at_mut(size);
+    let (g, b) = rest.split_at_mut(size);
+    for (v, ((r, g), b)) in px.zip(r.iter_mut().zip(g).zip(b)) {
+        *r = v[0] * scale[0] + bias[0];
+        *g = v[1] * scale[1] + bias[1];
+        *b = v[2] * scale[2] + bias[2];
     }
 }
 
@@ -136,7 +202,13 @@ mod tests {
     /// patches, then `levels` times a 2x2 merge that concatenates (dy, dx) neighbours.
     #[test]
     fn patch_layout_is_patchify_then_merges() {
-        let (size, patch, levels) = (16, 2, 2);
+        // Runs of 2 (the general copy), 4 and 16 (the fixed-size ones).
+        for (size, patch, levels) in [(16, 2, 2), (32, 4, 2), (32, 16, 0)] {
+            check_patch_layout(size, patch, levels);
+        }
+    }
+
+    fn check_patch_layout(size: usize, patch: usize, levels: usize) {
         let chw: Vec<f32> = (0..3 * size * size).map(|i| i as f32).collect();
         let mut g = size / patch;
         let mut rows: Vec<Vec<f32>> = (0..g * g)
@@ -178,7 +250,7 @@ mod tests {
         let (w, h, size) = (9, 7, 8);
         let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
         let (mut chw, mut direct, mut moved) = (Vec::new(), Vec::new(), Vec::new());
-        let patches = Layout::patches(size, 2, 1);
+        let patches = Layout::patches(size, 4, 1);
         resize_normalise(&rgb, w, h, &Layout::chw(size), [0.4; 3], [0.2; 3], &mut chw);
         resize_normalise(&rgb, w, h, &patches, [0.4; 3], [0.2; 3], &mut direct);
         patches.from_chw(&chw, &mut moved);
