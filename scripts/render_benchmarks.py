@@ -35,6 +35,18 @@ if 0.0 in runs and 0.5 in runs and "per_class" in runs[0.0]:
     p("|---|---|---|---|---|")
     for c0, c5 in zip(runs[0.0]["per_class"], runs[0.5]["per_class"]):
         p(f"| {c0['name']} | {c0['box_ap']:.2f} | {c0['mask_ap']:.2f} | {c5['box_ap']:.2f} | {c5['mask_ap']:.2f} |")
+if 0.0 in runs and "confusion" in runs[0.0]:
+    r = runs[0.0]
+    names = [c["name"] for c in r["per_class"]]
+    p("\nWhat each ground-truth object is called, dense: the class of the best-scoring detection "
+      "whose box overlaps it at IoU >= 0.5 (rows: true class). Class confusion, not localisation, "
+      "is where most AP goes:\n")
+    p("| true class | " + " | ".join(names) + " | missed | right when found |")
+    p("|---|" + "---|" * (len(names) + 2))
+    for name, row in zip(names, r["confusion"]):
+        found = sum(row[:-1])
+        right = 100.0 * row[names.index(name)] / max(found, 1)
+        p(f"| {name} | " + " | ".join(str(n) for n in row) + f" | {right:.0f}% |")
 p("\nAll 12 COCO summary numbers and the per-class APs of every run above were re-computed with "
   "pycocotools (`scripts/coco_check.py`):\n")
 p("```\n" + open(os.path.join(d, "coco_check.txt")).read().strip().splitlines()[-1] + "\n```\n")

@@ -25,6 +25,10 @@ pub struct EvalRun {
     pub box_summary: Summary,
     pub mask_summary: Summary,
     pub per_class: Vec<ClassAp>,
+    /// What the detector calls each ground-truth object (rows: true class, in `per_class`
+    /// order; columns: the class of the best-scoring detection whose box overlaps it at IoU
+    /// >= 0.5, then "missed"). The diagonal is right; off it, class confusion.
+    pub confusion: Vec<Vec<u64>>,
     pub results_bbox: PathBuf,
     pub results_segm: PathBuf,
 }
@@ -108,6 +112,8 @@ pub fn run(
         let mut mask_pairs: BTreeMap<(u64, u64), Pair> = BTreeMap::new();
         let (mut res_bbox, mut res_segm) = (Vec::new(), Vec::new());
         let (mut kept_sum, mut gmacs_sum) = (0.0, 0.0);
+        let cat_ids: Vec<u64> = ds.categories.iter().map(|c| c.id).collect();
+        let mut confusion = vec![vec![0u64; cat_ids.len() + 1]; cat_ids.len()];
         for info in &images {
             let path = spec.images.join(&info.file_name);
             let img = image::open(&path)
@@ -155,6 +161,9 @@ pub fn run(
                     mask: Some(d.mask.rasterize(w, h, d.bbox)),
                 })
                 .collect();
+            for (gt, called) in called_as(anns, &dets, &cat_ids) {
+                confusion[gt][called.unwrap_or(cat_ids.len())] += 1;
+            }
             add_image(
                 info.id,
                 anns,
@@ -210,11 +219,28 @@ pub fn run(
             box_summary: b,
             mask_summary: m,
             per_class,
+            confusion,
             results_bbox,
             results_segm,
         });
     }
     Ok(runs)
+}
+
+/// For each ground-truth object (crowds skipped) its class index in `cat_ids`, and the class
+/// index of the best-scoring detection whose box overlaps it at IoU >= 0.5 (None: missed).
+fn called_as(anns: &[&Annotation], dets: &[Det], cat_ids: &[u64]) -> Vec<(usize, Option<usize>)> {
+    let index = |cat: u64| cat_ids.iter().position(|&c| c == cat);
+    anns.iter()
+        .filter(|a| a.iscrowd == 0)
+        .filter_map(|a| {
+            let best = dets
+                .iter()
+                .filter(|d| box_iou(&d.xywh, &a.bbox, false) >= 0.5)
+                .max_by(|x, y| x.score.total_cmp(&y.score));
+            Some((index(a.category_id)?, best.and_then(|d| index(d.cat))))
+        })
+        .collect()
 }
 
 /// One detection in COCO terms; `mask` is the full-frame binary mask.
@@ -372,4 +398,45 @@ fn write_results(path: &Path, entries: &[ResultEntry], segm: bool) -> Result<()>
         .collect();
     std::fs::write(path, serde_json::to_vec(&v)?)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(cat: u64, score: f64, xywh: [f64; 4]) -> Det {
+        Det {
+            cat,
+            score,
+            xywh,
+            mask: None,
+        }
+    }
+
+    #[test]
+    fn each_object_is_called_what_its_best_overlapping_detection_says() {
+        let ann = |id, category_id, bbox, iscrowd| Annotation {
+            id,
+            image_id: 1,
+            category_id,
+            bbox,
+            area: 100.0,
+            iscrowd,
+            segmentation: None,
+        };
+        let square = ann(1, 20, [0.0, 0.0, 10.0, 10.0], 0);
+        let star = ann(2, 30, [50.0, 50.0, 10.0, 10.0], 0);
+        let crowd = ann(3, 20, [80.0, 80.0, 10.0, 10.0], 1);
+        let dets = [
+            // On the square: a circle scored higher than the square, and a better-scored star
+            // that overlaps it too little to count.
+            det(10, 0.9, [1.0, 0.0, 10.0, 10.0]),
+            det(20, 0.5, [0.0, 0.0, 10.0, 10.0]),
+            det(30, 0.95, [6.0, 6.0, 10.0, 10.0]),
+            // Near the star, but IoU < 0.5: the star is missed.
+            det(30, 0.9, [56.0, 56.0, 10.0, 10.0]),
+        ];
+        let got = called_as(&[&square, &star, &crowd], &dets, &[10, 20, 30]);
+        assert_eq!(got, vec![(1, Some(0)), (2, None)]);
+    }
 }

@@ -904,6 +904,28 @@ fn eval(
             println!();
         }
     }
+    // Class confusion at the first threshold: which classes the detector mistakes for which.
+    if let Some(first) = runs.first() {
+        println!(
+            "\nwhat each object is called at threshold {:.2} (rows: true class; columns: the \
+             best-scoring detection at box IoU >= 0.5)",
+            first.threshold
+        );
+        print!("{:>12}", "");
+        for c in &first.per_class {
+            print!(" {:>8.8}", c.name);
+        }
+        println!(" {:>8} {:>7}", "missed", "right");
+        for (i, row) in first.confusion.iter().enumerate() {
+            print!("{:>12.12}", first.per_class[i].name);
+            for n in row {
+                print!(" {n:>8}");
+            }
+            let found: u64 = row[..row.len() - 1].iter().sum();
+            let right = 100.0 * row[i] as f64 / found.max(1) as f64;
+            println!(" {right:>6.1}%");
+        }
+    }
     if let Some(j) = json {
         let doc = serde_json::json!({ "bundle": bundle.display().to_string(), "runs": runs });
         std::fs::write(&j, serde_json::to_vec_pretty(&doc)?)
