@@ -54,6 +54,11 @@ $EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val
 $EDGE bench --bundle "$BUNDLE" --frames 200 --warmup 20 --thresholds 0,0.5 --threads 1 \
   --precision "$BENCH_PRECISIONS" --min-keep 16 --json "$OUT/min-keep-16/bench.json"
 
+# The floor as one number for every gated block (96, the demo bundle's default before the
+# rising floor), for comparison with the bundle's default.
+$EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val \
+  --thresholds 0.5 --min-keep 96 --json "$OUT/min-keep-96/eval.json"
+
 # The peer: onnxruntime on dense.onnx, f32 and its own int8, same thread counts.
 python3 scripts/ort_bench.py "$BUNDLE" "$OUT/ort_bench.json" --frames 200 --warmup 20 --threads 1,2 > /dev/null
 

@@ -91,13 +91,29 @@ if q8:
         ref = f32.get((c["threads"], round(c["threshold"], 2)))
         if ref:
             p(f"| {c['threads']} | {c['threshold']:.2f} | {model_ms(ref):.2f} | {model_ms(c):.2f} | {model_ms(ref) / model_ms(c):.2f}x |")
+def floor(v):
+    """A min_keep as the CLI writes it: 96, or 48..128 for a floor rising over the gated blocks."""
+    return f"{v[0]}..{v[1]}" if isinstance(v, list) else str(v)
+
+
+mk96 = os.path.join(d, "min-keep-96", "eval.json")
+if os.path.exists(mk96) and 0.5 in runs:
+    u = json.load(open(mk96))["runs"][0]
+    p(f"\nThe bundle's floor (`min_keep` {floor(bench['configs'][0].get('min_keep'))}) against one floor of "
+      "96 tokens in every gated block, threshold 0.5, same 1000 scenes:\n")
+    p("| min_keep | box AP | mask AP | box AP vs dense | mask AP vs dense | kept fraction |")
+    p("|---|---|---|---|---|---|")
+    for name, r in [(floor(bench["configs"][0].get("min_keep")), runs[0.5]), ("96", u)]:
+        p(f"| {name} | {r['box_ap']:.2f} | {r['mask_ap']:.2f} | {r['box_ap'] - runs[0.0]['box_ap']:+.2f} | "
+          f"{r['mask_ap'] - runs[0.0]['mask_ap']:+.2f} | {r['kept_fraction']:.3f} |")
+
 mk = os.path.join(d, "min-keep-16")
 if os.path.exists(os.path.join(mk, "bench.json")):
     mev = json.load(open(os.path.join(mk, "eval.json")))["runs"][0]
     mb = json.load(open(os.path.join(mk, "bench.json")))["configs"]
     dflt = bench["configs"][0].get("min_keep")
     p(f"\nPruning harder: the same bundle at threshold 0.5 with `--min-keep 16` instead of the bundle's "
-      f"default ({dflt}); accuracy on the 1000 scenes (f32), latency from a second `svit-edge bench` "
+      f"default ({floor(dflt)}); accuracy on the 1000 scenes (f32), latency from a second `svit-edge bench` "
       "run (1 thread, same frames):\n")
     p(f"Box AP {mev['box_ap']:.2f} ({mev['box_ap'] - runs[0.0]['box_ap']:+.2f} against dense), mask AP "
       f"{mev['mask_ap']:.2f} ({mev['mask_ap'] - runs[0.0]['mask_ap']:+.2f}), kept {mev['kept_fraction']:.3f}.\n")
@@ -106,7 +122,7 @@ if os.path.exists(os.path.join(mk, "bench.json")):
     mdense = dense_backbone(mb)
     for c in mb:
         sp = mdense[(c["precision"], c["threads"])] / c["backbone_ms"]["mean"]
-        p(f"| {c['precision']} | {c['threshold']:.2f} | {c['min_keep']} | {model_ms(c):.2f} | "
+        p(f"| {c['precision']} | {c['threshold']:.2f} | {floor(c['min_keep'])} | {model_ms(c):.2f} | "
           f"{c['backbone_ms']['mean']:.2f} | {sp:.2f}x | {c['kept_fraction']:.3f} |")
 p("\nBlock time against its token count K (1 thread, threshold 0.5, all blocks pooled):\n")
 p("| precision | K | blocks timed | ms per block | GMACs per block |")

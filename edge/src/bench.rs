@@ -44,8 +44,8 @@ pub struct Config {
     pub engine: &'static str,
     pub precision: String,
     pub threshold: f32,
-    /// The fewest tokens a gated block kept.
-    pub min_keep: usize,
+    /// The fewest tokens a gated block kept (a number, or [first, last] gated block).
+    pub min_keep: svit_runtime::MinKeep,
     pub mode: &'static str,
     pub threads: usize,
     pub frames: usize,
@@ -100,7 +100,7 @@ pub fn run(
     warmup: usize,
     thresholds: &[f32],
     threads: &[usize],
-    min_keep: Option<usize>,
+    min_keep: Option<svit_runtime::MinKeep>,
     progress: &dyn Fn(&str),
 ) -> Result<Report> {
     let mut models: Vec<Model> = Vec::new();

@@ -67,8 +67,9 @@ enum Cmd {
         #[arg(long)]
         threshold: Option<f32>,
         /// The fewest tokens a gated block keeps (default: the bundle's); lower prunes more.
+        /// `96`, or `48..128` for a floor rising from the first gated block to the last.
         #[arg(long)]
-        min_keep: Option<usize>,
+        min_keep: Option<svit_runtime::MinKeep>,
         /// Report detections scoring at least this (default: the bundle's).
         #[arg(long)]
         score_threshold: Option<f32>,
@@ -105,7 +106,7 @@ enum Cmd {
         threads: Vec<usize>,
         /// The fewest tokens a gated block keeps (default: the bundle's).
         #[arg(long)]
-        min_keep: Option<usize>,
+        min_keep: Option<svit_runtime::MinKeep>,
         /// Precisions to compare (each must be in the bundle; `auto` = what `run` would pick).
         #[arg(long, value_delimiter = ',', default_value = "f32")]
         precision: Vec<String>,
@@ -296,7 +297,7 @@ fn run(
     sink: Sink,
     frames: Option<u64>,
     threshold: Option<f32>,
-    min_keep: Option<usize>,
+    min_keep: Option<svit_runtime::MinKeep>,
     score_threshold: Option<f32>,
     fps: Option<f32>,
     threads: usize,

@@ -18,8 +18,8 @@ pub struct BundleSpec<'a> {
     pub f16: bool,
     /// Also write int8 stage graphs (`int8/`) quantized with these calibrated ranges.
     pub int8: Option<&'a crate::quant::Ranges>,
-    /// The manifest's default `min_keep` (default: 1/16 of the tokens).
-    pub min_keep: Option<usize>,
+    /// The manifest's default `min_keep` (default: 1/16 of the tokens in every gated block).
+    pub min_keep: Option<svit_runtime::MinKeep>,
 }
 
 pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
@@ -93,7 +93,10 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
         },
         defaults: Defaults {
             threshold: 0.5,
-            min_keep: spec.min_keep.unwrap_or(cfg.tokens() / 16).clamp(1, cfg.tokens()),
+            min_keep: spec
+                .min_keep
+                .unwrap_or(svit_runtime::MinKeep::uniform(cfg.tokens() / 16))
+                .clamp(1, cfg.tokens()),
             score_threshold: 0.3,
         },
         precisions,

@@ -45,7 +45,7 @@ pub struct EvalSpec<'a> {
     pub coco: &'a Path,
     pub images: &'a Path,
     pub thresholds: &'a [f32],
-    pub min_keep: Option<usize>,
+    pub min_keep: Option<svit_runtime::MinKeep>,
     pub score_threshold: f32,
     pub results_dir: &'a Path,
     /// Evaluate only the first N images (quick checks).

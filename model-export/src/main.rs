@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use svit_export::{coco, train};
 use svit_runtime::preprocess::Layout;
-use svit_runtime::ModelConfig;
+use svit_runtime::{MinKeep, ModelConfig};
 
 #[derive(Parser)]
 #[command(
@@ -48,10 +48,11 @@ struct BundleArgs {
     /// Also write f16 stage graphs, for boards with fp16 arithmetic (Pi 5, Jetson Orin).
     #[arg(long)]
     f16: bool,
-    /// Default for the fewest tokens a gated block keeps (runs may override it); default 1/16
-    /// of the tokens.
+    /// Default for the fewest tokens a gated block keeps (runs may override it): `96`, or
+    /// `48..128` for a floor rising from the first gated block to the last; default 1/16 of the
+    /// tokens.
     #[arg(long)]
-    min_keep: Option<usize>,
+    min_keep: Option<MinKeep>,
 }
 
 #[derive(Subcommand)]
@@ -182,8 +183,9 @@ enum Cmd {
         /// Pruning thresholds to evaluate; 0 is the dense pass.
         #[arg(long, value_delimiter = ',', default_value = "0,0.5")]
         thresholds: Vec<f32>,
+        /// The fewest tokens a gated block keeps (default: the bundle's): `96` or `48..128`.
         #[arg(long)]
-        min_keep: Option<usize>,
+        min_keep: Option<MinKeep>,
         #[arg(long, default_value = "f32")]
         precision: String,
         /// Detections below this score are not reported (COCO AP wants a low value).
@@ -840,7 +842,7 @@ fn eval(
     coco_json: PathBuf,
     images: PathBuf,
     thresholds: Vec<f32>,
-    min_keep: Option<usize>,
+    min_keep: Option<MinKeep>,
     precision: String,
     score_threshold: f32,
     json: Option<PathBuf>,
@@ -979,7 +981,7 @@ fn reference(bundle: PathBuf, image: PathBuf, out: PathBuf) -> Result<()> {
     let opts = svit_runtime::RunOptions {
         pruning: svit_runtime::Pruning::Threshold {
             threshold: 0.0,
-            min_keep: 1,
+            min_keep: MinKeep::uniform(1),
         },
         ..model.default_options()
     };

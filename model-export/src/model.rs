@@ -310,7 +310,10 @@ pub enum GateMode {
     Gumbel,
     /// Inference, exactly as the runtime does it: keep where p_keep >= threshold, at least
     /// `min_keep` tokens (highest p_keep first).
-    Threshold { threshold: f32, min_keep: usize },
+    Threshold {
+        threshold: f32,
+        min_keep: svit_runtime::MinKeep,
+    },
 }
 
 pub struct ForwardOut {
@@ -385,8 +388,10 @@ impl Svit {
                     },
                     true,
                 ) => {
-                    let logp = self.gates[i - self.cfg.first_gated].forward(&x)?;
-                    Some(threshold_policy(&logp, *threshold, *min_keep)?)
+                    let gate = i - self.cfg.first_gated;
+                    let logp = self.gates[gate].forward(&x)?;
+                    let floor = min_keep.at(gate, self.gates.len());
+                    Some(threshold_policy(&logp, *threshold, floor)?)
                 }
             };
             x = block.forward(&x, policy.as_ref())?;

@@ -10,7 +10,7 @@ use svit_export::bundle::{self, BundleSpec};
 use svit_export::model::{self, GateMode, Svit};
 use svit_export::targets::normalise_into;
 use svit_runtime::ModelConfig;
-use svit_runtime::{Model, Pruning, RunOptions};
+use svit_runtime::{MinKeep, Model, Pruning, RunOptions};
 use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoRunnable};
 
 fn setup(name: &str) -> (Svit, svit_e2e::TempDir, Vec<f32>) {
@@ -147,7 +147,7 @@ fn runtime_threshold_zero_is_the_dense_pass() {
             &input,
             &opts(Pruning::Threshold {
                 threshold: 0.0,
-                min_keep: 1,
+                min_keep: MinKeep::uniform(1),
             }),
         )
         .unwrap();
@@ -180,7 +180,8 @@ fn check_pruned(name: &str, cfg: ModelConfig) {
     let (net, dir, input) = setup_with(name, cfg);
     let model = Model::load(&dir, "f32").unwrap();
     let mut st = model.new_state().unwrap();
-    let (thr, min_keep) = (0.5, 2);
+    // A floor rising over the gated blocks, the same in both passes.
+    let (thr, min_keep) = (0.5, MinKeep { first: 1, last: 4 });
     let opts = RunOptions {
         pruning: Pruning::Threshold {
             threshold: thr,

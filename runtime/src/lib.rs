@@ -20,4 +20,4 @@ pub use model::{
     Prepared, Pruning, RunOptions, Timings,
 };
 pub use post::{Detection, Mask};
-pub use prune::{select_tokens, top_k};
+pub use prune::{select_tokens, top_k, MinKeep};

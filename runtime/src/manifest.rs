@@ -26,7 +26,7 @@ pub struct InputSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Defaults {
     pub threshold: f32,
-    pub min_keep: usize,
+    pub min_keep: crate::prune::MinKeep,
     pub score_threshold: f32,
 }
 

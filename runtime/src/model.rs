@@ -17,7 +17,7 @@ use crate::files::BundleFiles;
 use crate::manifest::{stage_files, Manifest};
 use crate::post::{self, Detection, HeadOutputs};
 use crate::preprocess::Layout;
-use crate::prune;
+use crate::prune::{self, MinKeep};
 
 type Plan = Arc<TypedRunnableModel>;
 type State = TypedSimpleState;
@@ -26,7 +26,7 @@ type State = TypedSimpleState;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Pruning {
     /// SViT's dynamic rate: `p_keep >= threshold`, at least `min_keep`. Threshold 0 is dense.
-    Threshold { threshold: f32, min_keep: usize },
+    Threshold { threshold: f32, min_keep: MinKeep },
     /// Ablation / latency control: the top `ratio * N` tokens at every gated block.
     Ratio(f32),
     /// Every block on all tokens, gates not run.
@@ -35,7 +35,7 @@ pub enum Pruning {
 
 impl Pruning {
     /// The mode a pruning threshold stands for: 0 (or below) is the dense pass.
-    pub fn at(threshold: f32, min_keep: usize) -> Self {
+    pub fn at(threshold: f32, min_keep: MinKeep) -> Self {
         if threshold <= 0.0 {
             Pruning::Dense
         } else {
@@ -468,7 +468,11 @@ impl Model {
                     Pruning::Threshold {
                         threshold,
                         min_keep,
-                    } => prune::select_tokens(&p_keep, threshold, min_keep),
+                    } => {
+                        let gate = b - cfg.first_gated;
+                        let floor = min_keep.at(gate, cfg.depth - cfg.first_gated);
+                        prune::select_tokens(&p_keep, threshold, floor)
+                    }
                     Pruning::Ratio(r) => prune::top_k(
                         &p_keep,
                         ((r.clamp(0.0, 1.0) * n as f32).round() as usize).max(1),

@@ -45,7 +45,7 @@ fn stages_at_threshold_zero_equal_dense_onnx_and_pruning_is_deterministic() {
     let at = |threshold| RunOptions {
         pruning: Pruning::Threshold {
             threshold,
-            min_keep: 1,
+            min_keep: svit_runtime::MinKeep::uniform(1),
         },
         ..model.default_options()
     };
