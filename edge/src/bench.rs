@@ -123,98 +123,61 @@ pub fn run(
         .map(|i| svit_scenes::generate(&scfg, 777, i as u64).rgb)
         .collect();
     let mut configs = Vec::new();
-    for model in &models {
-        let precision = model.precision.as_str();
-        let min_keep = min_keep.unwrap_or(model.manifest.defaults.min_keep);
-        for &th in threads {
-            svit_runtime::set_threads(th);
+    for &th in threads {
+        svit_runtime::set_threads(th);
+        // The (precision, threshold) configurations of this thread count take turns, ten
+        // frames each, so that a drift in the machine's speed (this one is shared and noisy)
+        // reaches all of them alike and the ratios between them hold. Ten, not one: a board runs
+        // one configuration with its weights in cache, and a frame after another
+        // configuration's starts colder.
+        let mut slots = Vec::new();
+        for model in &models {
+            let min_keep = min_keep.unwrap_or(model.manifest.defaults.min_keep);
             for &thr in thresholds {
-                progress(&format!("{precision}, threads {th}, threshold {thr}"));
+                progress(&format!(
+                    "{}, threads {th}, threshold {thr}: warm-up",
+                    model.precision
+                ));
                 let opts = RunOptions {
                     pruning: Pruning::at(thr, min_keep),
                     ..model.default_options()
                 };
-                let mut st = model.new_state()?;
+                let mut state = model.new_state()?;
                 let t0 = std::time::Instant::now();
                 for i in 0..warmup {
-                    model.run_rgb(&mut st, &images[i % distinct], size, size, &opts)?;
+                    model.run_rgb(&mut state, &images[i % distinct], size, size, &opts)?;
                 }
-                let warmup_ms = t0.elapsed().as_secs_f64() * 1e3;
-                let mut outs = Vec::with_capacity(frames);
-                for i in 0..frames {
-                    outs.push(model.run_rgb(&mut st, &images[i % distinct], size, size, &opts)?);
-                }
-                let col = |f: &dyn Fn(&svit_runtime::FrameOutput) -> f64| {
-                    pct(&outs.iter().map(f).collect::<Vec<_>>())
-                };
-                let n = outs.len().max(1) as f64;
-                let gmacs = outs.iter().map(|o| o.gmacs).sum::<f64>() / n;
-                let total = col(&|o| o.timings.total());
-                let backbone = col(&|o| o.timings.backbone());
-                let overhead = outs
-                    .iter()
-                    .map(|o| o.timings.gates + o.timings.gather_scatter)
-                    .sum::<f64>()
-                    / outs
-                        .iter()
-                        .map(|o| o.timings.backbone())
-                        .sum::<f64>()
-                        .max(1e-9);
-                let mut buckets: std::collections::BTreeMap<usize, (usize, f64, f64)> =
-                    Default::default();
-                for o in &outs {
-                    for (b, &k) in o.kept.iter().enumerate() {
-                        let e = buckets.entry(k.div_ceil(16) * 16).or_default();
-                        e.0 += 1;
-                        e.1 += o.timings.blocks[b];
-                        e.2 += cfg.block_macs(k) as f64 / 1e9;
-                    }
-                }
-                configs.push(Config {
-                    engine: "tract",
-                    precision: precision.into(),
+                slots.push(Slot {
+                    model,
                     threshold: thr,
                     min_keep,
-                    mode: if thr <= 0.0 { "dense" } else { "pruned" },
-                    threads: th,
-                    frames,
-                    warmup_frames: warmup,
-                    warmup_ms,
-                    backbone_ms: backbone,
-                    preprocess_ms: col(&|o| o.timings.preprocess),
-                    embed_ms: col(&|o| o.timings.embed),
-                    gates_ms: col(&|o| o.timings.gates),
-                    gather_scatter_ms: col(&|o| o.timings.gather_scatter),
-                    blocks_ms: (0..cfg.depth)
-                        .map(|b| col(&|o| o.timings.blocks[b]))
-                        .collect(),
-                    head_ms: col(&|o| o.timings.head),
-                    postprocess_ms: col(&|o| o.timings.postprocess),
-                    kept_fraction: outs
-                        .iter()
-                        .map(|o| o.kept_fraction(cfg.tokens()))
-                        .sum::<f64>()
-                        / n,
-                    kept_per_block: (0..cfg.depth)
-                        .map(|b| outs.iter().map(|o| o.kept[b] as f64).sum::<f64>() / n)
-                        .collect(),
-                    gmacs,
-                    gflops_per_s: 2.0 * gmacs / (total.mean / 1e3).max(1e-9),
-                    block_time_vs_k: buckets
-                        .into_iter()
-                        .map(|(k, (c, ms, g))| KPoint {
-                            k,
-                            frames: c,
-                            block_ms: ms / c as f64,
-                            block_gmacs: g / c as f64,
-                        })
-                        .collect(),
-                    overhead_fraction: overhead,
-                    total_ms: total,
+                    opts,
+                    state,
+                    warmup_ms: t0.elapsed().as_secs_f64() * 1e3,
+                    outs: Vec::with_capacity(frames),
                 });
             }
         }
+        progress(&format!(
+            "threads {th}: {} configurations, {frames} frames each",
+            slots.len()
+        ));
+        const TURN: usize = 10;
+        for start in (0..frames).step_by(TURN) {
+            for s in &mut slots {
+                for i in start..frames.min(start + TURN) {
+                    let image = &images[i % distinct];
+                    let out = s.model.run_rgb(&mut s.state, image, size, size, &s.opts)?;
+                    s.outs.push(out);
+                }
+            }
+        }
+        for s in slots {
+            configs.push(summarise(&s, &cfg, th, frames, warmup));
+        }
     }
+    // Reported per precision, then thread count, then threshold (the order of the flags).
+    configs.sort_by_key(|c| models.iter().position(|m| m.precision == c.precision));
     let h = crate::health::sample(std::time::Instant::now(), 0, 0);
     Ok(Report {
         bundle: bundle.display().to_string(),
@@ -223,6 +186,95 @@ pub fn run(
         temperature_c: h.cpu_temp_c,
         configs,
     })
+}
+
+/// One configuration being measured: its model, options, state and frames so far.
+struct Slot<'a> {
+    model: &'a Model,
+    threshold: f32,
+    min_keep: svit_runtime::MinKeep,
+    opts: RunOptions,
+    state: svit_runtime::FrameState,
+    warmup_ms: f64,
+    outs: Vec<svit_runtime::FrameOutput>,
+}
+
+fn summarise(
+    s: &Slot,
+    cfg: &svit_runtime::ModelConfig,
+    threads: usize,
+    frames: usize,
+    warmup: usize,
+) -> Config {
+    let outs = &s.outs;
+    let col = |f: &dyn Fn(&svit_runtime::FrameOutput) -> f64| {
+        pct(&outs.iter().map(f).collect::<Vec<_>>())
+    };
+    let n = outs.len().max(1) as f64;
+    let gmacs = outs.iter().map(|o| o.gmacs).sum::<f64>() / n;
+    let total = col(&|o| o.timings.total());
+    let backbone = col(&|o| o.timings.backbone());
+    let overhead = outs
+        .iter()
+        .map(|o| o.timings.gates + o.timings.gather_scatter)
+        .sum::<f64>()
+        / outs
+            .iter()
+            .map(|o| o.timings.backbone())
+            .sum::<f64>()
+            .max(1e-9);
+    let mut buckets: std::collections::BTreeMap<usize, (usize, f64, f64)> = Default::default();
+    for o in outs {
+        for (b, &k) in o.kept.iter().enumerate() {
+            let e = buckets.entry(k.div_ceil(16) * 16).or_default();
+            e.0 += 1;
+            e.1 += o.timings.blocks[b];
+            e.2 += cfg.block_macs(k) as f64 / 1e9;
+        }
+    }
+    let thr = s.threshold;
+    Config {
+        engine: "tract",
+        precision: s.model.precision.clone(),
+        threshold: thr,
+        min_keep: s.min_keep,
+        mode: if thr <= 0.0 { "dense" } else { "pruned" },
+        threads,
+        frames,
+        warmup_frames: warmup,
+        warmup_ms: s.warmup_ms,
+        backbone_ms: backbone,
+        preprocess_ms: col(&|o| o.timings.preprocess),
+        embed_ms: col(&|o| o.timings.embed),
+        gates_ms: col(&|o| o.timings.gates),
+        gather_scatter_ms: col(&|o| o.timings.gather_scatter),
+        blocks_ms: (0..cfg.depth)
+            .map(|b| col(&|o| o.timings.blocks[b]))
+            .collect(),
+        head_ms: col(&|o| o.timings.head),
+        postprocess_ms: col(&|o| o.timings.postprocess),
+        kept_fraction: outs
+            .iter()
+            .map(|o| o.kept_fraction(cfg.tokens()))
+            .sum::<f64>()
+            / n,
+        kept_per_block: (0..cfg.depth)
+            .map(|b| outs.iter().map(|o| o.kept[b] as f64).sum::<f64>() / n)
+            .collect(),
+        gmacs,
+        gflops_per_s: 2.0 * gmacs / (total.mean / 1e3).max(1e-9),
+        block_time_vs_k: buckets
+            .into_iter()
+            .map(|(k, (c, ms, g))| KPoint {
+                k,
+                frames: c,
+                block_ms: ms / c as f64,
+                block_gmacs: g / c as f64,
+            })
+            .collect(),
+        overhead_fraction: overhead,
+        total_ms: total,
+    }
 }
 
 #[cfg(test)]
