@@ -53,10 +53,8 @@ pub struct EvalSpec<'a> {
 }
 
 /// Class index of the bundle -> category id of the data set, matched by name.
-fn category_map(model: &Model, ds: &Dataset, path: &Path) -> Result<Vec<u64>> {
-    model
-        .manifest
-        .labels
+pub fn category_map(labels: &[String], ds: &Dataset, path: &Path) -> Result<Vec<u64>> {
+    labels
         .iter()
         .map(|l| {
             ds.categories
@@ -65,9 +63,8 @@ fn category_map(model: &Model, ds: &Dataset, path: &Path) -> Result<Vec<u64>> {
                 .map(|c| c.id)
                 .with_context(|| {
                     format!(
-                        "{}: no category named {l:?}; the bundle's labels are {:?}",
+                        "{}: no category named {l:?}; the model's labels are {labels:?}",
                         path.display(),
-                        model.manifest.labels
                     )
                 })
         })
@@ -80,7 +77,7 @@ pub fn run(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<EvalRun>> {
     let ds = Dataset::load(spec.coco)?;
-    let cats = category_map(model, &ds, spec.coco)?;
+    let cats = category_map(&model.manifest.labels, &ds, spec.coco)?;
     let all_cats: Vec<u64> = ds.categories.iter().map(|c| c.id).collect();
     let mut images = ds.images.clone();
     images.sort_by_key(|i| i.id);
@@ -112,8 +109,7 @@ pub fn run(
         let mut mask_pairs: BTreeMap<(u64, u64), Pair> = BTreeMap::new();
         let (mut res_bbox, mut res_segm) = (Vec::new(), Vec::new());
         let (mut kept_sum, mut gmacs_sum) = (0.0, 0.0);
-        let cat_ids: Vec<u64> = ds.categories.iter().map(|c| c.id).collect();
-        let mut confusion = vec![vec![0u64; cat_ids.len() + 1]; cat_ids.len()];
+        let mut confusion = vec![vec![0u64; all_cats.len() + 1]; all_cats.len()];
         for info in &images {
             let path = spec.images.join(&info.file_name);
             let img = image::open(&path)
@@ -161,8 +157,8 @@ pub fn run(
                     mask: Some(d.mask.rasterize(w, h, d.bbox)),
                 })
                 .collect();
-            for (gt, called) in called_as(anns, &dets, &cat_ids) {
-                confusion[gt][called.unwrap_or(cat_ids.len())] += 1;
+            for (gt, called) in called_as(anns, &dets, &all_cats) {
+                confusion[gt][called.unwrap_or(all_cats.len())] += 1;
             }
             add_image(
                 info.id,

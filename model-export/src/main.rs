@@ -461,17 +461,7 @@ impl Validation {
         limit: usize,
     ) -> Result<Self> {
         let ds = coco::Dataset::load(&coco)?;
-        if let Some(l) = plan
-            .labels
-            .iter()
-            .find(|l| !ds.categories.iter().any(|c| &c.name == *l))
-        {
-            bail!(
-                "{}: no category named {l:?} (the model's labels are {:?})",
-                coco.display(),
-                plan.labels
-            );
-        }
+        svit_export::eval::category_map(&plan.labels, &ds, &coco)?;
         Ok(Validation {
             coco,
             images,

@@ -13,6 +13,8 @@ pub struct Layout {
     /// Stretches of x whose values are adjacent in the buffer, as (first x, length): rows are
     /// written a stretch at a time.
     runs: Vec<(usize, usize)>,
+    /// The length every run has, where they all have the same.
+    run_len: Option<usize>,
 }
 
 impl Layout {
@@ -24,11 +26,16 @@ impl Layout {
                 _ => runs.push((x, 1)),
             }
         }
+        let run_len = runs
+            .first()
+            .map(|r| r.1)
+            .filter(|&n| runs.iter().all(|r| r.1 == n));
         Layout {
             plane,
             rows,
             cols,
             runs,
+            run_len,
         }
     }
 
@@ -76,13 +83,9 @@ impl Layout {
             let base = c * self.plane + self.rows[y];
             // Runs of one known length are copied as fixed-size moves: a memcpy call per
             // 4-value run of the hMLP stem's patches doubled the time of preprocessing.
-            match self.runs.first() {
-                Some(&(_, 4)) if self.runs.iter().all(|r| r.1 == 4) => {
-                    self.put_runs::<4>(base, src, out)
-                }
-                Some(&(_, 16)) if self.runs.iter().all(|r| r.1 == 16) => {
-                    self.put_runs::<16>(base, src, out)
-                }
+            match self.run_len {
+                Some(4) => self.put_runs::<4>(base, src, out),
+                Some(16) => self.put_runs::<16>(base, src, out),
                 _ => {
                     for &(x, n) in &self.runs {
                         let at = base + self.cols[x];
