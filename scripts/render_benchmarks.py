@@ -91,6 +91,16 @@ if q8:
         ref = f32.get((c["threads"], round(c["threshold"], 2)))
         if ref:
             p(f"| {c['threads']} | {c['threshold']:.2f} | {model_ms(ref):.2f} | {model_ms(c):.2f} | {model_ms(ref) / model_ms(c):.2f}x |")
+one = {(c["precision"], round(c["threshold"], 2)): c for c in bench["configs"] if c["threads"] == 1}
+more = [c for c in bench["configs"] if c["threads"] > 1 and (c["precision"], round(c["threshold"], 2)) in one]
+if more:
+    p("\nMore threads against one, same precision and threshold (model time, mean; each stage's "
+      "tokens shared among the threads, `runtime/src/crew.rs`):\n")
+    p("| precision | threshold | threads | 1 thread ms | ms | speed-up |")
+    p("|---|---|---|---|---|---|")
+    for c in more:
+        ref = one[(c["precision"], round(c["threshold"], 2))]
+        p(f"| {c['precision']} | {c['threshold']:.2f} | {c['threads']} | {model_ms(ref):.2f} | {model_ms(c):.2f} | {model_ms(ref) / model_ms(c):.2f}x |")
 def floor(v):
     """A min_keep as the CLI writes it: 96, or 48..128 for a floor rising over the gated blocks."""
     return f"{v[0]}..{v[1]}" if isinstance(v, list) else str(v)

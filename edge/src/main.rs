@@ -76,8 +76,10 @@ enum Cmd {
         /// Pace software cameras (synthetic, files) to this rate (default: as fast as they go).
         #[arg(long)]
         fps: Option<f32>,
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
+        /// Threads that share each frame's stages, this one included (default: one per core
+        /// but one, which is left to capture and decoding).
+        #[arg(long)]
+        threads: Option<usize>,
         /// Name shown on the host (default: hostname).
         #[arg(long)]
         name: Option<String>,
@@ -102,6 +104,7 @@ enum Cmd {
         warmup: usize,
         #[arg(long, value_delimiter = ',', default_value = "0,0.5")]
         thresholds: Vec<f32>,
+        /// Thread counts to compare; each shares every frame's stages among that many threads.
         #[arg(long, value_delimiter = ',', default_value = "1")]
         threads: Vec<usize>,
         /// The fewest tokens a gated block keeps (default: the bundle's).
@@ -300,12 +303,16 @@ fn run(
     min_keep: Option<svit_runtime::MinKeep>,
     score_threshold: Option<f32>,
     fps: Option<f32>,
-    threads: usize,
+    threads: Option<usize>,
     name: Option<String>,
     precision: String,
     key: Option<Vec<u8>>,
     thumbs: Option<std::time::Duration>,
 ) -> Result<()> {
+    let threads = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+    });
+    tracing::info!(threads, "inference threads");
     svit_runtime::set_threads(threads);
     let mut model = Model::load(&bundle, &precision)
         .with_context(|| format!("loading bundle {}", bundle.display()))?;

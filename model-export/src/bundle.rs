@@ -72,11 +72,13 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
         }
         if let Some(blocks) = &int8_blocks {
             // Blocks in int8; the other stages are the f32 graphs themselves.
-            let block = name
-                .strip_prefix("block_")
-                .and_then(|n| n.strip_suffix(".onnx"))
-                .and_then(|n| n.parse::<usize>().ok());
-            let int8 = block.map_or(&bytes, |b| &blocks[b]);
+            let half = |prefix: &str, i: usize| {
+                name.strip_prefix(prefix)
+                    .and_then(|n| n.strip_suffix(".onnx"))
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .map(|b| &blocks[b][i])
+            };
+            let int8 = half("qkv_", 0).or(half("block_", 1)).unwrap_or(&bytes);
             put(format!("int8/{name}"), int8)?;
         }
         put(format!("f32/{name}"), &bytes)?;

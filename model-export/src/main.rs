@@ -196,6 +196,7 @@ enum Cmd {
         json: Option<PathBuf>,
         #[arg(long)]
         limit: Option<usize>,
+        /// Threads that share each image's stages, as on the board (`svit-edge run --threads`).
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },

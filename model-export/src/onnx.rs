@@ -13,9 +13,9 @@ use crate::model::{Block, Gate, Head, LayerNorm, Linear, Svit, LN_EPS};
 use svit_runtime::ModelConfig;
 
 pub const OPSET: i64 = 17;
-const FLOAT: i32 = 1;
-const INT64: i32 = 7;
-const INT8: i32 = 3;
+pub const FLOAT: i32 = 1;
+pub const INT64: i32 = 7;
+pub const INT8: i32 = 3;
 const FLOAT16: i32 = 10;
 
 /// A graph under construction; names are made unique by a counter.
@@ -45,7 +45,7 @@ impl Graph {
         format!("{hint}_{}", self.n)
     }
 
-    fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
+    fn value_info(name: &str, dims: &[Dim], elem_type: i32) -> pb::ValueInfoProto {
         use pb::tensor_shape_proto::{dimension::Value, Dimension};
         let dim = dims
             .iter()
@@ -61,7 +61,7 @@ impl Graph {
             name: name.into(),
             r#type: Some(pb::TypeProto {
                 value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: FLOAT,
+                    elem_type,
                     shape: Some(pb::TensorShapeProto { dim }),
                 })),
                 ..Default::default()
@@ -71,13 +71,22 @@ impl Graph {
     }
 
     pub fn input(&mut self, name: &str, dims: &[Dim]) -> String {
-        self.g.input.push(Self::value_info(name, dims));
+        self.typed_input(name, dims, FLOAT)
+    }
+
+    /// An input of ONNX element type `elem_type` (`FLOAT`, `INT8`, ...).
+    pub fn typed_input(&mut self, name: &str, dims: &[Dim], elem_type: i32) -> String {
+        self.g.input.push(Self::value_info(name, dims, elem_type));
         name.into()
     }
 
     pub fn output(&mut self, value: &str, name: &str, dims: &[Dim]) {
+        self.typed_output(value, name, dims, FLOAT);
+    }
+
+    pub fn typed_output(&mut self, value: &str, name: &str, dims: &[Dim], elem_type: i32) {
         self.node("Identity", &[value], vec![], Some(name));
-        self.g.output.push(Self::value_info(name, dims));
+        self.g.output.push(Self::value_info(name, dims, elem_type));
     }
 
     pub fn f32_init(&mut self, hint: &str, dims: &[usize], data: Vec<f32>) -> String {
@@ -290,8 +299,13 @@ impl Writer<'_> {
 
     /// (1, K, C) -> (1, K, C): pre-norm attention and MLP on whatever tokens it is given.
     pub fn block(&mut self, x: &str, b: &Block, heads: usize) -> String {
+        let qkv = self.block_qkv(x, b, heads);
+        self.block_attend(x, &qkv, b, heads)
+    }
+
+    /// The row-wise first half of a block: (1, K, C) -> q (scaled), k, v, each (1, K, C).
+    pub fn block_qkv(&mut self, x: &str, b: &Block, heads: usize) -> [String; 3] {
         let c = b.proj.w.dim(0).expect("dim");
-        let hd = c / heads;
         let a = self.layer_norm(x, &b.norm1);
         // Split qkv into three projections so no Gather/Slice sits in the hot path.
         let part = |i: usize| Linear {
@@ -299,11 +313,19 @@ impl Writer<'_> {
             b: b.qkv.b.narrow(0, i * c, c).expect("qkv bias"),
         };
         let q = self.linear(&a, &part(0));
-        let k = self.linear(&a, &part(1));
-        let v = self.linear(&a, &part(2));
-        let scale = self.g.scalar(1.0 / (hd as f32).sqrt());
-        let q = self.g.op("Mul", &[&q, &scale]);
-        let [q, k, v] = self.heads(&q, &k, &v, heads, c);
+        let scale = self.g.scalar(1.0 / ((c / heads) as f32).sqrt());
+        [
+            self.g.op("Mul", &[&q, &scale]),
+            self.linear(&a, &part(1)),
+            self.linear(&a, &part(2)),
+        ]
+    }
+
+    /// The rest of a block for Q query tokens `x` (1, Q, C) with their `q` (1, Q, C), given
+    /// the keys and values of all K tokens (1, K, C): row-wise in the queries.
+    pub fn block_attend(&mut self, x: &str, qkv: &[String; 3], b: &Block, heads: usize) -> String {
+        let c = b.proj.w.dim(0).expect("dim");
+        let [q, k, v] = self.heads(&qkv[0], &qkv[1], &qkv[2], heads, c);
         let s = self.g.op("MatMul", &[&q, &k]);
         let p = self
             .g
@@ -337,25 +359,39 @@ impl Writer<'_> {
         self.reshape(&y, &[1, -1, c as i64])
     }
 
-    /// The block with five of its six linear layers in int8, activations int8 around them (see
-    /// `quant.rs` for the form and the folded biases). `r`: calibrated |x| ranges of the sites
-    /// in `quant::SITES` order; the weights come folded from `quant::FoldedBlock`.
-    pub fn block_int8(
+    /// `block_qkv` in int8: q, k and v come out int8 (scales `r[1..4] / 127`). Five of a
+    /// block's six linear layers are int8, activations int8 around them (see `quant.rs` for
+    /// the form and the folded biases). `r`: calibrated |x| ranges of the sites in
+    /// `quant::SITES` order; the weights come folded from `quant::FoldedBlock`.
+    pub fn block_int8_qkv(
         &mut self,
         x: &str,
+        f: &crate::quant::FoldedBlock,
+        r: &[f32; crate::quant::SITES.len()],
+    ) -> [String; 3] {
+        let s = r.map(|v| v / 127.0);
+        let a = self.layer_norm(x, &f.norm1);
+        let aq = self.quantize_by_cast(&a, s[0]);
+        let aq = self.carrier(&aq, f.carriers[0]);
+        [
+            self.qlinear(&aq, s[0], &f.wq, s[1]),
+            self.qlinear(&aq, s[0], &f.wk, s[2]),
+            self.qlinear(&aq, s[0], &f.wv, s[3]),
+        ]
+    }
+
+    /// `block_attend` in int8, taking `block_int8_qkv`'s int8 q, k and v.
+    pub fn block_int8_attend(
+        &mut self,
+        x: &str,
+        qkv: &[String; 3],
         f: &crate::quant::FoldedBlock,
         heads: usize,
         r: &[f32; crate::quant::SITES.len()],
     ) -> String {
         let c = f.c;
         let s = r.map(|v| v / 127.0);
-        let a = self.layer_norm(x, &f.norm1);
-        let aq = self.quantize_by_cast(&a, s[0]);
-        let aq = self.carrier(&aq, f.carriers[0]);
-        let q = self.qlinear(&aq, s[0], &f.wq, s[1]);
-        let k = self.qlinear(&aq, s[0], &f.wk, s[2]);
-        let v = self.qlinear(&aq, s[0], &f.wv, s[3]);
-        let [q, k, v] = self.heads(&q, &k, &v, heads, c);
+        let [q, k, v] = self.heads(&qkv[0], &qkv[1], &qkv[2], heads, c);
         // Logits exact in int32 (MatMulInteger) and softmax and P.V in f32. Measured against
         // the alternatives in QUANTIZATION.md; one trap: a QLinearMatMul for the logits leaves
         // DequantizeLinear -> Softmax -> QuantizeLinear, which tract 0.23 folds into a
@@ -495,44 +531,59 @@ impl Writer<'_> {
         perm.extend([1, y0 + levels as i64 + 1, x0 + levels as i64 + 1]);
         let y = self.reshape(img, &shape);
         let y = self.transpose(&y, &perm);
-        self.reshape(&y, &[1, -1, 3 * p * p])
+        self.reshape(&y, &[1, -1, (3 * p * p) << (2 * levels)])
     }
 
-    /// Patch rows (`patchify`) -> (1, N, C), as `Svit::embed` computes it: each stem stage a
-    /// MatMul, from the second on after a 2x2 merge, which the row order makes a Reshape.
-    pub fn embed(&mut self, patches: &str, net: &Svit) -> String {
+    /// Patch rows (`patchify`: one row per token, holding its first-stage patches) -> (1, T,
+    /// C), as `Svit::embed` computes it: each stem stage a MatMul, from the second on after a
+    /// 2x2 merge, which the row order makes a Reshape. Row-wise in the tokens: `index` (T,
+    /// int64) says which tokens they are (for the position embedding); `None` means all N.
+    pub fn embed(&mut self, patches: &str, net: &Svit, index: Option<&str>) -> String {
         let cfg = &net.cfg;
-        let mut g = (cfg.image_size / cfg.stem_patch()) as i64;
-        let mut x = patches.to_string();
+        let p = cfg.stem_patch() as i64;
+        // First-stage patches per token: 4 per 2x2 merge.
+        let mut per_token = 1usize << (2 * cfg.stem.len());
+        let mut x = self.reshape(patches, &[1, -1, 3 * p * p]);
         for (i, st) in net.stem.iter().enumerate() {
             if i > 0 {
                 let d = st.proj.w.dim(1).expect("2-D weight") as i64;
-                g /= 2;
-                x = self.reshape(&x, &[1, g * g, d]);
+                per_token /= 4;
+                x = self.reshape(&x, &[1, -1, d]);
             }
             x = self.linear(&x, &st.proj);
             if let Some(norm) = &st.norm {
-                x = self.layer_norm_of_rows(&x, norm, Some((g * g) as usize));
+                x = self.layer_norm_of_rows(&x, norm, Some(per_token));
                 x = self.gelu(&x);
             }
         }
         let pos = self
             .g
             .f32_init("pos", &[1, cfg.tokens(), cfg.dim], host(&net.pos));
+        let pos = match index {
+            Some(i) => self
+                .g
+                .node("Gather", &[&pos, i], vec![attr_int("axis", 1)], None),
+            None => pos,
+        };
         self.g.op("Add", &[&x, &pos])
     }
 
+    /// (1, R g, 4 d) -> (1, 4 R g, d): each position of a grid g wide becomes 2x2 positions
+    /// of a grid 2g wide, for any number R of whole grid rows.
     fn pixel_shuffle(&mut self, x: &str, g: usize, d: usize) -> String {
         let (g, d) = (g as i64, d as i64);
-        let y = self.reshape(x, &[1, g, g, 2, 2, d]);
+        let y = self.reshape(x, &[1, -1, g, 2, 2, d]);
         let y = self.transpose(&y, &[0, 1, 3, 2, 4, 5]);
-        self.reshape(&y, &[1, 4 * g * g, d])
+        self.reshape(&y, &[1, -1, d])
     }
 
-    /// (1, N, C) -> heat, boxes, coef, protos (names as the runtime reads them).
+    /// (1, N, C) -> heat, boxes, coef, protos (names as the runtime reads them). Row-wise in
+    /// whole grid rows of tokens: `x` may also be R grid rows as (1, R, grid C), giving the
+    /// outputs of those rows (tract cannot split a symbolic token count into grid rows).
     pub fn head(&mut self, x: &str, h: &Head, net: &Svit) -> [String; 4] {
         let cfg = &net.cfg;
-        let y = self.layer_norm(x, &h.norm);
+        let x = self.reshape(x, &[1, -1, cfg.dim as i64]);
+        let y = self.layer_norm(&x, &h.norm);
         let u = self.linear(&y, &h.up);
         let u = self.gelu(&u);
         let u = self.pixel_shuffle(&u, cfg.grid(), cfg.head_dim);
@@ -543,10 +594,9 @@ impl Writer<'_> {
         // The prototypes are per position, so they are computed before the pixel shuffle
         // (on the shuffle's input rows): then the bias Add follows its MatMul directly and
         // tract fuses it, where after the shuffle it ran as a slow broadcasting Add.
-        let g2 = (cfg.grid() * 2) as i64;
-        let pu = self.reshape(&pu, &[1, 4 * g2 * g2, cfg.proto_dim as i64]);
+        let pu = self.reshape(&pu, &[1, -1, cfg.proto_dim as i64]);
         let protos = self.linear(&pu, &h.proto);
-        let protos = self.reshape(&protos, &[1, g2 * g2, 4 * cfg.num_protos as i64]);
+        let protos = self.reshape(&protos, &[1, -1, 4 * cfg.num_protos as i64]);
         [
             self.linear(&hd, &h.cls),
             self.linear(&hd, &h.boxes),
@@ -590,34 +640,53 @@ fn wide_rows(c: usize, rows: usize) -> usize {
     }
 }
 
-/// Names and shapes of the head outputs, shared by the stage graph and dense.onnx.
-fn head_outputs(g: &mut Graph, outs: [String; 4], net: &Svit) {
+/// Names and shapes of the head outputs, shared by the stage graph and dense.onnx (`rows`:
+/// positions per output, fixed for dense.onnx, symbolic for the stage graph, where the
+/// runtime may give it a share of the grid rows).
+fn head_outputs(g: &mut Graph, outs: [String; 4], net: &Svit, rows: [Dim; 2]) {
     let cfg = &net.cfg;
-    let n8 = 4 * cfg.tokens();
+    let [n8, n16] = rows;
     let dims = [
-        ("heat", cfg.num_classes, n8),
-        ("boxes", 4, n8),
-        ("coef", cfg.num_protos, n8),
-        ("protos", cfg.num_protos, 4 * n8),
+        ("heat", cfg.num_classes, &n8),
+        ("boxes", 4, &n8),
+        ("coef", cfg.num_protos, &n8),
+        ("protos", cfg.num_protos, &n16),
     ];
     for (o, (name, ch, n)) in outs.iter().zip(dims) {
-        g.output(o, name, &[Dim::Fixed(1), Dim::Fixed(n), Dim::Fixed(ch)]);
+        let n = match n {
+            Dim::Fixed(v) => Dim::Fixed(*v),
+            Dim::Sym(s) => Dim::Sym(s),
+        };
+        g.output(o, name, &[Dim::Fixed(1), n, Dim::Fixed(ch)]);
     }
 }
 
-/// One block stage graph: `tokens` (1, K, C) in, `out` (1, K, C) out, K symbolic; `body`
-/// writes the block between them (f32 or int8).
-pub fn block_graph(
+/// A block's two stage graphs, `qkv_{b}.onnx` and `block_{b}.onnx` (see `block_qkv` and
+/// `block_attend`), so the runtime can share a block's tokens among threads: `qkv` maps
+/// `tokens` (1, K, C) to `q`, `k`, `v` (1, K, C) of ONNX type `qkv_type`; `block` maps `tokens`
+/// and `q` (1, Q, C) with `k`, `v` (1, K, C) to `out` (1, Q, C). Q and K symbolic.
+pub fn block_graphs(
     name: &str,
     c: usize,
-    body: impl FnOnce(&mut Writer, &str) -> String,
-) -> Vec<u8> {
+    qkv_type: i32,
+    qkv: impl FnOnce(&mut Writer, &str) -> [String; 3],
+    attend: impl FnOnce(&mut Writer, &str, &[String; 3]) -> String,
+) -> [Vec<u8>; 2] {
+    let rows = |s: &'static str| [Dim::Fixed(1), Dim::Sym(s), Dim::Fixed(c)];
+    const NAMES: [&str; 3] = ["q", "k", "v"];
+    let mut g = Graph::new(&format!("{name}_qkv"));
+    let i = g.input("tokens", &rows("K"));
+    let outs = qkv(&mut Writer { g: &mut g }, &i);
+    for (o, n) in outs.iter().zip(NAMES) {
+        g.typed_output(o, n, &rows("K"), qkv_type);
+    }
+    let first = g.encode();
     let mut g = Graph::new(name);
-    let kdims = || [Dim::Fixed(1), Dim::Sym("K"), Dim::Fixed(c)];
-    let i = g.input("tokens", &kdims());
-    let y = body(&mut Writer { g: &mut g }, &i);
-    g.output(&y, "out", &kdims());
-    g.encode()
+    let i = g.input("tokens", &rows("Q"));
+    let ins = NAMES.map(|n| g.typed_input(n, &rows(if n == "q" { "Q" } else { "K" }), qkv_type));
+    let y = attend(&mut Writer { g: &mut g }, &i, &ins);
+    g.output(&y, "out", &rows("Q"));
+    [first, g.encode()]
 }
 
 /// Every stage graph of `net`, as `(file name, bytes)`, plus `dense.onnx`.
@@ -625,52 +694,60 @@ pub fn export_all(net: &Svit) -> Vec<(String, Vec<u8>)> {
     let cfg = &net.cfg;
     let (n, c, s) = (cfg.tokens(), cfg.dim, cfg.image_size);
     let img_dims = || [Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)];
-    let full = || [Dim::Fixed(1), Dim::Fixed(n), Dim::Fixed(c)];
     let mut files = Vec::new();
 
+    // The embed, gate and head stages are row-wise in the tokens (K of them), so the runtime
+    // can share them among threads like the blocks.
     let mut g = Graph::new("embed");
     let p = cfg.stem_patch();
-    let rows = (s / p) * (s / p);
-    let i = g.input(
-        "patches",
-        &[Dim::Fixed(1), Dim::Fixed(rows), Dim::Fixed(3 * p * p)],
-    );
-    let y = Writer { g: &mut g }.embed(&i, net);
-    g.output(&y, "tokens", &full());
+    let row = (3 * p * p) << (2 * cfg.stem.len());
+    let i = g.input("patches", &[Dim::Fixed(1), Dim::Sym("K"), Dim::Fixed(row)]);
+    let index = g.typed_input("index", &[Dim::Sym("K")], INT64);
+    let y = Writer { g: &mut g }.embed(&i, net, Some(&index));
+    g.output(&y, "tokens", &[Dim::Fixed(1), Dim::Sym("K"), Dim::Fixed(c)]);
     files.push(("embed.onnx".to_string(), g.encode()));
 
     for (gi, gate) in net.gates.iter().enumerate() {
         let block = cfg.first_gated + gi;
         let mut g = Graph::new(&format!("gate_{block}"));
-        let i = g.input("tokens", &full());
+        let i = g.input("tokens", &[Dim::Fixed(1), Dim::Sym("K"), Dim::Fixed(c)]);
         let y = Writer { g: &mut g }.gate(&i, gate);
-        g.output(&y, "probs", &[Dim::Fixed(1), Dim::Fixed(n), Dim::Fixed(2)]);
+        g.output(&y, "probs", &[Dim::Fixed(1), Dim::Sym("K"), Dim::Fixed(2)]);
         files.push((format!("gate_{block}.onnx"), g.encode()));
     }
 
     for (bi, block) in net.blocks.iter().enumerate() {
-        let bytes = block_graph(&format!("block_{bi}"), c, |w, x| {
-            w.block(x, block, cfg.heads)
-        });
-        files.push((format!("block_{bi}.onnx"), bytes));
+        let [qkv, attend] = block_graphs(
+            &format!("block_{bi}"),
+            c,
+            FLOAT,
+            |w, x| w.block_qkv(x, block, cfg.heads),
+            |w, x, qkv| w.block_attend(x, qkv, block, cfg.heads),
+        );
+        files.push((format!("qkv_{bi}.onnx"), qkv));
+        files.push((format!("block_{bi}.onnx"), attend));
     }
 
     let mut g = Graph::new("head");
-    let i = g.input("tokens", &full());
+    let grid_row = cfg.grid() * c;
+    let i = g.input(
+        "tokens",
+        &[Dim::Fixed(1), Dim::Sym("R"), Dim::Fixed(grid_row)],
+    );
     let outs = Writer { g: &mut g }.head(&i, &net.head, net);
-    head_outputs(&mut g, outs, net);
+    head_outputs(&mut g, outs, net, [Dim::Sym("R4"), Dim::Sym("R16")]);
     files.push(("head.onnx".to_string(), g.encode()));
 
     let mut g = Graph::new("dense");
     let i = g.input("image", &img_dims());
     let mut w = Writer { g: &mut g };
     let patches = w.patchify(&i, cfg);
-    let mut x = w.embed(&patches, net);
+    let mut x = w.embed(&patches, net, None);
     for block in &net.blocks {
         x = w.block(&x, block, cfg.heads);
     }
     let outs = w.head(&x, &net.head, net);
-    head_outputs(&mut g, outs, net);
+    head_outputs(&mut g, outs, net, [Dim::Fixed(4 * n), Dim::Fixed(16 * n)]);
     files.push(("dense.onnx".to_string(), g.encode()));
     files
 }

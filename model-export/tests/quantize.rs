@@ -63,25 +63,28 @@ fn int8_blocks_track_f32_on_real_activations() {
     // Held-out scene, pruned to K = 100 tokens as the runtime would hand a block.
     let x = tokens_of(&net, &scenes(size, 9000, 1)[0]);
     let mut x = x.narrow(1, 0, 100).unwrap().contiguous().unwrap();
-    for (bi, (block, bytes)) in net.blocks.iter().zip(&graphs).enumerate() {
+    for (bi, (block, [qkv, attend])) in net.blocks.iter().zip(&graphs).enumerate() {
         let want = block.forward(&x, None).unwrap();
-        let plan = tract_onnx::onnx()
-            .model_for_read(&mut &bytes[..])
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
+        let plan = |bytes: &[u8]| {
+            svit_runtime::optimise_graph(bytes)
+                .unwrap()
+                .into_runnable()
+                .unwrap()
+        };
         let input: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
         let c = net.cfg.dim;
-        let out = plan
-            .run(tvec!(tract_ndarray::Array3::from_shape_vec(
-                (1, 100, c),
-                input
-            )
+        let tokens: TValue = tract_ndarray::Array3::from_shape_vec((1, 100, c), input)
             .unwrap()
             .into_tensor()
-            .into()))
+            .into();
+        let qkv = plan(qkv).run(tvec!(tokens.clone())).unwrap();
+        let out = plan(attend)
+            .run(tvec!(
+                tokens,
+                qkv[0].clone(),
+                qkv[1].clone(),
+                qkv[2].clone()
+            ))
             .unwrap();
         let got: Vec<f32> = out[0]
             .try_as_plain_ram()

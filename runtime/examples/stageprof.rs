@@ -1,33 +1,30 @@
 //! Times one stage graph of a bundle in isolation and lists what tract optimised it into:
-//!   cargo run --example stageprof -p svit-runtime -- models/demo/f32/gate_2.onnx [tokens] [channels]
-//! `STAGEPROF_THREADS=n` runs tract's matmuls on n threads; `STAGEPROF_NODES=1` and
-//! `STAGEPROF_CONCRETE=1` are explained below.
+//!   cargo run --example stageprof -p svit-runtime -- models/demo/f32/gate_2.onnx [tokens]
+//! One thread (the runtime shares stages among threads itself, `crew.rs`). `STAGEPROF_NODES=1`
+//! and `STAGEPROF_CONCRETE=1` are explained below.
 
 use std::time::Instant;
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::DimLike;
 
 fn main() -> TractResult<()> {
     svit_runtime::tune_process();
-    if let Some(t) = std::env::var("STAGEPROF_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-    {
-        svit_runtime::set_threads(t);
-    }
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("usage: stageprof GRAPH.onnx [tokens]");
     let k: usize = args.next().map_or(256, |v| v.parse().expect("tokens"));
-    let c: usize = args.next().map_or(128, |v| v.parse().expect("channels"));
     let bytes = std::fs::read(&path)?;
-    // STAGEPROF_CONCRETE=1: optimise for exactly this token count, to see which kernels tract
-    // would pick if K were known (the runtime's graphs keep K symbolic).
+    // STAGEPROF_CONCRETE=1: optimise for exactly this size, as the runtime does for the embed,
+    // gate and head stages, to see which kernels tract would pick if a block's K were known
+    // (the runtime keeps it symbolic: one plan for every K).
     let opt = if std::env::var_os("STAGEPROF_CONCRETE").is_some() {
         let m = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
-        let sym = m.symbols.sym("K");
-        let typed = m.into_typed()?;
-        let subs = std::collections::HashMap::from([(sym, TDim::from(k as i64))]);
-        typed.set_symbols(&subs)?.into_optimized()?
+        let subs: std::collections::HashMap<_, _> = ["K", "Q", "R"]
+            .into_iter()
+            .filter_map(|s| m.symbols.get(s))
+            .map(|s| (s, TDim::from(k as i64)))
+            .collect();
+        m.into_typed()?.set_symbols(&subs)?.into_optimized()?
     } else {
         svit_runtime::optimise_graph(&bytes)?
     };
@@ -41,23 +38,39 @@ fn main() -> TractResult<()> {
             );
         }
     }
-    // The embed graph takes the image (a concrete shape); the others take K tokens.
-    let shape: Vec<usize> = match opt.input_fact(0)?.shape.as_concrete() {
-        Some(s) => s.to_vec(),
-        None => vec![1, k, c],
-    };
+    // Every symbolic dimension of every input is `tokens` (grid rows for the head); int64
+    // inputs (the embed stage's token index) count 0, 1, ...; int8 ones (an int8 block's q, k,
+    // v) hold 3.
+    let mut inputs = TVec::<TValue>::new();
+    for i in 0..opt.inputs.len() {
+        let fact = opt.input_fact(i)?;
+        let shape: Vec<usize> = fact
+            .shape
+            .iter()
+            .map(|d| d.to_usize().unwrap_or(k))
+            .collect();
+        let len = shape.iter().product::<usize>();
+        let t = if fact.datum_type == i64::datum_type() {
+            Tensor::from_shape(&shape, &(0..len as i64).collect::<Vec<_>>())?
+        } else if fact.datum_type == i8::datum_type() {
+            Tensor::from_shape(&shape, &vec![3i8; len])?
+        } else {
+            Tensor::from_shape(&shape, &vec![0.1f32; len])?
+        };
+        inputs.push(t.into());
+    }
     let plan = opt.into_runnable()?;
-    let x = Tensor::from_shape(&shape, &vec![0.1f32; shape.iter().product()])?;
     for _ in 0..20 {
-        plan.run(tvec!(x.clone().into()))?;
+        plan.run(inputs.clone())?;
     }
     let n = 500;
     let t = Instant::now();
     for _ in 0..n {
-        plan.run(tvec!(x.clone().into()))?;
+        plan.run(inputs.clone())?;
     }
+    let shapes: Vec<_> = inputs.iter().map(|t| t.shape().to_vec()).collect();
     println!(
-        "{path}: {:.3} ms per run, input {shape:?}",
+        "{path}: {:.3} ms per run, inputs {shapes:?}",
         t.elapsed().as_secs_f64() * 1e3 / n as f64
     );
     // Where the time goes, per op kind (summed over the nodes of that kind), or per node with
@@ -66,7 +79,7 @@ fn main() -> TractResult<()> {
     let mut per_op: std::collections::BTreeMap<String, f64> = Default::default();
     let mut state = tract_onnx::tract_core::plan::SimpleState::new(&plan)?;
     for _ in 0..n {
-        state.run_plan_with_eval(tvec!(x.clone().into()), |ctx, st, node, inputs| {
+        state.run_plan_with_eval(inputs.clone(), |ctx, st, node, inputs| {
             let t = Instant::now();
             let r = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
             let key = if by_node {

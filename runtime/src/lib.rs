@@ -4,6 +4,7 @@
 //! Architecture invariant: this crate knows nothing of the wire protocol, tokio or cameras.
 
 pub mod config;
+pub mod crew;
 pub mod error;
 pub mod files;
 pub mod manifest;
@@ -16,8 +17,8 @@ pub use config::ModelConfig;
 pub use error::{BundleError, RunError};
 pub use manifest::{Manifest, FORMAT_VERSION};
 pub use model::{
-    optimise_graph, pick_precision, set_threads, tune_process, FrameOutput, FrameState, Model,
-    Prepared, Pruning, RunOptions, Timings,
+    optimise_graph, pick_precision, set_threads, threads, tune_process, FrameOutput, FrameState,
+    Model, Prepared, Pruning, RunOptions, Timings,
 };
 pub use post::{Detection, Mask};
 pub use prune::{select_tokens, top_k, MinKeep};

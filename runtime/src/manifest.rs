@@ -11,8 +11,8 @@ use crate::error::BundleError;
 use crate::ModelConfig;
 
 /// 2: the embed graph takes the image as patch rows (`ModelConfig::embed_layout`), not as
-/// (1, 3, S, S).
-pub const FORMAT_VERSION: u32 = 2;
+/// (1, 3, S, S). 3: each block is two graphs, `qkv_{b}` and `block_{b}` (row-parallel halves).
+pub const FORMAT_VERSION: u32 = 3;
 pub const MANIFEST: &str = "manifest.json";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,7 +39,8 @@ pub struct Manifest {
     pub input: InputSpec,
     pub defaults: Defaults,
     /// Precisions with a full set of stage graphs, e.g. `["f32"]`; each lives in a directory
-    /// of that name (`f32/embed.onnx`, `f32/gate_3.onnx`, `f32/block_0.onnx`, `f32/head.onnx`).
+    /// of that name (`f32/embed.onnx`, `f32/gate_3.onnx`, `f32/qkv_0.onnx`, `f32/block_0.onnx`,
+    /// `f32/head.onnx`).
     pub precisions: Vec<String>,
     /// How int8/f16 graphs were made (scheme, calibration), when there are any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,7 +56,10 @@ pub struct Manifest {
 pub fn stage_files(cfg: &ModelConfig, precision: &str) -> Vec<String> {
     let mut v = vec![format!("{precision}/embed.onnx")];
     v.extend((cfg.first_gated..cfg.depth).map(|b| format!("{precision}/gate_{b}.onnx")));
-    v.extend((0..cfg.depth).map(|b| format!("{precision}/block_{b}.onnx")));
+    for b in 0..cfg.depth {
+        v.push(format!("{precision}/qkv_{b}.onnx"));
+        v.push(format!("{precision}/block_{b}.onnx"));
+    }
     v.push(format!("{precision}/head.onnx"));
     v
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use tract_onnx::prelude::*;
 
+use crate::crew::{self, Crew};
 use crate::error::{tract_err, BundleError, RunError};
 use crate::files::BundleFiles;
 use crate::manifest::{stage_files, Manifest};
@@ -99,11 +100,12 @@ pub struct Model {
     pub manifest: Manifest,
     pub dir: PathBuf,
     pub precision: String,
-    embed: Plan,
+    embed: RowStage,
     /// Indexed by block; `None` for ungated blocks.
-    gates: Vec<Option<Plan>>,
-    blocks: Vec<Plan>,
-    head: Plan,
+    gates: Vec<Option<RowStage>>,
+    /// Per block: its `qkv` and `block` graphs (the row-wise halves, `crew.rs`).
+    blocks: Vec<[Plan; 2]>,
+    head: RowStage,
     /// Where each input value goes for the embed stage (`ModelConfig::embed_layout`).
     layout: Layout,
 }
@@ -129,8 +131,10 @@ impl Prepared {
 pub struct FrameState {
     embed: State,
     gates: Vec<Option<State>>,
-    blocks: Vec<State>,
+    blocks: Vec<[State; 2]>,
     head: State,
+    /// Helper threads that take a share of each block's tokens (none on one thread).
+    crew: Crew,
     map: Vec<f32>,
     gathered: Vec<f32>,
     input: Vec<f32>,
@@ -142,6 +146,58 @@ impl FrameState {
     pub fn head_outputs(&self) -> &[Vec<f32>; 4] {
         &self.head_out
     }
+}
+
+/// A stage graph that is row-wise in its one symbol (embed: tokens `K`; head: grid rows `R`),
+/// kept unoptimised so that each thread's share gets a plan optimised for its exact size.
+/// With the size left symbolic, tract puts a matmul's concrete side (the channels) on its
+/// kernel's 64-row tile, half idle for the stem's 32 channels: embed 1.20 -> 1.45 ms, head
+/// 1.13 -> 1.38 ms on one thread (`examples/stageprof`).
+struct RowStage {
+    typed: TypedModel,
+    symbol: &'static str,
+    rows: usize,
+    /// The plan for all `rows` rows (one thread).
+    full: Plan,
+}
+
+impl RowStage {
+    fn load(
+        files: &BundleFiles,
+        rel: &str,
+        symbol: &'static str,
+        rows: usize,
+    ) -> Result<RowStage, BundleError> {
+        let graph = |e: TractError| BundleError::Graph {
+            path: files.display(rel),
+            source: format!("{e:#}").into(),
+        };
+        let bytes = files.read(rel)?;
+        let typed = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .and_then(|m| m.into_typed())
+            .map_err(graph)?;
+        let full = concrete(&typed, symbol, rows).map_err(graph)?;
+        Ok(RowStage {
+            typed,
+            symbol,
+            rows,
+            full,
+        })
+    }
+
+    fn plan(&self, rows: usize) -> Result<Plan, RunError> {
+        if rows == self.rows {
+            return Ok(self.full.clone());
+        }
+        concrete(&self.typed, self.symbol, rows).map_err(tract_err(self.symbol))
+    }
+}
+
+fn concrete(typed: &TypedModel, symbol: &str, rows: usize) -> TractResult<Plan> {
+    let subs =
+        std::collections::HashMap::from([(typed.symbols.sym(symbol), TDim::from(rows as i64))]);
+    typed.set_symbols(&subs)?.into_optimized()?.into_runnable()
 }
 
 fn load_plan(files: &BundleFiles, rel: &str) -> Result<Plan, BundleError> {
@@ -158,11 +214,13 @@ fn load_plan(files: &BundleFiles, rel: &str) -> Result<Plan, BundleError> {
 /// An ONNX stage graph as the runtime optimises it (also for `examples/stageprof`).
 pub fn optimise_graph(onnx: &[u8]) -> TractResult<TypedModel> {
     let m = tract_onnx::onnx().model_for_read(&mut &onnx[..])?;
-    // A block never runs on zero tokens (min_keep >= 1). Telling tract so lets it prove
+    // A stage never runs on zero tokens, queries or grid rows (min_keep >= 1). Telling tract so lets it prove
     // "K * C > 32" and pick its fast same-shape kernels for the residual adds, which it
     // otherwise leaves as generic broadcasting ops (12% of a block at K = 256).
-    if m.symbols.get("K").is_some() {
-        m.symbols.add_assertion("K>=1")?;
+    for sym in ["K", "Q", "R"] {
+        if m.symbols.get(sym).is_some() {
+            m.symbols.add_assertion(&format!("{sym}>=1"))?;
+        }
     }
     m.into_optimized()
 }
@@ -225,17 +283,21 @@ fn prefer_wide_int8_tile() {
     let _ = tract_onnx::tract_core::knobs::set_config_global("TRACT_AVX512_FMA_UNITS", "2");
 }
 
-/// Sets the number of threads tract's matrix products use (process-wide).
+static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Sets how many threads a frame's blocks are shared among (process-wide; read by
+/// [`Model::new_state`]). tract's own matmul threading stays off: a pool of one sends every
+/// matmul to rayon's global pool, and a larger one made our blocks slower than one thread
+/// (`crew.rs`), so the runtime shares out tokens instead.
 pub fn set_threads(n: usize) {
     use tract_linalg::multithread::{set_default_executor, Executor};
-    // Not a pool of one: tract hands such a pool over to rayon's global pool (a thread per
-    // core), and dispatching every matmul there made an int8 block at K=96 take 0.85 ms
-    // instead of 0.55 (examples/stageprof with STAGEPROF_THREADS=1 against unset).
-    set_default_executor(if n <= 1 {
-        Executor::SingleThread
-    } else {
-        Executor::multithread(n)
-    });
+    THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    set_default_executor(Executor::SingleThread);
+}
+
+/// The thread count [`set_threads`] set (1 by default).
+pub fn threads() -> usize {
+    THREADS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Model {
@@ -259,18 +321,26 @@ impl Model {
         let cfg = &manifest.config;
         let stages = stage_files(cfg, precision);
         let plan = |rel: &str| load_plan(&files, rel);
-        let embed = plan(&stages[0])?;
+        let embed = RowStage::load(&files, &stages[0], "K", cfg.tokens())?;
         let gates = (0..cfg.depth)
             .map(|b| {
                 cfg.gated(b)
-                    .then(|| plan(&format!("{precision}/gate_{b}.onnx")))
+                    .then(|| {
+                        let rel = format!("{precision}/gate_{b}.onnx");
+                        RowStage::load(&files, &rel, "K", cfg.tokens())
+                    })
                     .transpose()
             })
             .collect::<Result<Vec<_>, _>>()?;
         let blocks = (0..cfg.depth)
-            .map(|b| plan(&format!("{precision}/block_{b}.onnx")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let head = plan(&format!("{precision}/head.onnx"))?;
+            .map(|b| {
+                Ok([
+                    plan(&format!("{precision}/qkv_{b}.onnx"))?,
+                    plan(&format!("{precision}/block_{b}.onnx"))?,
+                ])
+            })
+            .collect::<Result<Vec<_>, BundleError>>()?;
+        let head = RowStage::load(&files, &format!("{precision}/head.onnx"), "R", cfg.grid())?;
         Ok(Model {
             layout: cfg.embed_layout(),
             manifest,
@@ -299,18 +369,48 @@ impl Model {
         }
     }
 
+    /// A state running on [`threads()`] threads (this one and helpers it starts).
     pub fn new_state(&self) -> Result<FrameState, RunError> {
+        self.new_state_on(threads())
+    }
+
+    /// A state whose blocks are shared among `threads` threads (this one included).
+    pub fn new_state_on(&self, threads: usize) -> Result<FrameState, RunError> {
         let spawn = |p: &Plan, stage: &str| p.spawn().map_err(tract_err(stage));
         let cfg = self.config();
+        // Each thread's embed and head plans are optimised for the size of its share.
+        let embed_shares = crew::shares(cfg.tokens(), threads, crew::MIN_ROWS);
+        let head_shares = crew::shares(cfg.grid(), threads, HEAD_MIN_GRID_ROWS);
+        let size = |s: &[std::ops::Range<usize>], i: usize| s.get(i).unwrap_or(&s[0]).len();
+        // The crew's stage numbering: `EMBED`, `HEAD`, then `qkv_stage(b)`, its block after it,
+        // then `gate_stage(b)` (gates share the tokens as the embed does).
+        let plans_for = |share: usize| -> Result<Vec<(String, Plan)>, RunError> {
+            let tokens = size(&embed_shares, share);
+            let mut v = vec![
+                ("embed".to_string(), self.embed.plan(tokens)?),
+                (
+                    "head".to_string(),
+                    self.head.plan(size(&head_shares, share))?,
+                ),
+            ];
+            for (b, [q, a]) in self.blocks.iter().enumerate() {
+                v.push((format!("qkv_{b}"), q.clone()));
+                v.push((format!("block_{b}"), a.clone()));
+            }
+            for (b, g) in self.gates.iter().enumerate() {
+                if let Some(g) = g {
+                    v.push((format!("gate_{b}"), g.plan(tokens)?));
+                }
+            }
+            Ok(v)
+        };
+        let own = plans_for(0)?;
         Ok(FrameState {
-            embed: spawn(&self.embed, "embed")?,
-            gates: self
-                .gates
-                .iter()
-                .enumerate()
-                .map(|(b, g)| {
-                    g.as_ref()
-                        .map(|p| spawn(p, &format!("gate_{b}")))
+            embed: spawn(&own[EMBED].1, "embed")?,
+            gates: (0..cfg.depth)
+                .map(|b| {
+                    cfg.gated(b)
+                        .then(|| spawn(&own[gate_stage(cfg, b)].1, &format!("gate_{b}")))
                         .transpose()
                 })
                 .collect::<Result<_, _>>()?,
@@ -318,9 +418,15 @@ impl Model {
                 .blocks
                 .iter()
                 .enumerate()
-                .map(|(b, p)| spawn(p, &format!("block_{b}")))
-                .collect::<Result<_, _>>()?,
-            head: spawn(&self.head, "head")?,
+                .map(|(b, [q, a])| {
+                    Ok([
+                        spawn(q, &format!("qkv_{b}"))?,
+                        spawn(a, &format!("block_{b}"))?,
+                    ])
+                })
+                .collect::<Result<_, RunError>>()?,
+            crew: Crew::new(threads, plans_for)?,
+            head: spawn(&own[HEAD].1, "head")?,
             map: vec![0.0; cfg.tokens() * cfg.dim],
             gathered: Vec::with_capacity(cfg.tokens() * cfg.dim),
             input: Vec::with_capacity(3 * cfg.image_size * cfg.image_size),
@@ -429,7 +535,7 @@ impl Model {
         opts: &RunOptions,
     ) -> Result<FrameOutput, RunError> {
         let cfg = self.config().clone();
-        let (n, c, s) = (cfg.tokens(), cfg.dim, cfg.image_size);
+        let (n, c) = (cfg.tokens(), cfg.dim);
         let mut t = Timings {
             blocks: Vec::with_capacity(cfg.depth),
             ..Default::default()
@@ -439,13 +545,44 @@ impl Model {
         let mut macs = cfg.embed_macs() + cfg.head_macs();
 
         let t0 = Instant::now();
-        let p = cfg.stem_patch();
-        let img = tensor_from(&[1, (s / p) * (s / p), 3 * p * p], &st.input, "embed")?;
-        let y = st
-            .embed
-            .run(tvec!(img.into()))
-            .map_err(tract_err("embed"))?;
-        copy_out(&y[0], &mut st.map, "embed")?;
+        // One row of the embed input per token: its first-stage patches (`embed_layout`).
+        let row = st.input.len() / n;
+        if row * n != st.input.len() || row * n != 3 * cfg.image_size * cfg.image_size {
+            return Err(RunError::Input(format!(
+                "{} input values for {n} tokens of a 3x{1}x{1} image",
+                st.input.len(),
+                cfg.image_size
+            )));
+        }
+        let inputs = crew::shares(n, st.crew.threads(), crew::MIN_ROWS)
+            .into_iter()
+            .map(|r| {
+                let patches = tensor_from(
+                    &[1, r.len(), row],
+                    &st.input[r.start * row..r.end * row],
+                    "embed",
+                )?;
+                let index: Vec<i64> = (r.start as i64..r.end as i64).collect();
+                let index = Tensor::from_shape(&[r.len()], &index).map_err(tract_err("embed"))?;
+                Ok(tvec!(patches.into(), index.into()))
+            })
+            .collect::<Result<_, RunError>>()?;
+        let outs = st.crew.run(EMBED, &mut st.embed, inputs)?;
+        let mut at = 0;
+        for o in &outs {
+            let y = f32s(&o[0]).map_err(tract_err("embed"))?;
+            let dst = st
+                .map
+                .get_mut(at..at + y.len())
+                .ok_or_else(|| too_long("embed"))?;
+            dst.copy_from_slice(y);
+            at += y.len();
+        }
+        if at != st.map.len() || st.map.iter().any(|v| !v.is_finite()) {
+            return Err(RunError::NonFinite {
+                stage: "embed".into(),
+            });
+        }
         t.embed = ms(t0);
 
         for b in 0..cfg.depth {
@@ -453,12 +590,22 @@ impl Model {
             let mut keep: Option<Vec<usize>> = None; // None = all tokens
             if let (Some(gate), false) = (st.gates[b].as_mut(), opts.pruning == Pruning::Dense) {
                 let tg = Instant::now();
-                let x = tensor_from(&[1, n, c], &st.map, "gate")?;
-                let probs = gate
-                    .run(tvec!(x.into()))
-                    .map_err(tract_err(format!("gate_{b}")))?;
-                let probs = f32s(&probs[0]).map_err(tract_err(format!("gate_{b}")))?;
-                let p_keep: Vec<f32> = probs.chunks_exact(2).map(|p| p[0]).collect();
+                let inputs = crew::shares(n, st.crew.threads(), crew::MIN_ROWS)
+                    .into_iter()
+                    .map(|r| {
+                        let x = &st.map[r.start * c..r.end * c];
+                        Ok(tvec!(tensor_from(&[1, r.len(), c], x, "gate")?.into()))
+                    })
+                    .collect::<Result<_, RunError>>()?;
+                let outs = st.crew.run(gate_stage(&cfg, b), gate, inputs)?;
+                let mut p_keep = Vec::with_capacity(n);
+                for o in &outs {
+                    let probs = f32s(&o[0]).map_err(tract_err(format!("gate_{b}")))?;
+                    p_keep.extend(probs.chunks_exact(2).map(|p| p[0]));
+                }
+                if p_keep.len() != n {
+                    return Err(too_long(&format!("gate_{b}")));
+                }
                 if p_keep.iter().any(|p| !p.is_finite()) {
                     return Err(RunError::NonFinite {
                         stage: format!("gate_{b}"),
@@ -494,58 +641,90 @@ impl Model {
             kept.push(k);
             macs += cfg.block_macs(k);
             let tb = Instant::now();
-            match &keep {
-                None => {
-                    let x = tensor_from(&[1, n, c], &st.map, &stage)?;
-                    let y = st.blocks[b]
-                        .run(tvec!(x.into()))
-                        .map_err(tract_err(&stage))?;
-                    copy_out(&y[0], &mut st.map, &stage)?;
-                    t.blocks.push(ms(tb));
+            let mut gs = 0.0;
+            let outs = match &keep {
+                Some(idx) if idx.is_empty() => {
+                    t.blocks.push(0.0);
+                    continue;
                 }
-                Some(idx) if idx.is_empty() => t.blocks.push(0.0),
+                None => run_block(&mut st.blocks[b], &st.crew, b, &st.map, c)?,
                 Some(idx) => {
-                    let tgs = Instant::now();
                     st.gathered.clear();
                     for &i in idx {
                         st.gathered.extend_from_slice(&st.map[i * c..(i + 1) * c]);
                     }
-                    let x = tensor_from(&[1, idx.len(), c], &st.gathered, &stage)?;
-                    let mut gs = ms(tgs);
-                    let tr = Instant::now();
-                    let y = st.blocks[b]
-                        .run(tvec!(x.into()))
-                        .map_err(tract_err(&stage))?;
-                    t.blocks.push(ms(tr));
-                    let tsc = Instant::now();
-                    let ys = f32s(&y[0]).map_err(tract_err(&stage))?;
-                    if ys.len() != idx.len() * c || ys.iter().any(|v| !v.is_finite()) {
-                        return Err(RunError::NonFinite { stage });
-                    }
-                    for (r, &i) in idx.iter().enumerate() {
-                        st.map[i * c..(i + 1) * c].copy_from_slice(&ys[r * c..(r + 1) * c]);
-                    }
-                    gs += ms(tsc);
-                    t.gather_scatter += gs;
+                    gs += ms(tb);
+                    run_block(&mut st.blocks[b], &st.crew, b, &st.gathered, c)?
                 }
+            };
+            let tsc = Instant::now();
+            let mut row = 0;
+            for o in &outs {
+                let ys = f32s(o).map_err(tract_err(&stage))?;
+                let rows = ys.len() / c;
+                if row + rows > k || ys.iter().any(|v| !v.is_finite()) {
+                    return Err(RunError::NonFinite { stage });
+                }
+                match &keep {
+                    None => st.map[row * c..(row + rows) * c].copy_from_slice(ys),
+                    Some(idx) => {
+                        for (r, &i) in idx[row..row + rows].iter().enumerate() {
+                            st.map[i * c..(i + 1) * c].copy_from_slice(&ys[r * c..(r + 1) * c]);
+                        }
+                    }
+                }
+                row += rows;
             }
+            if row != k {
+                return Err(RunError::Tract {
+                    stage,
+                    source: format!("{row} rows out for {k} in").into(),
+                });
+            }
+            if keep.is_some() {
+                gs += ms(tsc);
+                t.gather_scatter += gs;
+            }
+            t.blocks.push(ms(tb) - gs);
         }
 
         let th = Instant::now();
-        let x = tensor_from(&[1, n, c], &st.map, "head")?;
-        let y = st.head.run(tvec!(x.into())).map_err(tract_err("head"))?;
-        t.head = ms(th);
-        let tp = Instant::now();
-        let slice = |i: usize| f32s(&y[i]).map_err(tract_err("head"));
+        // The head is row-wise in whole grid rows of tokens; each share's outputs are a
+        // contiguous run of every output's positions.
+        let g = cfg.grid();
+        let inputs = crew::shares(g, st.crew.threads(), HEAD_MIN_GRID_ROWS)
+            .into_iter()
+            .map(|r| {
+                let x = tensor_from(
+                    &[1, r.len(), g * c],
+                    &st.map[r.start * g * c..r.end * g * c],
+                    "head",
+                )?;
+                Ok(tvec!(x.into()))
+            })
+            .collect::<Result<_, RunError>>()?;
+        let outs = st.crew.run(HEAD, &mut st.head, inputs)?;
         for (i, dst) in st.head_out.iter_mut().enumerate() {
             dst.clear();
-            dst.extend_from_slice(slice(i)?);
+            for o in &outs {
+                dst.extend_from_slice(f32s(&o[i]).map_err(tract_err("head"))?);
+            }
         }
+        let per_position = [cfg.num_classes, 4, cfg.num_protos, cfg.num_protos];
+        let positions = [4 * n, 4 * n, 4 * n, 16 * n];
+        for ((o, ch), p) in st.head_out.iter().zip(per_position).zip(positions) {
+            if o.len() != ch * p {
+                return Err(too_long("head"));
+            }
+        }
+        t.head = ms(th);
+        let tp = Instant::now();
+        let [heat, boxes, coef, protos] = &st.head_out;
         let head = HeadOutputs {
-            heat: slice(0)?,
-            boxes: slice(1)?,
-            coef: slice(2)?,
-            protos: slice(3)?,
+            heat,
+            boxes,
+            coef,
+            protos,
         };
         let detections = post::decode(&cfg, &head, opts.score_threshold, opts.max_detections)?;
         t.postprocess = ms(tp);
@@ -559,6 +738,71 @@ impl Model {
     }
 }
 
+/// The crew's stage numbers (`Model::new_state_on`).
+const EMBED: usize = 0;
+const HEAD: usize = 1;
+fn qkv_stage(block: usize) -> usize {
+    2 + 2 * block
+}
+fn gate_stage(cfg: &crate::ModelConfig, block: usize) -> usize {
+    2 + 2 * cfg.depth + block - cfg.first_gated
+}
+
+/// Fewest grid rows of tokens worth handing the head to another thread (4 rows: 64 tokens).
+const HEAD_MIN_GRID_ROWS: usize = 4;
+
+fn too_long(stage: &str) -> RunError {
+    RunError::Tract {
+        stage: stage.into(),
+        source: "outputs of an unexpected size".into(),
+    }
+}
+
+/// Block `b` on `rows` (K x `c`, row-major): `qkv` on each thread's share of the rows, the
+/// shares' keys and values joined, then `block` on each share. Its output rows, a tensor per
+/// share, in order.
+fn run_block(
+    states: &mut [State; 2],
+    crew: &Crew,
+    b: usize,
+    rows: &[f32],
+    c: usize,
+) -> Result<Vec<TValue>, RunError> {
+    let stage = format!("block_{b}");
+    let [qkv_state, block_state] = states;
+    let xs = crew::shares(rows.len() / c, crew.threads(), crew::MIN_ROWS)
+        .into_iter()
+        .map(|r| {
+            tensor_from(&[1, r.len(), c], &rows[r.start * c..r.end * c], &stage).map(TValue::from)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let qkv = crew.run(
+        qkv_stage(b),
+        qkv_state,
+        xs.iter().map(|x| tvec!(x.clone())).collect(),
+    )?;
+    let join = |i: usize| -> Result<TValue, RunError> {
+        if qkv.len() == 1 {
+            return Ok(qkv[0][i].clone());
+        }
+        let parts: Vec<&Tensor> = qkv.iter().map(|o| &*o[i]).collect();
+        Tensor::stack_tensors(1, &parts)
+            .map(TValue::from)
+            .map_err(tract_err(&stage))
+    };
+    let (k, v) = (join(1)?, join(2)?);
+    let inputs = xs
+        .into_iter()
+        .zip(&qkv)
+        .map(|(x, o)| tvec!(x, o[0].clone(), k.clone(), v.clone()))
+        .collect();
+    let outs = crew.run(qkv_stage(b) + 1, block_state, inputs)?;
+    Ok(outs
+        .into_iter()
+        .filter_map(|o| o.into_iter().next())
+        .collect())
+}
+
 fn f32s(t: &Tensor) -> TractResult<&[f32]> {
     t.try_as_plain_ram()?.as_slice::<f32>()
 }
@@ -569,21 +813,4 @@ fn ms(t: Instant) -> f64 {
 
 fn tensor_from(shape: &[usize], data: &[f32], stage: &str) -> Result<Tensor, RunError> {
     Tensor::from_shape(shape, data).map_err(tract_err(stage))
-}
-
-fn copy_out(t: &TValue, dst: &mut [f32], stage: &str) -> Result<(), RunError> {
-    let src = f32s(t).map_err(tract_err(stage))?;
-    if src.len() != dst.len() {
-        return Err(RunError::Tract {
-            stage: stage.into(),
-            source: format!("output has {} values, expected {}", src.len(), dst.len()).into(),
-        });
-    }
-    if src.iter().any(|v| !v.is_finite()) {
-        return Err(RunError::NonFinite {
-            stage: stage.into(),
-        });
-    }
-    dst.copy_from_slice(src);
-    Ok(())
 }

@@ -1,0 +1,223 @@
+//! Row-parallel stages: a frame's other threads each take a contiguous share of a stage's
+//! rows (tokens).
+//!
+//! tract's own matmul threading (a rayon pool per matmul) made a block *slower* on two cores
+//! here: each of a block's matmuls is too small to pay for waking the pool (int8 block at
+//! K = 96: 0.50 ms on one thread, 0.68-0.75 on two, `examples/stageprof`). Instead a block is
+//! exported as two graphs that are row-wise in the tokens (`qkv`, then `block` given every key
+//! and value), and each helper here runs the same graph on its own rows with its own tract
+//! states, so one hand-over per half-block replaces one per matmul. Helpers spin briefly
+//! between jobs (a frame's jobs come a fraction of a millisecond apart) and sleep on their
+//! channel otherwise.
+
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tract_onnx::prelude::*;
+
+use crate::error::{tract_err, RunError};
+
+type State = TypedSimpleState;
+
+/// How long a waiting thread polls before it sleeps: longer than the gap between two jobs of a
+/// frame (a gate and a gather), far shorter than the gap between frames.
+const SPIN: Duration = Duration::from_micros(300);
+
+/// Fewest rows worth handing to another thread: below this the hand-over costs more than the
+/// rows (an int8 block at 32 tokens takes about 0.15 ms).
+pub const MIN_ROWS: usize = 24;
+
+struct Job {
+    /// Index into the helper's states (the stage graphs in `Crew::new`'s order).
+    stage: usize,
+    inputs: TVec<TValue>,
+}
+
+type Done = Result<TVec<TValue>, RunError>;
+
+struct Helper {
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Done>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// `threads - 1` helper threads, each holding its own state of every given stage graph.
+pub struct Crew {
+    helpers: Vec<Helper>,
+    names: Vec<String>,
+}
+
+impl Crew {
+    /// Starts `threads - 1` helpers (none for 0 or 1). `plans(h)`: the `(stage name, plan)` of
+    /// every stage for the thread taking share `h` (share 0 is the caller's; the stages'
+    /// order and names must not depend on `h`).
+    pub fn new(
+        threads: usize,
+        plans: impl Fn(usize) -> Result<Vec<(String, Arc<TypedRunnableModel>)>, RunError>,
+    ) -> Result<Crew, RunError> {
+        let mut helpers = Vec::new();
+        let mut names = Vec::new();
+        for h in 1..threads.max(1) {
+            let plans = plans(h)?;
+            let mut states = plans
+                .iter()
+                .map(|(name, p)| p.spawn().map_err(tract_err(name)))
+                .collect::<Result<Vec<State>, _>>()?;
+            let (jobs, job_rx) = channel::<Job>();
+            let (done_tx, done) = channel::<Done>();
+            names = plans.iter().map(|(n, _)| n.clone()).collect();
+            let stage_names = names.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("svit-rows-{h}"))
+                .spawn(move || {
+                    while let Some(job) = recv_spinning(&job_rx) {
+                        let r = states[job.stage]
+                            .run(job.inputs)
+                            .map_err(tract_err(&stage_names[job.stage]));
+                        if done_tx.send(r).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| RunError::Tract {
+                    stage: "threads".into(),
+                    source: format!("cannot start helper thread {h}: {e}").into(),
+                })?;
+            helpers.push(Helper {
+                jobs: Some(jobs),
+                done,
+                thread: Some(thread),
+            });
+        }
+        if names.is_empty() {
+            names = plans(0)?.into_iter().map(|(n, _)| n).collect();
+        }
+        Ok(Crew { helpers, names })
+    }
+
+    /// Threads a stage can be shared among, this one included.
+    pub fn threads(&self) -> usize {
+        self.helpers.len() + 1
+    }
+
+    /// Runs stage `stage` on every share of `inputs`: the first on this thread with `own`,
+    /// the others on helpers, all at once. Outputs in the order of `inputs`.
+    pub fn run(
+        &self,
+        stage: usize,
+        own: &mut State,
+        mut inputs: Vec<TVec<TValue>>,
+    ) -> Result<Vec<TVec<TValue>>, RunError> {
+        let name = &self.names[stage];
+        assert!(
+            !inputs.is_empty() && inputs.len() <= self.threads(),
+            "{} shares for {} threads",
+            inputs.len(),
+            self.threads()
+        );
+        let rest = inputs.split_off(1);
+        let sent = rest.len();
+        for (h, inputs) in self.helpers.iter().zip(rest) {
+            let job = Job { stage, inputs };
+            if h.jobs.as_ref().is_none_or(|j| j.send(job).is_err()) {
+                return Err(stopped(name));
+            }
+        }
+        let first = inputs.pop().expect("one share");
+        let mine = own.run(first).map_err(tract_err(name));
+        // Collect every helper's answer even when this share failed, so none is left over
+        // for the next job.
+        let mut theirs = Vec::with_capacity(sent);
+        let mut failed = None;
+        for h in &self.helpers[..sent] {
+            match recv_spinning(&h.done) {
+                Some(Ok(v)) => theirs.push(v),
+                Some(Err(e)) => failed = failed.or(Some(e)),
+                None => failed = failed.or(Some(stopped(name))),
+            }
+        }
+        let mut out = vec![mine?];
+        match failed {
+            Some(e) => Err(e),
+            None => {
+                out.extend(theirs);
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl Drop for Crew {
+    fn drop(&mut self) {
+        // Closing the job channels ends the helpers' loops.
+        for h in &mut self.helpers {
+            h.jobs = None;
+        }
+        for h in &mut self.helpers {
+            if let Some(t) = h.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn stopped(stage: &str) -> RunError {
+    RunError::Tract {
+        stage: stage.into(),
+        source: "a helper thread stopped".into(),
+    }
+}
+
+/// `rx.recv()`, polling for `SPIN` first. `None` once the sender is gone.
+fn recv_spinning<T>(rx: &Receiver<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            match rx.try_recv() {
+                Ok(v) => return Some(v),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => std::hint::spin_loop(),
+            }
+        }
+        if start.elapsed() > SPIN {
+            return rx.recv().ok();
+        }
+    }
+}
+
+/// Contiguous row ranges for `threads` threads over `rows` rows, at least `min` each (so
+/// fewer shares than threads for small stages; always at least one).
+pub fn shares(rows: usize, threads: usize, min: usize) -> Vec<std::ops::Range<usize>> {
+    let n = threads.min(rows / min.max(1)).max(1);
+    (0..n)
+        .map(|i| (i * rows / n)..((i + 1) * rows / n))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_cover_every_row_once_and_respect_the_minimum() {
+        for rows in [1, 23, 24, 47, 48, 100, 256] {
+            for threads in 1..=5 {
+                let s = shares(rows, threads, MIN_ROWS);
+                assert!(!s.is_empty() && s.len() <= threads);
+                assert_eq!(s[0].start, 0);
+                assert_eq!(s.last().map(|r| r.end), Some(rows));
+                assert!(s.windows(2).all(|w| w[0].end == w[1].start));
+                if s.len() > 1 {
+                    assert!(
+                        s.iter().all(|r| r.len() >= MIN_ROWS),
+                        "{rows} {threads} {s:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(shares(256, 2, MIN_ROWS), vec![0..128, 128..256]);
+        assert_eq!(shares(40, 2, MIN_ROWS).len(), 1);
+    }
+}
