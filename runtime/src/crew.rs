@@ -200,6 +200,71 @@ pub fn shares(rows: usize, threads: usize, min: usize) -> Vec<std::ops::Range<us
 mod tests {
     use super::*;
 
+    /// A one-stage crew over a graph that adds 1 to a (1, K) input.
+    fn plus_one_crew(threads: usize) -> (Crew, State) {
+        let mut m = TypedModel::default();
+        let k = m.symbols.sym("K");
+        let x = m
+            .add_source("x", f32::fact(&[TDim::from(1), TDim::from(k)]))
+            .unwrap();
+        let one = m.add_const("one", tensor2(&[[1f32]])).unwrap();
+        let y = m
+            .wire_node("y", tract_onnx::tract_core::ops::math::add(), &[x, one])
+            .unwrap();
+        m.select_output_outlets(&y).unwrap();
+        let plan = m.into_optimized().unwrap().into_runnable().unwrap();
+        let own = plan.spawn().unwrap();
+        let crew = Crew::new(threads, |_| Ok(vec![("plus".to_string(), plan.clone())])).unwrap();
+        (crew, own)
+    }
+
+    fn share(v: &[f32]) -> TVec<TValue> {
+        tvec!(Tensor::from_shape(&[1, v.len()], v).unwrap().into())
+    }
+
+    #[test]
+    fn shares_come_back_in_order_and_a_failed_share_leaves_the_crew_usable() {
+        let (crew, mut own) = plus_one_crew(3);
+        assert_eq!(crew.threads(), 3);
+        let out = crew
+            .run(
+                0,
+                &mut own,
+                vec![share(&[0.0]), share(&[10.0, 11.0]), share(&[20.0])],
+            )
+            .unwrap();
+        let got: Vec<Vec<f32>> = out
+            .iter()
+            .map(|o| {
+                o[0].try_as_plain_ram()
+                    .unwrap()
+                    .as_slice::<f32>()
+                    .unwrap()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(got, vec![vec![1.0], vec![11.0, 12.0], vec![21.0]]);
+        // A helper's share of the wrong rank fails; the error names the stage, and the next
+        // job gets its own answers, not that share's leftovers.
+        let bad = tvec!(Tensor::from_shape(&[1, 1, 1], &[0f32]).unwrap().into());
+        let e = crew
+            .run(0, &mut own, vec![share(&[0.0]), bad, share(&[5.0])])
+            .unwrap_err();
+        assert!(e.to_string().contains("plus"), "{e}");
+        let out = crew
+            .run(0, &mut own, vec![share(&[1.0]), share(&[2.0])])
+            .unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[1][0]
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap(),
+            &[3.0]
+        );
+    }
+
     #[test]
     fn shares_cover_every_row_once_and_respect_the_minimum() {
         for rows in [1, 23, 24, 47, 48, 100, 256] {
