@@ -41,12 +41,18 @@ python3 scripts/coco_check.py eval --coco data/val/instances.json --eval-json "$
 $EXPORT reference --bundle "$BUNDLE" --image data/val/000000.png --out "$OUT/reference"
 python3 scripts/ort_check.py "$BUNDLE" "$OUT/reference" > "$OUT/ort_check.txt"
 
+# The peer: onnxruntime on dense.onnx, f32 and its own int8, same thread counts; run again
+# after tract's bench below, keeping the faster run of each configuration.
+python3 scripts/ort_bench.py "$BUNDLE" "$OUT/ort_bench.before.json" --frames 200 --warmup 20 --threads 1,2 > /dev/null
+
 # Latency, pruned vs dense, same frames, one run.
 # (f16 is left out here: x86 has no fp16 arithmetic, so its timings would mean nothing.)
 BENCH_PRECISIONS=f32
 case " $PRECISIONS " in *" int8 "*) BENCH_PRECISIONS=f32,int8 ;; esac
 $EDGE bench --bundle "$BUNDLE" --frames 200 --warmup 20 --thresholds 0,0.3,0.5,0.7 --threads 1,2 \
   --precision "$BENCH_PRECISIONS" --json "$OUT/bench.json"
+python3 scripts/ort_bench.py "$BUNDLE" "$OUT/ort_bench.json" --frames 200 --warmup 20 --threads 1,2 \
+  --keep-faster "$OUT/ort_bench.before.json" > /dev/null
 
 # Pruning harder: the same bundle with min_keep 16 (1/16 of the tokens) instead of its default.
 $EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val \
@@ -59,8 +65,6 @@ $EDGE bench --bundle "$BUNDLE" --frames 200 --warmup 20 --thresholds 0,0.5 --thr
 $EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val \
   --thresholds 0.5 --min-keep 96 --json "$OUT/min-keep-96/eval.json"
 
-# The peer: onnxruntime on dense.onnx, f32 and its own int8, same thread counts.
-python3 scripts/ort_bench.py "$BUNDLE" "$OUT/ort_bench.json" --frames 200 --warmup 20 --threads 1,2 > /dev/null
 
 # The whole pipeline on this machine: two boards (ArduCAM driver on the simulated module, and
 # the synthetic camera) paced at 10 fps, so the link is free; per-stage times from the recording.

@@ -148,7 +148,10 @@ if os.path.exists(ortp):
     p("\n## Against onnxruntime (`scripts/ort_bench.py`, model time only)\n")
     p("Model time = embed + gates + gather/scatter + blocks + head for tract (means from the bench "
       "above); the whole dense.onnx for onnxruntime (its int8 model from its own dynamic "
-      "quantizer). No decode, resize or post-processing on either side. Milliseconds, mean.\n")
+      "quantizer). No decode, resize or post-processing on either side. Milliseconds, mean."
+      + (" onnxruntime ran just before and just after tract's bench; each of its rows is the "
+         "faster of the two runs." if all(c.get("runs") == 2 for c in ob["configs"]) else "")
+      + "\n")
     p("| threads | engine | precision | threshold | model ms | vs onnxruntime f32 |")
     p("|---|---|---|---|---|---|")
     for th in sorted({c["threads"] for c in ob["configs"]}):

@@ -170,8 +170,11 @@ fn stopped(stage: &str) -> RunError {
     }
 }
 
-/// `rx.recv()`, polling for `SPIN` first. `None` once the sender is gone.
+/// `rx.recv()`, polling for `SPIN` first: busy for the first `BUSY`, then yielding the core
+/// between polls (so that with more threads than free cores, the thread being waited for gets
+/// to run). `None` once the sender is gone.
 fn recv_spinning<T>(rx: &Receiver<T>) -> Option<T> {
+    const BUSY: Duration = Duration::from_micros(20);
     let start = Instant::now();
     loop {
         for _ in 0..64 {
@@ -181,8 +184,12 @@ fn recv_spinning<T>(rx: &Receiver<T>) -> Option<T> {
                 Err(TryRecvError::Empty) => std::hint::spin_loop(),
             }
         }
-        if start.elapsed() > SPIN {
+        let waited = start.elapsed();
+        if waited > SPIN {
             return rx.recv().ok();
+        }
+        if waited > BUSY {
+            std::thread::yield_now();
         }
     }
 }

@@ -374,24 +374,35 @@ impl Model {
         self.new_state_on(threads())
     }
 
-    /// A state whose blocks are shared among `threads` threads (this one included).
+    /// A state whose stages are shared among `threads` threads (this one included; no more
+    /// than a stage of N tokens has shares of `crew::MIN_ROWS`).
     pub fn new_state_on(&self, threads: usize) -> Result<FrameState, RunError> {
         let spawn = |p: &Plan, stage: &str| p.spawn().map_err(tract_err(stage));
         let cfg = self.config();
-        // Each thread's embed and head plans are optimised for the size of its share.
+        let threads = threads.clamp(1, (cfg.tokens() / crew::MIN_ROWS).max(1));
+        // Each thread's embed, gate and head plans are optimised for the size of its share,
+        // once per distinct size.
         let embed_shares = crew::shares(cfg.tokens(), threads, crew::MIN_ROWS);
         let head_shares = crew::shares(cfg.grid(), threads, HEAD_MIN_GRID_ROWS);
         let size = |s: &[std::ops::Range<usize>], i: usize| s.get(i).unwrap_or(&s[0]).len();
+        let memo = std::cell::RefCell::new(std::collections::HashMap::new());
+        let sized =
+            |name: &str, stage: &RowStage, rows: usize| -> Result<(String, Plan), RunError> {
+                let key = (name.to_string(), rows);
+                if let Some(p) = memo.borrow().get(&key) {
+                    return Ok((key.0, Arc::clone(p)));
+                }
+                let p = stage.plan(rows)?;
+                memo.borrow_mut().insert(key, p.clone());
+                Ok((name.to_string(), p))
+            };
         // The crew's stage numbering: `EMBED`, `HEAD`, then `qkv_stage(b)`, its block after it,
         // then `gate_stage(b)` (gates share the tokens as the embed does).
         let plans_for = |share: usize| -> Result<Vec<(String, Plan)>, RunError> {
             let tokens = size(&embed_shares, share);
             let mut v = vec![
-                ("embed".to_string(), self.embed.plan(tokens)?),
-                (
-                    "head".to_string(),
-                    self.head.plan(size(&head_shares, share))?,
-                ),
+                sized("embed", &self.embed, tokens)?,
+                sized("head", &self.head, size(&head_shares, share))?,
             ];
             for (b, [q, a]) in self.blocks.iter().enumerate() {
                 v.push((format!("qkv_{b}"), q.clone()));
@@ -399,7 +410,7 @@ impl Model {
             }
             for (b, g) in self.gates.iter().enumerate() {
                 if let Some(g) = g {
-                    v.push((format!("gate_{b}"), g.plan(tokens)?));
+                    v.push(sized(&format!("gate_{b}"), g, tokens)?);
                 }
             }
             Ok(v)
