@@ -3,12 +3,13 @@
 //!
 //! tract's own matmul threading (a rayon pool per matmul) made a block *slower* on two cores
 //! here: each of a block's matmuls is too small to pay for waking the pool (int8 block at
-//! K = 96: 0.50 ms on one thread, 0.68-0.75 on two, `examples/stageprof`). Instead a block is
-//! exported as two graphs that are row-wise in the tokens (`qkv`, then `block` given every key
-//! and value), and each helper here runs the same graph on its own rows with its own tract
-//! states, so one hand-over per half-block replaces one per matmul. Helpers spin briefly
-//! between jobs (a frame's jobs come a fraction of a millisecond apart) and sleep on their
-//! channel otherwise.
+//! K = 96: 0.50 ms on one thread, 0.68-0.75 on two; QUANTIZATION.md, "Threads"). Instead a
+//! block is exported as two graphs that are row-wise in the tokens (`qkv`, then `block` given
+//! every key and value), the other stages are row-wise as they are, and each helper here runs
+//! the same graph on its own rows with its own tract states, so one hand-over per stage
+//! replaces one per matmul. A waiting thread polls (a frame's jobs come a fraction of a
+//! millisecond apart), yielding its core after the first microseconds, and sleeps on its
+//! channel after `SPIN`.
 
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
@@ -118,19 +119,24 @@ impl Crew {
             self.threads()
         );
         let rest = inputs.split_off(1);
-        let sent = rest.len();
+        let mut sent = 0;
+        let mut failed = None;
         for (h, inputs) in self.helpers.iter().zip(rest) {
             let job = Job { stage, inputs };
             if h.jobs.as_ref().is_none_or(|j| j.send(job).is_err()) {
-                return Err(stopped(name));
+                failed = Some(stopped(name));
+                break;
             }
+            sent += 1;
         }
         let first = inputs.pop().expect("one share");
-        let mine = own.run(first).map_err(tract_err(name));
-        // Collect every helper's answer even when this share failed, so none is left over
-        // for the next job.
+        let mine = match failed {
+            None => own.run(first).map_err(tract_err(name)),
+            Some(_) => Err(stopped(name)),
+        };
+        // Collect the answer of every helper that got a share, even when another share
+        // failed, so none is left over for the next job.
         let mut theirs = Vec::with_capacity(sent);
-        let mut failed = None;
         for h in &self.helpers[..sent] {
             match recv_spinning(&h.done) {
                 Some(Ok(v)) => theirs.push(v),

@@ -133,7 +133,7 @@ pub struct FrameState {
     gates: Vec<Option<State>>,
     blocks: Vec<[State; 2]>,
     head: State,
-    /// Helper threads that take a share of each block's tokens (none on one thread).
+    /// Helper threads that take a share of each stage's rows (none on one thread).
     crew: Crew,
     map: Vec<f32>,
     gathered: Vec<f32>,
@@ -214,8 +214,8 @@ fn load_plan(files: &BundleFiles, rel: &str) -> Result<Plan, BundleError> {
 /// An ONNX stage graph as the runtime optimises it (also for `examples/stageprof`).
 pub fn optimise_graph(onnx: &[u8]) -> TractResult<TypedModel> {
     let m = tract_onnx::onnx().model_for_read(&mut &onnx[..])?;
-    // A stage never runs on zero tokens, queries or grid rows (min_keep >= 1). Telling tract so lets it prove
-    // "K * C > 32" and pick its fast same-shape kernels for the residual adds, which it
+    // A stage never runs on zero tokens, queries or grid rows (min_keep >= 1). Telling tract
+    // so lets it prove "K * C > 32" and pick its fast same-shape kernels for the residual adds, which it
     // otherwise leaves as generic broadcasting ops (12% of a block at K = 256).
     for sym in ["K", "Q", "R"] {
         if m.symbols.get(sym).is_some() {
@@ -285,7 +285,7 @@ fn prefer_wide_int8_tile() {
 
 static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
-/// Sets how many threads a frame's blocks are shared among (process-wide; read by
+/// Sets how many threads a frame's stages are shared among (process-wide; read by
 /// [`Model::new_state`]). tract's own matmul threading stays off: a pool of one sends every
 /// matmul to rayon's global pool, and a larger one made our blocks slower than one thread
 /// (`crew.rs`), so the runtime shares out tokens instead.
@@ -581,15 +581,18 @@ impl Model {
         let outs = st.crew.run(EMBED, &mut st.embed, inputs)?;
         let mut at = 0;
         for o in &outs {
-            let y = f32s(&o[0]).map_err(tract_err("embed"))?;
+            let y = f32s(output(o, 0, "embed")?).map_err(tract_err("embed"))?;
             let dst = st
                 .map
                 .get_mut(at..at + y.len())
-                .ok_or_else(|| too_long("embed"))?;
+                .ok_or_else(|| wrong_size("embed"))?;
             dst.copy_from_slice(y);
             at += y.len();
         }
-        if at != st.map.len() || st.map.iter().any(|v| !v.is_finite()) {
+        if at != st.map.len() {
+            return Err(wrong_size("embed"));
+        }
+        if st.map.iter().any(|v| !v.is_finite()) {
             return Err(RunError::NonFinite {
                 stage: "embed".into(),
             });
@@ -610,12 +613,13 @@ impl Model {
                     .collect::<Result<_, RunError>>()?;
                 let outs = st.crew.run(gate_stage(&cfg, b), gate, inputs)?;
                 let mut p_keep = Vec::with_capacity(n);
+                let name = format!("gate_{b}");
                 for o in &outs {
-                    let probs = f32s(&o[0]).map_err(tract_err(format!("gate_{b}")))?;
+                    let probs = f32s(output(o, 0, &name)?).map_err(tract_err(&name))?;
                     p_keep.extend(probs.chunks_exact(2).map(|p| p[0]));
                 }
                 if p_keep.len() != n {
-                    return Err(too_long(&format!("gate_{b}")));
+                    return Err(wrong_size(&name));
                 }
                 if p_keep.iter().any(|p| !p.is_finite()) {
                     return Err(RunError::NonFinite {
@@ -673,7 +677,10 @@ impl Model {
             for o in &outs {
                 let ys = f32s(o).map_err(tract_err(&stage))?;
                 let rows = ys.len() / c;
-                if row + rows > k || ys.iter().any(|v| !v.is_finite()) {
+                if rows * c != ys.len() || row + rows > k {
+                    return Err(wrong_size(&stage));
+                }
+                if ys.iter().any(|v| !v.is_finite()) {
                     return Err(RunError::NonFinite { stage });
                 }
                 match &keep {
@@ -687,10 +694,7 @@ impl Model {
                 row += rows;
             }
             if row != k {
-                return Err(RunError::Tract {
-                    stage,
-                    source: format!("{row} rows out for {k} in").into(),
-                });
+                return Err(wrong_size(&stage));
             }
             if keep.is_some() {
                 gs += ms(tsc);
@@ -718,14 +722,14 @@ impl Model {
         for (i, dst) in st.head_out.iter_mut().enumerate() {
             dst.clear();
             for o in &outs {
-                dst.extend_from_slice(f32s(&o[i]).map_err(tract_err("head"))?);
+                dst.extend_from_slice(f32s(output(o, i, "head")?).map_err(tract_err("head"))?);
             }
         }
         let per_position = [cfg.num_classes, 4, cfg.num_protos, cfg.num_protos];
         let positions = [4 * n, 4 * n, 4 * n, 16 * n];
         for ((o, ch), p) in st.head_out.iter().zip(per_position).zip(positions) {
             if o.len() != ch * p {
-                return Err(too_long("head"));
+                return Err(wrong_size("head"));
             }
         }
         t.head = ms(th);
@@ -762,11 +766,24 @@ fn gate_stage(cfg: &crate::ModelConfig, block: usize) -> usize {
 /// Fewest grid rows of tokens worth handing the head to another thread (4 rows: 64 tokens).
 const HEAD_MIN_GRID_ROWS: usize = 4;
 
-fn too_long(stage: &str) -> RunError {
+fn wrong_size(stage: &str) -> RunError {
     RunError::Tract {
         stage: stage.into(),
-        source: "outputs of an unexpected size".into(),
+        source: "its outputs do not have the size the bundle's config implies".into(),
     }
+}
+
+/// Output `i` of a stage run, or an error naming the stage if the graph has fewer.
+fn output<'a>(outs: &'a TVec<TValue>, i: usize, stage: &str) -> Result<&'a TValue, RunError> {
+    outs.get(i).ok_or_else(|| RunError::Tract {
+        stage: stage.into(),
+        source: format!(
+            "the graph has {} outputs, expected at least {}",
+            outs.len(),
+            i + 1
+        )
+        .into(),
+    })
 }
 
 /// Block `b` on `rows` (K x `c`, row-major): `qkv` on each thread's share of the rows, the
@@ -792,11 +809,15 @@ fn run_block(
         qkv_state,
         xs.iter().map(|x| tvec!(x.clone())).collect(),
     )?;
+    let name = format!("qkv_{b}");
     let join = |i: usize| -> Result<TValue, RunError> {
         if qkv.len() == 1 {
-            return Ok(qkv[0][i].clone());
+            return Ok(output(&qkv[0], i, &name)?.clone());
         }
-        let parts: Vec<&Tensor> = qkv.iter().map(|o| &*o[i]).collect();
+        let parts = qkv
+            .iter()
+            .map(|o| output(o, i, &name).map(|t| &**t))
+            .collect::<Result<Vec<&Tensor>, _>>()?;
         Tensor::stack_tensors(1, &parts)
             .map(TValue::from)
             .map_err(tract_err(&stage))
@@ -805,13 +826,10 @@ fn run_block(
     let inputs = xs
         .into_iter()
         .zip(&qkv)
-        .map(|(x, o)| tvec!(x, o[0].clone(), k.clone(), v.clone()))
-        .collect();
+        .map(|(x, o)| Ok(tvec!(x, output(o, 0, &name)?.clone(), k.clone(), v.clone())))
+        .collect::<Result<_, RunError>>()?;
     let outs = crew.run(qkv_stage(b) + 1, block_state, inputs)?;
-    Ok(outs
-        .into_iter()
-        .filter_map(|o| o.into_iter().next())
-        .collect())
+    outs.iter().map(|o| output(o, 0, &stage).cloned()).collect()
 }
 
 fn f32s(t: &Tensor) -> TractResult<&[f32]> {
