@@ -24,6 +24,7 @@ pub struct Graph {
     n: usize,
 }
 
+#[derive(Clone, Copy)]
 pub enum Dim {
     Fixed(usize),
     Sym(&'static str),
@@ -653,11 +654,7 @@ fn head_outputs(g: &mut Graph, outs: [String; 4], net: &Svit, rows: [Dim; 2]) {
         ("protos", cfg.num_protos, &n16),
     ];
     for (o, (name, ch, n)) in outs.iter().zip(dims) {
-        let n = match n {
-            Dim::Fixed(v) => Dim::Fixed(*v),
-            Dim::Sym(s) => Dim::Sym(s),
-        };
-        g.output(o, name, &[Dim::Fixed(1), n, Dim::Fixed(ch)]);
+        g.output(o, name, &[Dim::Fixed(1), *n, Dim::Fixed(ch)]);
     }
 }
 
