@@ -65,7 +65,6 @@ $EDGE bench --bundle "$BUNDLE" --frames 200 --warmup 20 --thresholds 0,0.5 --thr
 $EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val \
   --thresholds 0.5 --min-keep 96 --json "$OUT/min-keep-96/eval.json"
 
-
 # The whole pipeline on this machine: two boards (ArduCAM driver on the simulated module, and
 # the synthetic camera) paced at 10 fps, so the link is free; per-stage times from the recording.
 target/debug/svit-host demo --bundle "$BUNDLE" --seconds 30 --out "$OUT/pipeline" > /dev/null

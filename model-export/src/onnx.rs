@@ -532,7 +532,7 @@ impl Writer<'_> {
         perm.extend([1, y0 + levels as i64 + 1, x0 + levels as i64 + 1]);
         let y = self.reshape(img, &shape);
         let y = self.transpose(&y, &perm);
-        self.reshape(&y, &[1, -1, (3 * p * p) << (2 * levels)])
+        self.reshape(&y, &[1, -1, cfg.embed_row() as i64])
     }
 
     /// Patch rows (`patchify`: one row per token, holding its first-stage patches) -> (1, T,
@@ -542,8 +542,7 @@ impl Writer<'_> {
     pub fn embed(&mut self, patches: &str, net: &Svit, index: Option<&str>) -> String {
         let cfg = &net.cfg;
         let p = cfg.stem_patch() as i64;
-        // First-stage patches per token: 4 per 2x2 merge.
-        let mut per_token = 1usize << (2 * cfg.stem.len());
+        let mut per_token = cfg.patches_per_token();
         let mut x = self.reshape(patches, &[1, -1, 3 * p * p]);
         for (i, st) in net.stem.iter().enumerate() {
             if i > 0 {
@@ -696,9 +695,8 @@ pub fn export_all(net: &Svit) -> Vec<(String, Vec<u8>)> {
     // The embed, gate and head stages are row-wise in the tokens (K of them), so the runtime
     // can share them among threads like the blocks.
     let mut g = Graph::new("embed");
-    let p = cfg.stem_patch();
-    let row = (3 * p * p) << (2 * cfg.stem.len());
-    let i = g.input("patches", &[Dim::Fixed(1), Dim::Sym("K"), Dim::Fixed(row)]);
+    let row = Dim::Fixed(cfg.embed_row());
+    let i = g.input("patches", &[Dim::Fixed(1), Dim::Sym("K"), row]);
     let index = g.typed_input("index", &[Dim::Sym("K")], INT64);
     let y = Writer { g: &mut g }.embed(&i, net, Some(&index));
     g.output(&y, "tokens", &[Dim::Fixed(1), Dim::Sym("K"), Dim::Fixed(c)]);

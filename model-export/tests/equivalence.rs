@@ -241,12 +241,12 @@ fn nan_weights_are_reported_not_turned_into_boxes() {
     )
     .unwrap();
     let model = Model::load(&dir, "f32").unwrap();
+    let mut st = model.new_state().unwrap();
     let opts = RunOptions {
         pruning: Pruning::Dense,
         score_threshold: 0.3,
         max_detections: 100,
     };
-    let mut st = model.new_state().unwrap();
     let err = model.run_tensor(&mut st, &input, &opts).unwrap_err();
     assert!(err.to_string().contains("block_1"), "{err}");
 }

@@ -19,7 +19,7 @@ fn main() -> TractResult<()> {
     // (the runtime keeps it symbolic: one plan for every K).
     let opt = if std::env::var_os("STAGEPROF_CONCRETE").is_some() {
         let m = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
-        let subs: std::collections::HashMap<_, _> = ["K", "Q", "R"]
+        let subs: std::collections::HashMap<_, _> = svit_runtime::model::ROW_SYMBOLS
             .into_iter()
             .filter_map(|s| m.symbols.get(s))
             .map(|s| (s, TDim::from(k as i64)))

@@ -159,6 +159,14 @@ impl ModelConfig {
     pub fn stem_patch(&self) -> usize {
         self.patch >> self.stem.len()
     }
+    /// First-stage patches under each token: 4 per 2x2 merge of the stem.
+    pub fn patches_per_token(&self) -> usize {
+        1 << (2 * self.stem.len())
+    }
+    /// Values in one row of the embed stage's input: a token's first-stage patches.
+    pub fn embed_row(&self) -> usize {
+        3 * self.stem_patch() * self.stem_patch() * self.patches_per_token()
+    }
     /// The order the embed stage reads the normalised image in (`Layout::patches`).
     pub fn embed_layout(&self) -> crate::preprocess::Layout {
         crate::preprocess::Layout::patches(self.image_size, self.stem_patch(), self.stem.len())

@@ -56,19 +56,18 @@ impl Crew {
     /// order and names must not depend on `h`).
     pub fn new(
         threads: usize,
-        plans: impl Fn(usize) -> Result<Vec<(String, Arc<TypedRunnableModel>)>, RunError>,
+        plans: impl Fn(usize) -> Vec<(String, Arc<TypedRunnableModel>)>,
     ) -> Result<Crew, RunError> {
+        let names: Vec<String> = plans(0).into_iter().map(|(n, _)| n).collect();
         let mut helpers = Vec::new();
-        let mut names = Vec::new();
         for h in 1..threads.max(1) {
-            let plans = plans(h)?;
+            let plans = plans(h);
             let mut states = plans
                 .iter()
                 .map(|(name, p)| p.spawn().map_err(tract_err(name)))
                 .collect::<Result<Vec<State>, _>>()?;
             let (jobs, job_rx) = channel::<Job>();
             let (done_tx, done) = channel::<Done>();
-            names = plans.iter().map(|(n, _)| n.clone()).collect();
             let stage_names = names.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("svit-rows-{h}"))
@@ -91,9 +90,6 @@ impl Crew {
                 done,
                 thread: Some(thread),
             });
-        }
-        if names.is_empty() {
-            names = plans(0)?.into_iter().map(|(n, _)| n).collect();
         }
         Ok(Crew { helpers, names })
     }
@@ -227,7 +223,7 @@ mod tests {
         m.select_output_outlets(&y).unwrap();
         let plan = m.into_optimized().unwrap().into_runnable().unwrap();
         let own = plan.spawn().unwrap();
-        let crew = Crew::new(threads, |_| Ok(vec![("plus".to_string(), plan.clone())])).unwrap();
+        let crew = Crew::new(threads, |_| vec![("plus".to_string(), plan.clone())]).unwrap();
         (crew, own)
     }
 

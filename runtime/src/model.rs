@@ -6,6 +6,8 @@
 //! gather K rows -> block on K tokens -> scatter back (pruned rows keep their last feature)
 //! -> head on the full map -> post-processing.
 
+use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -135,6 +137,11 @@ pub struct FrameState {
     head: State,
     /// Helper threads that take a share of each stage's rows (none on one thread).
     crew: Crew,
+    /// Each thread's tokens (embed, gates) and grid rows (head); blocks share their K anew.
+    token_shares: Vec<Range<usize>>,
+    grid_shares: Vec<Range<usize>>,
+    /// The embed stage's `index` input for each share of the tokens.
+    embed_index: Vec<TValue>,
     map: Vec<f32>,
     gathered: Vec<f32>,
     input: Vec<f32>,
@@ -168,16 +175,13 @@ impl RowStage {
         symbol: &'static str,
         rows: usize,
     ) -> Result<RowStage, BundleError> {
-        let graph = |e: TractError| BundleError::Graph {
-            path: files.display(rel),
-            source: format!("{e:#}").into(),
-        };
+        let graph = graph_error(files, rel);
         let bytes = files.read(rel)?;
         let typed = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .and_then(|m| m.into_typed())
-            .map_err(graph)?;
-        let full = concrete(&typed, symbol, rows).map_err(graph)?;
+            .map_err(&graph)?;
+        let full = concrete(&typed, symbol, rows).map_err(&graph)?;
         Ok(RowStage {
             typed,
             symbol,
@@ -192,24 +196,42 @@ impl RowStage {
         }
         concrete(&self.typed, self.symbol, rows).map_err(tract_err(self.symbol))
     }
+
+    /// A plan for each distinct size among `shares`, by size.
+    fn plans_for(&self, shares: &[Range<usize>]) -> Result<HashMap<usize, Plan>, RunError> {
+        let mut plans = HashMap::new();
+        for r in shares {
+            if !plans.contains_key(&r.len()) {
+                plans.insert(r.len(), self.plan(r.len())?);
+            }
+        }
+        Ok(plans)
+    }
 }
 
 fn concrete(typed: &TypedModel, symbol: &str, rows: usize) -> TractResult<Plan> {
-    let subs =
-        std::collections::HashMap::from([(typed.symbols.sym(symbol), TDim::from(rows as i64))]);
+    let subs = HashMap::from([(typed.symbols.sym(symbol), TDim::from(rows as i64))]);
     typed.set_symbols(&subs)?.into_optimized()?.into_runnable()
 }
 
 fn load_plan(files: &BundleFiles, rel: &str) -> Result<Plan, BundleError> {
-    let graph = |e: TractError| BundleError::Graph {
-        path: files.display(rel),
-        source: format!("{e:#}").into(),
-    };
     let bytes = files.read(rel)?;
     optimise_graph(&bytes)
         .and_then(|m| m.into_runnable())
-        .map_err(graph)
+        .map_err(graph_error(files, rel))
 }
+
+/// tract's error about bundle file `rel`, as the bundle error naming that file.
+fn graph_error(files: &BundleFiles, rel: &str) -> impl Fn(TractError) -> BundleError {
+    let path = files.display(rel);
+    move |e| BundleError::Graph {
+        path: path.clone(),
+        source: format!("{e:#}").into(),
+    }
+}
+
+/// The symbolic sizes of the stage graphs: tokens, queries and grid rows.
+pub const ROW_SYMBOLS: [&str; 3] = ["K", "Q", "R"];
 
 /// An ONNX stage graph as the runtime optimises it (also for `examples/stageprof`).
 pub fn optimise_graph(onnx: &[u8]) -> TractResult<TypedModel> {
@@ -217,7 +239,7 @@ pub fn optimise_graph(onnx: &[u8]) -> TractResult<TypedModel> {
     // A stage never runs on zero tokens, queries or grid rows (min_keep >= 1). Telling tract
     // so lets it prove "K * C > 32" and pick its fast same-shape kernels for the residual adds, which it
     // otherwise leaves as generic broadcasting ops (12% of a block at K = 256).
-    for sym in ["K", "Q", "R"] {
+    for sym in ROW_SYMBOLS {
         if m.symbols.get(sym).is_some() {
             m.symbols.add_assertion(&format!("{sym}>=1"))?;
         }
@@ -380,42 +402,51 @@ impl Model {
         let spawn = |p: &Plan, stage: &str| p.spawn().map_err(tract_err(stage));
         let cfg = self.config();
         let threads = threads.clamp(1, (cfg.tokens() / crew::MIN_ROWS).max(1));
+        let token_shares = crew::shares(cfg.tokens(), threads, crew::MIN_ROWS);
+        let grid_shares = crew::shares(cfg.grid(), threads, HEAD_MIN_GRID_ROWS);
         // Each thread's embed, gate and head plans are optimised for the size of its share,
-        // once per distinct size.
-        let embed_shares = crew::shares(cfg.tokens(), threads, crew::MIN_ROWS);
-        let head_shares = crew::shares(cfg.grid(), threads, HEAD_MIN_GRID_ROWS);
-        let size = |s: &[std::ops::Range<usize>], i: usize| s.get(i).unwrap_or(&s[0]).len();
-        let memo = std::cell::RefCell::new(std::collections::HashMap::new());
-        let sized =
-            |name: &str, stage: &RowStage, rows: usize| -> Result<(String, Plan), RunError> {
-                let key = (name.to_string(), rows);
-                if let Some(p) = memo.borrow().get(&key) {
-                    return Ok((key.0, Arc::clone(p)));
-                }
-                let p = stage.plan(rows)?;
-                memo.borrow_mut().insert(key, p.clone());
-                Ok((name.to_string(), p))
-            };
+        // one plan per distinct size (a thread beyond a stage's shares never runs it).
+        let embed_plans = self.embed.plans_for(&token_shares)?;
+        let head_plans = self.head.plans_for(&grid_shares)?;
+        let gate_plans = self
+            .gates
+            .iter()
+            .map(|g| g.as_ref().map(|g| g.plans_for(&token_shares)).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        let size = |s: &[Range<usize>], i: usize| s.get(i).unwrap_or(&s[0]).len();
         // The crew's stage numbering: `EMBED`, `HEAD`, then `qkv_stage(b)`, its block after it,
         // then `gate_stage(b)` (gates share the tokens as the embed does).
-        let plans_for = |share: usize| -> Result<Vec<(String, Plan)>, RunError> {
-            let tokens = size(&embed_shares, share);
+        let plans_for = |share: usize| -> Vec<(String, Plan)> {
+            let tokens = size(&token_shares, share);
             let mut v = vec![
-                sized("embed", &self.embed, tokens)?,
-                sized("head", &self.head, size(&head_shares, share))?,
+                ("embed".to_string(), embed_plans[&tokens].clone()),
+                (
+                    "head".to_string(),
+                    head_plans[&size(&grid_shares, share)].clone(),
+                ),
             ];
             for (b, [q, a]) in self.blocks.iter().enumerate() {
                 v.push((format!("qkv_{b}"), q.clone()));
                 v.push((format!("block_{b}"), a.clone()));
             }
-            for (b, g) in self.gates.iter().enumerate() {
+            for (b, g) in gate_plans.iter().enumerate() {
                 if let Some(g) = g {
-                    v.push(sized(&format!("gate_{b}"), g, tokens)?);
+                    v.push((format!("gate_{b}"), g[&tokens].clone()));
                 }
             }
-            Ok(v)
+            v
         };
-        let own = plans_for(0)?;
+        let own = plans_for(0);
+        // The embed stage's token indices (for the position embedding), one tensor per share.
+        let embed_index = token_shares
+            .iter()
+            .map(|r| {
+                let index: Vec<i64> = (r.start as i64..r.end as i64).collect();
+                Tensor::from_shape(&[r.len()], &index)
+                    .map(TValue::from)
+                    .map_err(tract_err("embed"))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(FrameState {
             embed: spawn(&own[EMBED].1, "embed")?,
             gates: (0..cfg.depth)
@@ -437,6 +468,9 @@ impl Model {
                 })
                 .collect::<Result<_, RunError>>()?,
             crew: Crew::new(threads, plans_for)?,
+            token_shares,
+            grid_shares,
+            embed_index,
             head: spawn(&own[HEAD].1, "head")?,
             map: vec![0.0; cfg.tokens() * cfg.dim],
             gathered: Vec::with_capacity(cfg.tokens() * cfg.dim),
@@ -557,25 +591,25 @@ impl Model {
 
         let t0 = Instant::now();
         // One row of the embed input per token: its first-stage patches (`embed_layout`).
-        let row = st.input.len() / n;
-        if row * n != st.input.len() || row * n != 3 * cfg.image_size * cfg.image_size {
+        let row = cfg.embed_row();
+        if st.input.len() != n * row {
             return Err(RunError::Input(format!(
                 "{} input values for {n} tokens of a 3x{1}x{1} image",
                 st.input.len(),
                 cfg.image_size
             )));
         }
-        let inputs = crew::shares(n, st.crew.threads(), crew::MIN_ROWS)
-            .into_iter()
-            .map(|r| {
+        let inputs = st
+            .token_shares
+            .iter()
+            .zip(&st.embed_index)
+            .map(|(r, index)| {
                 let patches = tensor_from(
                     &[1, r.len(), row],
                     &st.input[r.start * row..r.end * row],
                     "embed",
                 )?;
-                let index: Vec<i64> = (r.start as i64..r.end as i64).collect();
-                let index = Tensor::from_shape(&[r.len()], &index).map_err(tract_err("embed"))?;
-                Ok(tvec!(patches.into(), index.into()))
+                Ok(tvec!(patches.into(), index.clone()))
             })
             .collect::<Result<_, RunError>>()?;
         let outs = st.crew.run(EMBED, &mut st.embed, inputs)?;
@@ -604,8 +638,9 @@ impl Model {
             let mut keep: Option<Vec<usize>> = None; // None = all tokens
             if let (Some(gate), false) = (st.gates[b].as_mut(), opts.pruning == Pruning::Dense) {
                 let tg = Instant::now();
-                let inputs = crew::shares(n, st.crew.threads(), crew::MIN_ROWS)
-                    .into_iter()
+                let inputs = st
+                    .token_shares
+                    .iter()
                     .map(|r| {
                         let x = &st.map[r.start * c..r.end * c];
                         Ok(tvec!(tensor_from(&[1, r.len(), c], x, "gate")?.into()))
@@ -707,8 +742,9 @@ impl Model {
         // The head is row-wise in whole grid rows of tokens; each share's outputs are a
         // contiguous run of every output's positions.
         let g = cfg.grid();
-        let inputs = crew::shares(g, st.crew.threads(), HEAD_MIN_GRID_ROWS)
-            .into_iter()
+        let inputs = st
+            .grid_shares
+            .iter()
             .map(|r| {
                 let x = tensor_from(
                     &[1, r.len(), g * c],
