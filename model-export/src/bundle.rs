@@ -57,10 +57,21 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
         files.insert(rel, sha256_hex(bytes));
         Ok(())
     };
-    let int8_blocks = spec
-        .int8
-        .map(|r| crate::quant::int8_blocks(net, r))
-        .transpose()?;
+    // Blocks in int8 by file name; the other stages' int8 graphs are the f32 graphs themselves.
+    let mut int8_blocks = std::collections::HashMap::new();
+    if let Some(ranges) = spec.int8 {
+        for (b, graphs) in crate::quant::int8_blocks(net, ranges)?
+            .into_iter()
+            .enumerate()
+        {
+            for (stage, bytes) in svit_runtime::manifest::block_stages(b)
+                .into_iter()
+                .zip(graphs)
+            {
+                int8_blocks.insert(format!("{stage}.onnx"), bytes);
+            }
+        }
+    }
     for (name, bytes) in crate::onnx::export_all(net) {
         if name == "dense.onnx" {
             put(name, &bytes)?;
@@ -70,15 +81,8 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
             let half = crate::onnx::to_f16(&bytes).context("converting to f16")?;
             put(format!("f16/{name}"), &half)?;
         }
-        if let Some(blocks) = &int8_blocks {
-            // Blocks in int8; the other stages are the f32 graphs themselves.
-            let half = |prefix: &str, i: usize| {
-                name.strip_prefix(prefix)
-                    .and_then(|n| n.strip_suffix(".onnx"))
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .map(|b| &blocks[b][i])
-            };
-            let int8 = half("qkv_", 0).or(half("block_", 1)).unwrap_or(&bytes);
+        if spec.int8.is_some() {
+            let int8 = int8_blocks.get(&name).unwrap_or(&bytes);
             put(format!("int8/{name}"), int8)?;
         }
         put(format!("f32/{name}"), &bytes)?;

@@ -719,8 +719,9 @@ pub fn export_all(net: &Svit) -> Vec<(String, Vec<u8>)> {
             |w, x| w.block_qkv(x, block, cfg.heads),
             |w, x, qkv| w.block_attend(x, qkv, block, cfg.heads),
         );
-        files.push((format!("qkv_{bi}.onnx"), qkv));
-        files.push((format!("block_{bi}.onnx"), attend));
+        let [qn, an] = svit_runtime::manifest::block_stages(bi);
+        files.push((format!("{qn}.onnx"), qkv));
+        files.push((format!("{an}.onnx"), attend));
     }
 
     let mut g = Graph::new("head");

@@ -57,11 +57,16 @@ pub fn stage_files(cfg: &ModelConfig, precision: &str) -> Vec<String> {
     let mut v = vec![format!("{precision}/embed.onnx")];
     v.extend((cfg.first_gated..cfg.depth).map(|b| format!("{precision}/gate_{b}.onnx")));
     for b in 0..cfg.depth {
-        v.push(format!("{precision}/qkv_{b}.onnx"));
-        v.push(format!("{precision}/block_{b}.onnx"));
+        v.extend(block_stages(b).map(|s| format!("{precision}/{s}.onnx")));
     }
     v.push(format!("{precision}/head.onnx"));
     v
+}
+
+/// The two stages of block `b`, each a graph `NAME.onnx` in every precision's folder: LayerNorm
+/// and q/k/v, then attention, projection and MLP.
+pub fn block_stages(b: usize) -> [String; 2] {
+    [format!("qkv_{b}"), format!("block_{b}")]
 }
 
 pub const DENSE_ONNX: &str = "dense.onnx";

@@ -17,7 +17,7 @@ use tract_onnx::prelude::*;
 use crate::crew::{self, Crew};
 use crate::error::{tract_err, BundleError, RunError};
 use crate::files::BundleFiles;
-use crate::manifest::{stage_files, Manifest};
+use crate::manifest::{block_stages, stage_files, Manifest};
 use crate::post::{self, Detection, HeadOutputs};
 use crate::preprocess::Layout;
 use crate::prune::{self, MinKeep};
@@ -356,9 +356,10 @@ impl Model {
             .collect::<Result<Vec<_>, _>>()?;
         let blocks = (0..cfg.depth)
             .map(|b| {
+                let [q, a] = block_stages(b);
                 Ok([
-                    plan(&format!("{precision}/qkv_{b}.onnx"))?,
-                    plan(&format!("{precision}/block_{b}.onnx"))?,
+                    plan(&format!("{precision}/{q}.onnx"))?,
+                    plan(&format!("{precision}/{a}.onnx"))?,
                 ])
             })
             .collect::<Result<Vec<_>, BundleError>>()?;
@@ -426,8 +427,9 @@ impl Model {
                 ),
             ];
             for (b, [q, a]) in self.blocks.iter().enumerate() {
-                v.push((format!("qkv_{b}"), q.clone()));
-                v.push((format!("block_{b}"), a.clone()));
+                let [qn, an] = block_stages(b);
+                v.push((qn, q.clone()));
+                v.push((an, a.clone()));
             }
             for (b, g) in gate_plans.iter().enumerate() {
                 if let Some(g) = g {
@@ -461,10 +463,8 @@ impl Model {
                 .iter()
                 .enumerate()
                 .map(|(b, [q, a])| {
-                    Ok([
-                        spawn(q, &format!("qkv_{b}"))?,
-                        spawn(a, &format!("block_{b}"))?,
-                    ])
+                    let [qn, an] = block_stages(b);
+                    Ok([spawn(q, &qn)?, spawn(a, &an)?])
                 })
                 .collect::<Result<_, RunError>>()?,
             crew: Crew::new(threads, plans_for)?,
@@ -832,7 +832,7 @@ fn run_block(
     rows: &[f32],
     c: usize,
 ) -> Result<Vec<TValue>, RunError> {
-    let stage = format!("block_{b}");
+    let [name, stage] = block_stages(b);
     let [qkv_state, block_state] = states;
     let xs = crew::shares(rows.len() / c, crew.threads(), crew::MIN_ROWS)
         .into_iter()
@@ -845,7 +845,6 @@ fn run_block(
         qkv_state,
         xs.iter().map(|x| tvec!(x.clone())).collect(),
     )?;
-    let name = format!("qkv_{b}");
     let join = |i: usize| -> Result<TValue, RunError> {
         if qkv.len() == 1 {
             return Ok(output(&qkv[0], i, &name)?.clone());
