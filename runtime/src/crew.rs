@@ -99,6 +99,11 @@ impl Crew {
         self.helpers.len() + 1
     }
 
+    /// The name of stage `stage`, as the plans given to `new` called it.
+    pub fn name(&self, stage: usize) -> &str {
+        &self.names[stage]
+    }
+
     /// Runs stage `stage` on every share of `inputs`: the first on this thread with `own`,
     /// the others on helpers, all at once. Outputs in the order of `inputs`.
     pub fn run(

@@ -634,7 +634,7 @@ impl Model {
         t.embed = ms(t0);
 
         for b in 0..cfg.depth {
-            let stage = format!("block_{b}");
+            let stage = st.crew.name(qkv_stage(b) + 1);
             let mut keep: Option<Vec<usize>> = None; // None = all tokens
             if let (Some(gate), false) = (st.gates[b].as_mut(), opts.pruning == Pruning::Dense) {
                 let tg = Instant::now();
@@ -648,18 +648,16 @@ impl Model {
                     .collect::<Result<_, RunError>>()?;
                 let outs = st.crew.run(gate_stage(&cfg, b), gate, inputs)?;
                 let mut p_keep = Vec::with_capacity(n);
-                let name = format!("gate_{b}");
+                let name = st.crew.name(gate_stage(&cfg, b));
                 for o in &outs {
-                    let probs = f32s(output(o, 0, &name)?).map_err(tract_err(&name))?;
+                    let probs = f32s(output(o, 0, name)?).map_err(tract_err(name))?;
                     p_keep.extend(probs.chunks_exact(2).map(|p| p[0]));
                 }
                 if p_keep.len() != n {
-                    return Err(wrong_size(&name));
+                    return Err(wrong_size(name));
                 }
                 if p_keep.iter().any(|p| !p.is_finite()) {
-                    return Err(RunError::NonFinite {
-                        stage: format!("gate_{b}"),
-                    });
+                    return Err(RunError::NonFinite { stage: name.into() });
                 }
                 let sel = match opts.pruning {
                     Pruning::Threshold {
@@ -710,13 +708,15 @@ impl Model {
             let tsc = Instant::now();
             let mut row = 0;
             for o in &outs {
-                let ys = f32s(o).map_err(tract_err(&stage))?;
+                let ys = f32s(o).map_err(tract_err(stage))?;
                 let rows = ys.len() / c;
                 if rows * c != ys.len() || row + rows > k {
-                    return Err(wrong_size(&stage));
+                    return Err(wrong_size(stage));
                 }
                 if ys.iter().any(|v| !v.is_finite()) {
-                    return Err(RunError::NonFinite { stage });
+                    return Err(RunError::NonFinite {
+                        stage: stage.into(),
+                    });
                 }
                 match &keep {
                     None => st.map[row * c..(row + rows) * c].copy_from_slice(ys),
@@ -729,7 +729,7 @@ impl Model {
                 row += rows;
             }
             if row != k {
-                return Err(wrong_size(&stage));
+                return Err(wrong_size(stage));
             }
             if keep.is_some() {
                 gs += ms(tsc);
@@ -832,12 +832,12 @@ fn run_block(
     rows: &[f32],
     c: usize,
 ) -> Result<Vec<TValue>, RunError> {
-    let [name, stage] = block_stages(b);
+    let (name, stage) = (crew.name(qkv_stage(b)), crew.name(qkv_stage(b) + 1));
     let [qkv_state, block_state] = states;
     let xs = crew::shares(rows.len() / c, crew.threads(), crew::MIN_ROWS)
         .into_iter()
         .map(|r| {
-            tensor_from(&[1, r.len(), c], &rows[r.start * c..r.end * c], &stage).map(TValue::from)
+            tensor_from(&[1, r.len(), c], &rows[r.start * c..r.end * c], stage).map(TValue::from)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let qkv = crew.run(
@@ -847,24 +847,24 @@ fn run_block(
     )?;
     let join = |i: usize| -> Result<TValue, RunError> {
         if qkv.len() == 1 {
-            return Ok(output(&qkv[0], i, &name)?.clone());
+            return Ok(output(&qkv[0], i, name)?.clone());
         }
         let parts = qkv
             .iter()
-            .map(|o| output(o, i, &name).map(|t| &**t))
+            .map(|o| output(o, i, name).map(|t| &**t))
             .collect::<Result<Vec<&Tensor>, _>>()?;
         Tensor::stack_tensors(1, &parts)
             .map(TValue::from)
-            .map_err(tract_err(&stage))
+            .map_err(tract_err(stage))
     };
     let (k, v) = (join(1)?, join(2)?);
     let inputs = xs
         .into_iter()
         .zip(&qkv)
-        .map(|(x, o)| Ok(tvec!(x, output(o, 0, &name)?.clone(), k.clone(), v.clone())))
+        .map(|(x, o)| Ok(tvec!(x, output(o, 0, name)?.clone(), k.clone(), v.clone())))
         .collect::<Result<_, RunError>>()?;
     let outs = crew.run(qkv_stage(b) + 1, block_state, inputs)?;
-    outs.iter().map(|o| output(o, 0, &stage).cloned()).collect()
+    outs.iter().map(|o| output(o, 0, stage).cloned()).collect()
 }
 
 fn f32s(t: &Tensor) -> TractResult<&[f32]> {
