@@ -5,31 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+use svit_protocol::stats::Pct;
 use svit_runtime::{Model, Pruning, RunOptions};
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Pct {
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub mean: f64,
-}
-
-pub fn pct(v: &[f64]) -> Pct {
-    if v.is_empty() {
-        return Pct::default();
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    // Nearest-rank percentiles.
-    let at = |p: f64| s[(((p / 100.0) * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
-    Pct {
-        p50: at(50.0),
-        p95: at(95.0),
-        p99: at(99.0),
-        mean: s.iter().sum::<f64>() / s.len() as f64,
-    }
-}
 
 #[derive(Debug, Serialize)]
 pub struct KPoint {
@@ -208,7 +185,7 @@ fn summarise(
 ) -> Config {
     let outs = &s.outs;
     let col = |f: &dyn Fn(&svit_runtime::FrameOutput) -> f64| {
-        pct(&outs.iter().map(f).collect::<Vec<_>>())
+        Pct::of(&outs.iter().map(f).collect::<Vec<_>>())
     };
     let n = outs.len().max(1) as f64;
     let gmacs = outs.iter().map(|o| o.gmacs).sum::<f64>() / n;
@@ -274,18 +251,5 @@ fn summarise(
             .collect(),
         overhead_fraction: overhead,
         total_ms: total,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        let p = pct(&v);
-        assert_eq!((p.p50, p.p95, p.p99), (50.0, 95.0, 99.0));
-        assert!((p.mean - 50.5).abs() < 1e-9);
     }
 }

@@ -7,32 +7,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+use svit_protocol::stats::Pct;
 use svit_protocol::{EdgeMsg, Frame};
 
 use crate::record::Record;
-
-#[derive(Debug, Default, Serialize)]
-pub struct Pct {
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub mean: f64,
-}
-
-fn pct(v: &[f64]) -> Pct {
-    if v.is_empty() {
-        return Pct::default();
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let at = |p: f64| s[(((p / 100.0) * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
-    Pct {
-        p50: at(50.0),
-        p95: at(95.0),
-        p99: at(99.0),
-        mean: s.iter().sum::<f64>() / s.len() as f64,
-    }
-}
 
 #[derive(Debug, Serialize)]
 pub struct BoardSummary {
@@ -172,28 +150,36 @@ pub fn summarize(records: &[Record]) -> Summary {
                 } else {
                     0.0
                 },
-                total_ms: pct(&frames.iter().map(|(_, f)| total_ms(f)).collect::<Vec<_>>()),
-                backbone_ms: pct(&frames
-                    .iter()
-                    .map(|(_, f)| backbone_ms(f))
-                    .collect::<Vec<_>>()),
-                inference_ms: pct(&frames
-                    .iter()
-                    .map(|(_, f)| inference_ms(f))
-                    .collect::<Vec<_>>()),
-                capture_ms: pct(&frames
-                    .iter()
-                    .map(|(_, f)| f.times.capture as f64 / 1000.0)
-                    .collect::<Vec<_>>()),
+                total_ms: Pct::of(&frames.iter().map(|(_, f)| total_ms(f)).collect::<Vec<_>>()),
+                backbone_ms: Pct::of(
+                    &frames
+                        .iter()
+                        .map(|(_, f)| backbone_ms(f))
+                        .collect::<Vec<_>>(),
+                ),
+                inference_ms: Pct::of(
+                    &frames
+                        .iter()
+                        .map(|(_, f)| inference_ms(f))
+                        .collect::<Vec<_>>(),
+                ),
+                capture_ms: Pct::of(
+                    &frames
+                        .iter()
+                        .map(|(_, f)| f.times.capture as f64 / 1000.0)
+                        .collect::<Vec<_>>(),
+                ),
                 outside_inference_fraction: frames
                     .iter()
                     .map(|(_, f)| outside_inference_ms(f) / inference_ms(f).max(1e-3))
                     .sum::<f64>()
                     / n,
-                capture_to_recv_ms: pct(&frames
-                    .iter()
-                    .map(|(r, f)| (r.recv_us as f64 - f.capture_us as f64) / 1000.0)
-                    .collect::<Vec<_>>()),
+                capture_to_recv_ms: Pct::of(
+                    &frames
+                        .iter()
+                        .map(|(r, f)| (r.recv_us as f64 - f.capture_us as f64) / 1000.0)
+                        .collect::<Vec<_>>(),
+                ),
                 kept_fraction: frames
                     .iter()
                     .map(|(_, f)| kept_fraction(f, tokens))

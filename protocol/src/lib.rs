@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod auth;
 pub mod frame;
+pub mod stats;
 
 pub use frame::{decode_one, encode, DecodeError, Feed, FrameDecoder, Frames};
 
