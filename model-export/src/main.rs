@@ -96,6 +96,15 @@ enum Cmd {
         /// Learning rate of backbone and head during gated fine-tuning, relative to --lr.
         #[arg(long, default_value_t = 0.1)]
         finetune_lr_scale: f64,
+        /// Weight of token distillation during gated fine-tuning: the pruned model's final
+        /// tokens are pulled towards those of the dense model the phase started from (relative
+        /// squared error; 0 = off).
+        #[arg(long, default_value_t = 0.0)]
+        distill: f64,
+        /// Keep probability the gates start the gated phase at (e.g. 0.9: fine-tuning starts
+        /// near the dense model and the ratio loss prunes from there); 0 = as initialised.
+        #[arg(long, default_value_t = 0.0)]
+        gate_init_keep: f64,
         /// Seed of the synthetic training stream (keep it apart from the validation seed).
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -323,6 +332,8 @@ fn main() -> Result<()> {
             batch,
             lr,
             finetune_lr_scale,
+            distill,
+            gate_init_keep,
             seed,
             resume,
             init,
@@ -375,6 +386,8 @@ fn main() -> Result<()> {
                 batch,
                 lr,
                 finetune_lr_scale,
+                distill,
+                gate_init_keep,
                 warmup: 200,
                 seed,
             };
@@ -385,12 +398,15 @@ fn main() -> Result<()> {
                 )
                 .expect("static template"),
             );
-            let mut on_step = |step: usize, parts: &[f32; 5], lr: f64| {
+            let mut on_step = |step: usize, parts: &[f32; 6], lr: f64| {
                 bar.set_position(step as u64);
-                let msg = format!(
+                let mut msg = format!(
                     "heat {:.3} off {:.3} size {:.3} mask {:.3} ratio {:.3} lr {:.1e}",
                     parts[0], parts[1], parts[2], parts[3], parts[4], lr
                 );
+                if parts[5] > 0.0 {
+                    msg += &format!(" distill {:.3}", parts[5]);
+                }
                 if step % 50 == 0 {
                     tracing::info!(step, "{msg}");
                 }

@@ -318,6 +318,8 @@ pub enum GateMode {
 
 pub struct ForwardOut {
     pub head: HeadOut,
+    /// (B, N, C) the tokens the head read.
+    pub tokens: Tensor,
     /// Per gate: (B, N) policy actually used (hard 0/1, with straight-through gradient in training).
     pub policies: Vec<Tensor>,
 }
@@ -399,6 +401,7 @@ impl Svit {
         }
         Ok(ForwardOut {
             head: self.head.forward(&x, self.cfg.grid())?,
+            tokens: x,
             policies,
         })
     }

@@ -25,6 +25,13 @@ pub struct TrainPlan {
     pub lr: f64,
     /// Backbone and head learning rate during gated fine-tuning, as a fraction of `lr`.
     pub finetune_lr_scale: f64,
+    /// Weight of token distillation from the dense model during gated fine-tuning (0 = off).
+    #[serde(default)]
+    pub distill: f64,
+    /// Keep probability the gates start the gated phase at (their output bias is set to it
+    /// when the phase begins); 0 = leave them as initialised (about 0.5).
+    #[serde(default)]
+    pub gate_init_keep: f64,
     pub warmup: usize,
     pub seed: u64,
 }
@@ -58,7 +65,26 @@ impl DataSource for Synthetic {
 
 pub struct Losses {
     pub total: Tensor,
-    pub parts: [f32; 5], // heat, offset, size, mask, ratio
+    pub parts: [f32; 6], // heat, offset, size, mask, ratio, distill
+}
+
+/// The dense model a gated phase started from, run beside it so the pruned model's final tokens
+/// can be pulled towards the dense ones (DynamicViT's token distillation). Its weights are plain
+/// tensors, not variables, so backward never walks into it.
+pub struct Teacher {
+    net: Svit,
+    weight: f64,
+}
+
+impl Teacher {
+    pub fn load(weights: &Path, cfg: &ModelConfig, weight: f64, dev: &Device) -> Result<Self> {
+        let tensors = candle_core::safetensors::load(weights, dev)
+            .with_context(|| format!("loading the distillation teacher {}", weights.display()))?;
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, dev);
+        let net = Svit::new(&vb, cfg)
+            .with_context(|| format!("{} does not fit the model config", weights.display()))?;
+        Ok(Teacher { net, weight })
+    }
 }
 
 fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
@@ -66,7 +92,14 @@ fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
     x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?
 }
 
-pub fn losses(net: &Svit, t: &Targets, b: usize, mode: &GateMode, dev: &Device) -> Result<Losses> {
+pub fn losses(
+    net: &Svit,
+    t: &Targets,
+    b: usize,
+    mode: &GateMode,
+    teacher: Option<&Teacher>,
+    dev: &Device,
+) -> Result<Losses> {
     let cfg = &net.cfg;
     let s = cfg.image_size;
     let img = Tensor::from_slice(&t.images, (b, 3, s, s), dev)?;
@@ -122,13 +155,24 @@ pub fn losses(net: &Svit, t: &Targets, b: usize, mode: &GateMode, dev: &Device) 
         }
         (Tensor::stack(&acc, 0)?.mean_all()? * RATIO_WEIGHT)?
     };
-    let total = ((((&heat + &off)? + &size)? + &mask)? + &ratio)?;
+    // Relative squared error of the final tokens against the dense teacher's: scale-free, so
+    // the weight means the same whatever the residual stream's magnitude.
+    let distill = match teacher {
+        None => Tensor::zeros((), DType::F32, dev)?,
+        Some(tch) => {
+            let want = tch.net.forward(&img, &GateMode::Dense)?.tokens.detach();
+            let err = (&out.tokens - &want)?.sqr()?.mean_all()?;
+            ((err / want.sqr()?.mean_all()?.to_scalar::<f32>()?.max(1e-12) as f64)? * tch.weight)?
+        }
+    };
+    let total = (((((&heat + &off)? + &size)? + &mask)? + &ratio)? + &distill)?;
     let parts = [
         heat.to_scalar()?,
         off.to_scalar()?,
         size.to_scalar()?,
         mask.to_scalar()?,
         ratio.to_scalar()?,
+        distill.to_scalar()?,
     ];
     if parts.iter().any(|v: &f32| !v.is_finite()) {
         bail!("loss is not finite ({parts:?}): lower the learning rate or check the data");
@@ -206,7 +250,7 @@ fn vars_by(vm: &VarMap, gate: bool) -> Vec<Var> {
 }
 
 pub struct Progress<'a> {
-    pub on_step: &'a mut dyn FnMut(usize, &[f32; 5], f64),
+    pub on_step: &'a mut dyn FnMut(usize, &[f32; 6], f64),
     /// After every checkpoint is written: the step and the model as saved (validation).
     pub on_saved: Option<&'a mut dyn FnMut(usize, &Svit)>,
 }
@@ -273,6 +317,7 @@ pub fn train(
     let mut opt_main = AdamW::new(vars_by(&vm, false), params(plan.lr))?;
     let mut opt_gate = AdamW::new(vars_by(&vm, true), params(plan.lr))?;
     let total = plan.dense_steps + plan.gated_steps;
+    let mut teacher = None;
     let started = Instant::now();
     let base_seconds = state.seconds;
     while state.step < total {
@@ -287,7 +332,26 @@ pub fn train(
         } else {
             GateMode::Dense
         };
-        let l = losses(&net, &t, batch.len(), &mode, &dev)?;
+        if step == plan.dense_steps && plan.gate_init_keep > 0.0 {
+            set_gate_keep(&vm, plan.gate_init_keep)?;
+        }
+        if gated && plan.distill > 0.0 && teacher.is_none() {
+            // The teacher is the model as dense training left it: dense.safetensors, written
+            // at the phase change (or now, when this run starts with the gated phase).
+            if !ckpt.dense_weights().exists() {
+                std::fs::create_dir_all(&ckpt.dir)
+                    .with_context(|| format!("creating {}", ckpt.dir.display()))?;
+                vm.save(ckpt.dense_weights())
+                    .context("saving the dense weights")?;
+            }
+            teacher = Some(Teacher::load(
+                &ckpt.dense_weights(),
+                &plan.config,
+                plan.distill,
+                &dev,
+            )?);
+        }
+        let l = losses(&net, &t, batch.len(), &mode, teacher.as_ref(), &dev)?;
         let grads = l.total.backward()?;
         let lr = lr_at(&plan, step);
         opt_main.set_learning_rate(if gated {
@@ -316,6 +380,23 @@ pub fn train(
         }
     }
     Ok(state)
+}
+
+/// Sets every gate's output bias so that it keeps a token with probability `p` before its
+/// weights say otherwise (channel 0 is "keep"), so the gated phase starts near the dense model
+/// instead of dropping half the tokens at random.
+pub fn set_gate_keep(vm: &VarMap, p: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&p) {
+        bail!("a gate's initial keep probability must be in [0, 1), got {p}");
+    }
+    let half = ((p / (1.0 - p)).ln() / 2.0) as f32;
+    let data = vm.data().lock().expect("varmap lock");
+    for (name, var) in data.iter() {
+        if name.starts_with("gates.") && name.ends_with(".fc2.bias") {
+            var.set(&Tensor::new(&[half, -half], var.device())?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Mean over a (B, N) keep policy per gate, for logging and tests.

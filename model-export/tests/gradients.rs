@@ -24,7 +24,7 @@ fn every_parameter_gets_a_gradient_in_gated_training() {
         .map(|i| Sample::from_scene(svit_scenes::generate(&scfg, 11, i)))
         .collect();
     let t = targets::build(&cfg, &batch);
-    let l = train::losses(&net, &t, batch.len(), &GateMode::Gumbel, &dev).unwrap();
+    let l = train::losses(&net, &t, batch.len(), &GateMode::Gumbel, None, &dev).unwrap();
     let grads = l.total.backward().unwrap();
     let data = vm.data().lock().unwrap();
     let mut missing = Vec::new();
@@ -47,4 +47,24 @@ fn every_parameter_gets_a_gradient_in_gated_training() {
         "parameters without gradient: {missing:?}"
     );
     assert!(l.parts[4] > 0.0, "ratio loss should be active with gates");
+}
+
+#[test]
+fn gates_start_the_gated_phase_at_the_keep_probability_asked() {
+    let cfg = tiny_config();
+    let dev = Device::Cpu;
+    let vm = VarMap::new();
+    let net = model::build(&cfg, &vm, &dev).unwrap();
+    let x = candle_core::Tensor::randn(0f32, 1.0, (2, cfg.tokens(), cfg.dim), &dev).unwrap();
+    let p_keep = |g: &model::Gate| {
+        let logp = g.forward(&x).unwrap();
+        let p = logp.narrow(2, 0, 1).unwrap().exp().unwrap();
+        p.mean_all().unwrap().to_scalar::<f32>().unwrap()
+    };
+    train::set_gate_keep(&vm, 0.9).unwrap();
+    for g in &net.gates {
+        let p = p_keep(g);
+        assert!((p - 0.9).abs() < 0.05, "gate keeps {p}, asked 0.9");
+    }
+    assert!(train::set_gate_keep(&vm, 1.0).is_err());
 }

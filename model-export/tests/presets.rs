@@ -1,5 +1,6 @@
 //! The DeiT-Tiny preset (the size a Pi 5 is meant for) trains, exports and runs end to end.
-//! Two steps only: this proves the plumbing at that size, not accuracy.
+//! Two steps only (one dense, one gated with token distillation): this proves the plumbing at
+//! that size, not accuracy.
 
 mod common;
 
@@ -30,6 +31,8 @@ fn deit_tiny_trains_exports_and_runs() {
         batch: 2,
         lr: 1e-4,
         finetune_lr_scale: 0.1,
+        distill: 1.0,
+        gate_init_keep: 0.9,
         warmup: 1,
         seed: 5,
     };
@@ -42,7 +45,7 @@ fn deit_tiny_trains_exports_and_runs() {
         seed: 5,
     };
     let mut seen = Vec::new();
-    let mut on_step = |s: usize, parts: &[f32; 5], _lr: f64| seen.push((s, parts[4]));
+    let mut on_step = |s: usize, parts: &[f32; 6], _lr: f64| seen.push((s, parts[4], parts[5]));
     let st = train::train(
         plan,
         &ckpt,
@@ -60,6 +63,11 @@ fn deit_tiny_trains_exports_and_runs() {
     assert!(
         seen[0].1 == 0.0 && seen[1].1 > 0.0,
         "ratio loss only once gates train: {seen:?}"
+    );
+    // The gated step runs the pruned model against the dense teacher it started from.
+    assert!(
+        seen[0].2 == 0.0 && seen[1].2 > 0.0 && seen[1].2.is_finite(),
+        "distillation only once gates train: {seen:?}"
     );
     assert!(ckpt.dense_weights().exists() && ckpt.weights().exists());
 
