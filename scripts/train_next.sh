@@ -33,11 +33,12 @@ if [ ! -f "$run/state.json" ] && [ -f "$snap/state.json" ]; then
   echo "resuming from the snapshot in $snap"
 fi
 val=(--val-coco data/val/instances.json --val-every 500 --val-limit 200)
+# The gated phase distils the final tokens from the dense model (about +0.5 box and mask AP at
+# the same kept fraction after 400 gated steps; README "The demo bundle").
+plan=(--dense-steps 10000 --gated-steps 2000 --lr 3e-4 --distill 1 --ckpt-every 50)
 if [ -f "$run/state.json" ]; then
-  exec "$bin" train --out "$run" --resume --dense-steps 10000 --gated-steps 2000 --lr 3e-4 \
-    --ckpt-every 50 "${val[@]}"
+  exec "$bin" train --out "$run" --resume "${plan[@]}" "${val[@]}"
 fi
 # A new run continues the shipped model's dense weights with a fresh, long schedule: from there
 # it gained faster than a run from random weights did.
-exec "$bin" train --out "$run" --from models/demo-ckpt/dense.safetensors --seed 5 \
-  --dense-steps 10000 --gated-steps 2000 --lr 3e-4 --ckpt-every 50 "${val[@]}"
+exec "$bin" train --out "$run" --from models/demo-ckpt/dense.safetensors --seed 5 "${plan[@]}" "${val[@]}"
