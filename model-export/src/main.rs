@@ -105,6 +105,10 @@ enum Cmd {
         /// near the dense model and the ratio loss prunes from there); 0 = as initialised.
         #[arg(long, default_value_t = 0.0)]
         gate_init_keep: f64,
+        /// Weight of an auxiliary semantic loss: each stride-8 cell of the head also classifies
+        /// the object covering it (YOLACT's training-only branch; bundles do not change); 0 = off.
+        #[arg(long, default_value_t = 0.0)]
+        seg_aux: f64,
         /// Seed of the synthetic training stream (keep it apart from the validation seed).
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -334,6 +338,7 @@ fn main() -> Result<()> {
             finetune_lr_scale,
             distill,
             gate_init_keep,
+            seg_aux,
             seed,
             resume,
             init,
@@ -388,6 +393,7 @@ fn main() -> Result<()> {
                 finetune_lr_scale,
                 distill,
                 gate_init_keep,
+                seg_aux,
                 warmup: 200,
                 seed,
             };
@@ -398,7 +404,7 @@ fn main() -> Result<()> {
                 )
                 .expect("static template"),
             );
-            let mut on_step = |step: usize, parts: &[f32; 6], lr: f64| {
+            let mut on_step = |step: usize, parts: &[f32; 7], lr: f64| {
                 bar.set_position(step as u64);
                 let mut msg = format!(
                     "heat {:.3} off {:.3} size {:.3} mask {:.3} ratio {:.3} lr {:.1e}",
@@ -406,6 +412,9 @@ fn main() -> Result<()> {
                 );
                 if parts[5] > 0.0 {
                     msg += &format!(" distill {:.3}", parts[5]);
+                }
+                if parts[6] > 0.0 {
+                    msg += &format!(" seg {:.3}", parts[6]);
                 }
                 if step % 50 == 0 {
                     tracing::info!(step, "{msg}");
