@@ -109,6 +109,11 @@ enum Cmd {
         /// the object covering it (YOLACT's training-only branch; bundles do not change); 0 = off.
         #[arg(long, default_value_t = 0.0)]
         seg_aux: f64,
+        /// Cells that learn an object's box: 0 = only its centre cell (CenterNet); e.g. 0.5 =
+        /// also every cell in the box where its target heat is at least 0.5, weighted by it
+        /// (TTFNet's denser box training). Bundles and the runtime are the same either way.
+        #[arg(long, default_value_t = 0.0)]
+        reg_heat: f64,
         /// Seed of the synthetic training stream (keep it apart from the validation seed).
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -339,6 +344,7 @@ fn main() -> Result<()> {
             distill,
             gate_init_keep,
             seg_aux,
+            reg_heat,
             seed,
             resume,
             init,
@@ -394,6 +400,7 @@ fn main() -> Result<()> {
                 distill,
                 gate_init_keep,
                 seg_aux,
+                reg_heat,
                 warmup: 200,
                 seed,
             };

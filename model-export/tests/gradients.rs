@@ -30,7 +30,7 @@ fn every_parameter_gets_a_gradient_in_gated_training() {
     let batch: Vec<Sample> = (0..4)
         .map(|i| Sample::from_scene(svit_scenes::generate(&scfg, 11, i)))
         .collect();
-    let t = targets::build(&cfg, &batch);
+    let t = targets::build(&cfg, &batch, 0.5);
     let l = train::losses(
         &net,
         &t,

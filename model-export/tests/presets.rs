@@ -34,6 +34,7 @@ fn deit_tiny_trains_exports_and_runs() {
         distill: 1.0,
         gate_init_keep: 0.9,
         seg_aux: 1.0,
+        reg_heat: 0.5,
         warmup: 1,
         seed: 5,
     };
