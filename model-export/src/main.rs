@@ -105,10 +105,6 @@ enum Cmd {
         /// near the dense model and the ratio loss prunes from there); 0 = as initialised.
         #[arg(long, default_value_t = 0.0)]
         gate_init_keep: f64,
-        /// Weight of an auxiliary semantic loss: each stride-8 cell of the head also classifies
-        /// the object covering it (YOLACT's training-only branch; bundles do not change); 0 = off.
-        #[arg(long, default_value_t = 0.0)]
-        seg_aux: f64,
         /// Cells that learn an object's box: 0 = only its centre cell (CenterNet); e.g. 0.5 =
         /// also every cell in the box where its target heat is at least 0.5, weighted by it
         /// (TTFNet's denser box training). Bundles and the runtime are the same either way.
@@ -343,7 +339,6 @@ fn main() -> Result<()> {
             finetune_lr_scale,
             distill,
             gate_init_keep,
-            seg_aux,
             reg_heat,
             seed,
             resume,
@@ -399,7 +394,6 @@ fn main() -> Result<()> {
                 finetune_lr_scale,
                 distill,
                 gate_init_keep,
-                seg_aux,
                 reg_heat,
                 warmup: 200,
                 seed,
@@ -411,7 +405,7 @@ fn main() -> Result<()> {
                 )
                 .expect("static template"),
             );
-            let mut on_step = |step: usize, parts: &[f32; 7], lr: f64| {
+            let mut on_step = |step: usize, parts: &[f32; 6], lr: f64| {
                 bar.set_position(step as u64);
                 let mut msg = format!(
                     "heat {:.3} off {:.3} size {:.3} mask {:.3} ratio {:.3} lr {:.1e}",
@@ -419,9 +413,6 @@ fn main() -> Result<()> {
                 );
                 if parts[5] > 0.0 {
                     msg += &format!(" distill {:.3}", parts[5]);
-                }
-                if parts[6] > 0.0 {
-                    msg += &format!(" seg {:.3}", parts[6]);
                 }
                 if step % 50 == 0 {
                     tracing::info!(step, "{msg}");

@@ -21,7 +21,7 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub(crate) fn new(vb: &VarBuilder, inp: usize, out: usize, name: &str) -> Result<Self> {
+    fn new(vb: &VarBuilder, inp: usize, out: usize, name: &str) -> Result<Self> {
         Self::with_bias(vb, inp, out, name, 0.0)
     }
     fn with_bias(vb: &VarBuilder, inp: usize, out: usize, name: &str, bias: f64) -> Result<Self> {
@@ -196,8 +196,6 @@ pub struct HeadOut {
     pub coef: Tensor,
     /// (B, 16N, P) mask prototypes on the stride-4 grid.
     pub protos: Tensor,
-    /// (B, 4N, D) the hidden features of each stride-8 cell (training's auxiliary loss).
-    pub cells: Tensor,
 }
 
 impl Head {
@@ -227,7 +225,6 @@ impl Head {
             boxes: self.boxes.forward(&hdn)?,
             coef: self.coef.forward(&hdn)?,
             protos: self.proto.forward(&pu)?,
-            cells: hdn,
         })
     }
 }

@@ -52,9 +52,6 @@ pub struct Targets {
     /// Per object: (G4*G4) mask at stride 4 and the crop weight for it.
     pub masks: Vec<f32>,
     pub mask_w: Vec<f32>,
-    /// (B, G8*G8) the class covering most of each stride-8 cell (`classes` = background when
-    /// no object covers half of it): the auxiliary semantic loss's labels.
-    pub seg: Vec<u32>,
 }
 
 impl Targets {
@@ -79,7 +76,6 @@ pub fn build(cfg: &ModelConfig, batch: &[Sample], reg_heat: f32) -> Targets {
             "samples are resized to the model input before batching"
         );
         normalise_into(&sample.rgb, s, &mut t.images);
-        t.seg.extend(cell_classes(sample, g8, nc));
         // Per cell: the smallest object regressing there, (area, target, weight).
         let mut reg: Vec<Option<(usize, [f32; 4], f32)>> = vec![None; g8 * g8];
         for o in &sample.objects {
@@ -163,26 +159,6 @@ pub fn build(cfg: &ModelConfig, batch: &[Sample], reg_heat: f32) -> Targets {
     t
 }
 
-/// Per stride-8 cell, the class whose visible pixels cover at least half of it, else `nc`.
-fn cell_classes(sample: &Sample, g8: usize, nc: usize) -> Vec<u32> {
-    let s = sample.size;
-    let cell = s / g8;
-    let mut counts = vec![0u32; g8 * g8 * nc];
-    for o in sample.objects.iter().filter(|o| o.class < nc) {
-        for (i, _) in o.mask.iter().enumerate().filter(|(_, &m)| m != 0) {
-            let (x, y) = (i % s, i / s);
-            counts[((y / cell) * g8 + x / cell) * nc + o.class] += 1;
-        }
-    }
-    counts
-        .chunks(nc)
-        .map(|c| match c.iter().enumerate().max_by_key(|(_, &n)| n) {
-            Some((k, &n)) if 2 * n as usize >= cell * cell => k as u32,
-            _ => nc as u32,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,49 +192,6 @@ mod tests {
                 "mask outside its crop"
             );
         }
-    }
-
-    #[test]
-    fn cells_take_the_class_covering_half_of_them() {
-        let cfg = ModelConfig::demo(svit_scenes::CLASSES.len());
-        let s = 256;
-        // Two rectangles: class 2 on x 10..50, y 20..61; class 4 on x 60..64, y 0..256 (a
-        // strip half a cell wide).
-        let rect = |class, x0: usize, x1: usize, y0: usize, y1: usize| {
-            let mut mask = vec![0u8; s * s];
-            for y in y0..y1 {
-                mask[y * s + x0..y * s + x1].fill(1);
-            }
-            let area = (x1 - x0) * (y1 - y0);
-            svit_scenes::Object {
-                class,
-                bbox: [x0 as f32, y0 as f32, (x1 - x0) as f32, (y1 - y0) as f32],
-                mask,
-                area,
-            }
-        };
-        let sample = Sample {
-            size: s,
-            rgb: vec![0; s * s * 3],
-            objects: vec![rect(2, 10, 50, 20, 61), rect(4, 60, 64, 0, 256)],
-        };
-        let t = build(&cfg, &[sample], 0.0);
-        let bg = cfg.num_classes as u32;
-        let cover =
-            |lo: usize, hi: usize, c: usize| hi.min(c * 8 + 8).saturating_sub(lo.max(c * 8));
-        for cy in 0..32 {
-            for cx in 0..32 {
-                let want = if cover(10, 50, cx) * cover(20, 61, cy) >= 32 {
-                    2
-                } else if cover(60, 64, cx) * 8 >= 32 {
-                    4
-                } else {
-                    bg
-                };
-                assert_eq!(t.seg[cy * 32 + cx], want, "cell ({cx}, {cy})");
-            }
-        }
-        assert!(t.seg.contains(&2) && t.seg.contains(&4));
     }
 
     #[test]

@@ -32,10 +32,6 @@ pub struct TrainPlan {
     /// when the phase begins); 0 = leave them as initialised (about 0.5).
     #[serde(default)]
     pub gate_init_keep: f64,
-    /// Weight of the auxiliary semantic loss (YOLACT's): every stride-8 cell's hidden features
-    /// classify the object covering it, through a layer that only training has (0 = off).
-    #[serde(default)]
-    pub seg_aux: f64,
     /// Cells that regress an object's box: 0 = its centre cell only (CenterNet); above 0, also
     /// the cells in its box whose target heat is at least this, weighted by it (TTFNet).
     #[serde(default)]
@@ -73,40 +69,7 @@ impl DataSource for Synthetic {
 
 pub struct Losses {
     pub total: Tensor,
-    pub parts: [f32; 7], // heat, offset, size, mask, ratio, distill, seg
-}
-
-/// The auxiliary semantic classifier: one linear layer from a cell's hidden features to the
-/// classes and background. Its tensors (`aux.seg.*`) live in the checkpoint but no bundle reads
-/// them, so exported models are the same shape with or without it.
-pub struct SegHead {
-    lin: model::Linear,
-    weight: f64,
-}
-
-impl SegHead {
-    const PREFIX: &'static str = "aux.seg";
-
-    /// Adds the layer to `vm`, taking its weights from `weights` when that checkpoint has them.
-    pub fn new(
-        vm: &mut VarMap,
-        cfg: &ModelConfig,
-        weight: f64,
-        weights: Option<&Path>,
-        dev: &Device,
-    ) -> Result<Self> {
-        let vb = candle_nn::VarBuilder::from_varmap(vm, DType::F32, dev);
-        let lin = model::Linear::new(&vb, cfg.head_dim, cfg.num_classes + 1, Self::PREFIX)?;
-        if let Some(path) = weights {
-            let saved = candle_core::safetensors::load(path, dev)
-                .with_context(|| format!("loading {}", path.display()))?;
-            for (name, t) in saved.iter().filter(|(k, _)| k.starts_with(Self::PREFIX)) {
-                vm.set_one(name, t)
-                    .with_context(|| format!("{name} in {}", path.display()))?;
-            }
-        }
-        Ok(SegHead { lin, weight })
-    }
+    pub parts: [f32; 6], // heat, offset, size, mask, ratio, distill
 }
 
 /// The dense model a gated phase started from, run beside it so the pruned model's final tokens
@@ -139,7 +102,6 @@ pub fn losses(
     b: usize,
     mode: &GateMode,
     teacher: Option<&Teacher>,
-    seg: Option<&SegHead>,
     dev: &Device,
 ) -> Result<Losses> {
     let cfg = &net.cfg;
@@ -215,16 +177,7 @@ pub fn losses(
             ((err / want.sqr()?.mean_all()?.to_scalar::<f32>()?.max(1e-12) as f64)? * tch.weight)?
         }
     };
-    let seg = match seg {
-        None => Tensor::zeros((), DType::F32, dev)?,
-        Some(sh) => {
-            let logits =
-                candle_core::Module::forward(&sh.lin, &h.cells)?.reshape((b * g8 * g8, nc + 1))?;
-            let labels = Tensor::from_slice(&t.seg, b * g8 * g8, dev)?;
-            (candle_nn::loss::cross_entropy(&logits, &labels)? * sh.weight)?
-        }
-    };
-    let total = ((((((&heat + &off)? + &size)? + &mask)? + &ratio)? + &distill)? + &seg)?;
+    let total = (((((&heat + &off)? + &size)? + &mask)? + &ratio)? + &distill)?;
     let parts = [
         heat.to_scalar()?,
         off.to_scalar()?,
@@ -232,7 +185,6 @@ pub fn losses(
         mask.to_scalar()?,
         ratio.to_scalar()?,
         distill.to_scalar()?,
-        seg.to_scalar()?,
     ];
     if parts.iter().any(|v: &f32| !v.is_finite()) {
         bail!("loss is not finite ({parts:?}): lower the learning rate or check the data");
@@ -310,7 +262,7 @@ fn vars_by(vm: &VarMap, gate: bool) -> Vec<Var> {
 }
 
 pub struct Progress<'a> {
-    pub on_step: &'a mut dyn FnMut(usize, &[f32; 7], f64),
+    pub on_step: &'a mut dyn FnMut(usize, &[f32; 6], f64),
     /// After every checkpoint is written: the step and the model as saved (validation).
     pub on_saved: Option<&'a mut dyn FnMut(usize, &Svit)>,
 }
@@ -375,18 +327,6 @@ pub fn train(
         }
     }
 
-    let seg = if plan.seg_aux > 0.0 {
-        let saved = resume.then(|| ckpt.weights());
-        Some(SegHead::new(
-            &mut vm,
-            &plan.config,
-            plan.seg_aux,
-            saved.as_deref(),
-            &dev,
-        )?)
-    } else {
-        None
-    };
     let params = |lr| ParamsAdamW {
         lr,
         weight_decay: 0.01,
@@ -429,15 +369,7 @@ pub fn train(
                 &dev,
             )?);
         }
-        let l = losses(
-            &net,
-            &t,
-            batch.len(),
-            &mode,
-            teacher.as_ref(),
-            seg.as_ref(),
-            &dev,
-        )?;
+        let l = losses(&net, &t, batch.len(), &mode, teacher.as_ref(), &dev)?;
         let grads = l.total.backward()?;
         let lr = lr_at(&plan, step);
         opt_main.set_learning_rate(if gated {
