@@ -105,11 +105,6 @@ enum Cmd {
         /// near the dense model and the ratio loss prunes from there); 0 = as initialised.
         #[arg(long, default_value_t = 0.0)]
         gate_init_keep: f64,
-        /// Cells that learn an object's box: 0 = only its centre cell (CenterNet); e.g. 0.5 =
-        /// also every cell in the box where its target heat is at least 0.5, weighted by it
-        /// (TTFNet's denser box training). Bundles and the runtime are the same either way.
-        #[arg(long, default_value_t = 0.0)]
-        reg_heat: f64,
         /// Seed of the synthetic training stream (keep it apart from the validation seed).
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -339,7 +334,6 @@ fn main() -> Result<()> {
             finetune_lr_scale,
             distill,
             gate_init_keep,
-            reg_heat,
             seed,
             resume,
             init,
@@ -394,7 +388,6 @@ fn main() -> Result<()> {
                 finetune_lr_scale,
                 distill,
                 gate_init_keep,
-                reg_heat,
                 warmup: 200,
                 seed,
             };

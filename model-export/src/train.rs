@@ -32,10 +32,6 @@ pub struct TrainPlan {
     /// when the phase begins); 0 = leave them as initialised (about 0.5).
     #[serde(default)]
     pub gate_init_keep: f64,
-    /// Cells that regress an object's box: 0 = its centre cell only (CenterNet); above 0, also
-    /// the cells in its box whose target heat is at least this, weighted by it (TTFNet).
-    #[serde(default)]
-    pub reg_heat: f64,
     pub warmup: usize,
     pub seed: u64,
 }
@@ -130,20 +126,12 @@ pub fn losses(
     let (off, size, mask) = if m == 0 {
         (zero.clone(), zero.clone(), zero.clone())
     } else {
-        // L1 over the regressing cells, weighted (all weights 1 with centre cells only).
-        let r = t.reg_w.len();
-        let reg_idx = Tensor::from_slice(&t.reg_idx, r, dev)?;
-        let pred = h
-            .boxes
-            .reshape((b * g8 * g8, 4))?
-            .index_select(&reg_idx, 0)?;
-        let tb = Tensor::from_slice(&t.boxes, (r, 4), dev)?;
-        let w = Tensor::from_slice(&t.reg_w, (r, 1), dev)?;
-        let diff = (pred - tb)?.abs()?.broadcast_mul(&w)?;
-        let norm = 2.0 * t.reg_w.iter().sum::<f32>() as f64;
-        let off = (diff.narrow(1, 0, 2)?.sum_all()? / norm)?;
-        let size = (diff.narrow(1, 2, 2)?.sum_all()? / norm)?;
         let idx = Tensor::from_slice(&t.centre_idx, m, dev)?;
+        let pred = h.boxes.reshape((b * g8 * g8, 4))?.index_select(&idx, 0)?;
+        let tb = Tensor::from_slice(&t.boxes, (m, 4), dev)?;
+        let diff = (pred - tb)?.abs()?;
+        let off = diff.narrow(1, 0, 2)?.mean_all()?;
+        let size = diff.narrow(1, 2, 2)?.mean_all()?;
         // YOLACT: mask logits = protos . coefficients, BCE inside the box crop.
         let coef = h.coef.reshape((b * g8 * g8, np))?.index_select(&idx, 0)?; // (M, P)
         let img_idx = Tensor::from_slice(&t.obj_img, m, dev)?;
@@ -289,12 +277,6 @@ pub fn train(
     mut progress: Progress,
 ) -> Result<CheckpointState> {
     plan.config.validate().map_err(anyhow::Error::msg)?;
-    if !(0.0..=1.0).contains(&plan.reg_heat) {
-        bail!(
-            "the box regression's heat floor must be in [0, 1], got {}",
-            plan.reg_heat
-        );
-    }
     let dev = Device::Cpu;
     let mut vm = VarMap::new();
     let net = model::build(&plan.config, &vm, &dev)?;
@@ -344,7 +326,7 @@ pub fn train(
         let batch: Vec<Sample> = (0..plan.batch)
             .map(|i| data.sample((step * plan.batch + i) as u64))
             .collect::<Result<_>>()?;
-        let t = targets::build(&plan.config, &batch, plan.reg_heat as f32);
+        let t = targets::build(&plan.config, &batch);
         let mode = if gated {
             GateMode::Gumbel
         } else {

@@ -6,21 +6,15 @@ use candle_nn::VarMap;
 use svit_export::model::{self, GateMode};
 use svit_export::targets::{self, Sample};
 use svit_export::train;
-use svit_runtime::ModelConfig;
 mod common;
 use common::tiny_config;
 
-fn tiny_net() -> (ModelConfig, VarMap, model::Svit) {
-    let cfg = tiny_config();
-    let vm = VarMap::new();
-    let net = model::build(&cfg, &vm, &Device::Cpu).unwrap();
-    (cfg, vm, net)
-}
-
 #[test]
 fn every_parameter_gets_a_gradient_in_gated_training() {
-    let (cfg, vm, net) = tiny_net();
+    let cfg = tiny_config();
     let dev = Device::Cpu;
+    let vm = VarMap::new();
+    let net = model::build(&cfg, &vm, &dev).unwrap();
     let scfg = svit_scenes::SceneConfig {
         min_size: 12.0,
         max_size: 30.0,
@@ -29,7 +23,7 @@ fn every_parameter_gets_a_gradient_in_gated_training() {
     let batch: Vec<Sample> = (0..4)
         .map(|i| Sample::from_scene(svit_scenes::generate(&scfg, 11, i)))
         .collect();
-    let t = targets::build(&cfg, &batch, 0.5);
+    let t = targets::build(&cfg, &batch);
     let l = train::losses(&net, &t, batch.len(), &GateMode::Gumbel, None, &dev).unwrap();
     let grads = l.total.backward().unwrap();
     let data = vm.data().lock().unwrap();
@@ -57,8 +51,10 @@ fn every_parameter_gets_a_gradient_in_gated_training() {
 
 #[test]
 fn gates_start_the_gated_phase_at_the_keep_probability_asked() {
-    let (cfg, vm, net) = tiny_net();
+    let cfg = tiny_config();
     let dev = Device::Cpu;
+    let vm = VarMap::new();
+    let net = model::build(&cfg, &vm, &dev).unwrap();
     let x = candle_core::Tensor::randn(0f32, 1.0, (2, cfg.tokens(), cfg.dim), &dev).unwrap();
     let p_keep = |g: &model::Gate| {
         let logp = g.forward(&x).unwrap();

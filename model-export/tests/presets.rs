@@ -33,7 +33,6 @@ fn deit_tiny_trains_exports_and_runs() {
         finetune_lr_scale: 0.1,
         distill: 1.0,
         gate_init_keep: 0.9,
-        reg_heat: 0.5,
         warmup: 1,
         seed: 5,
     };
