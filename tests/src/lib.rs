@@ -96,6 +96,59 @@ pub fn read_messages(
     (out, errors)
 }
 
+/// A board's hello, as a simulated board (no camera, no model) sends it.
+pub fn board_hello(device: &str) -> EdgeMsg {
+    EdgeMsg::Hello(proto::Hello {
+        protocol_version: proto::PROTOCOL_VERSION,
+        schema_hash: proto::schema_hash(),
+        role: proto::Role::Edge,
+        device: device.into(),
+        bundle: "simulated".into(),
+        labels: (0..6).map(|i| format!("c{i}")).collect(),
+        input_size: 256,
+        tokens: 256,
+        blocks: 8,
+        nonce: [0; 16],
+    })
+}
+
+/// A realistic frame of a simulated board: 10 masked detections, keep maps, stage times.
+pub fn board_frame(seq: u64) -> EdgeMsg {
+    let det = |i: u16| proto::Detection {
+        class: i % 6,
+        score: 0.9,
+        bbox: [10.0 * i as f32, 12.0, 10.0 * i as f32 + 40.0, 60.0],
+        mask: proto::CompactMask {
+            x0: 2 * i,
+            y0: 3,
+            w: 12,
+            h: 14,
+            cell: [4.0, 4.0],
+            bits: vec![0xA5; 21],
+        },
+    };
+    EdgeMsg::Frame(proto::Frame {
+        seq,
+        capture_us: seq * 33_333,
+        width: 256,
+        height: 256,
+        times: proto::StageTimes {
+            embed: 900,
+            blocks: vec![3000; 8],
+            head: 2000,
+            ..Default::default()
+        },
+        detections: (0..10).map(det).collect(),
+        kept: vec![256, 256, 140, 130, 100, 90, 70, 60],
+        keep_maps: (0..8)
+            .map(|b| if b < 2 { vec![] } else { vec![0x5A; 32] })
+            .collect(),
+        gmacs: 0.35,
+        dropped_total: 0,
+        threshold: 0.5,
+    })
+}
+
 pub fn send(s: &mut TcpStream, msg: &HostMsg) {
     s.write_all(&proto::encode(msg, MAX_FRAME).expect("encodable"))
         .expect("send to edge");

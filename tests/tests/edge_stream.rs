@@ -140,8 +140,11 @@ fn edge_survives_a_garbage_peer_and_a_host_that_goes_away() {
     drop(s);
     std::thread::sleep(Duration::from_millis(1500));
     // 3: the host comes back; the edge reconnects and reports what it dropped meanwhile.
+    // An oversized control frame is refused; the control after it still applies.
     let (mut s, _) = listener.accept().unwrap();
     send(&mut s, &host_hello());
+    s.write_all(&[0x01; 64 * 1024]).unwrap();
+    s.write_all(&[0x00]).unwrap();
     send(&mut s, &HostMsg::SetThreshold(0.0));
     let (msgs, _) = read_messages(
         &mut s,
@@ -168,4 +171,70 @@ fn edge_survives_a_garbage_peer_and_a_host_that_goes_away() {
     );
     let _ = edge.kill();
     let _ = edge.wait();
+}
+
+#[test]
+fn sigterm_stops_the_edge_after_sending_what_is_queued() {
+    use std::io::Read;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut edge = spawn_edge(port, 100_000);
+    let (mut s, _) = listener.accept().unwrap();
+    send(&mut s, &host_hello());
+    // Read until the edge closes the link, sending SIGTERM after the third frame.
+    let mut n = 0;
+    let (msgs, _) = read_messages(&mut s, Duration::from_secs(120), |m| {
+        n += matches!(m, EdgeMsg::Frame(_)) as usize;
+        if n == 3 && matches!(m, EdgeMsg::Frame(_)) {
+            svit_e2e::signal(&edge, "-TERM");
+        }
+        false
+    });
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = edge.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            let _ = edge.kill();
+            panic!("the edge did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut log = String::new();
+    edge.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("stopped"))
+        .expect("a stop line");
+    let stat = |key: &str| -> u64 {
+        let at = line
+            .find(&format!("{key}="))
+            .unwrap_or_else(|| panic!("{key} in {line}"));
+        let v = &line[at + key.len() + 1..];
+        v.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let got: Vec<u64> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            EdgeMsg::Frame(f) => Some(f.seq),
+            _ => None,
+        })
+        .collect();
+    assert!(got.len() >= 3);
+    assert_eq!(stat("dropped_before_send"), 0, "{log}");
+    assert_eq!(
+        got,
+        (0..stat("frames")).collect::<Vec<_>>(),
+        "every frame inferred before the stop reached the host, in order"
+    );
 }

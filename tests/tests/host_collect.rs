@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use svit_e2e::{bin, signal, summary, tmp, workspace};
+use svit_e2e::{bin, board_frame, board_hello, signal, summary, tmp, workspace};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -277,6 +277,77 @@ fn pre_shared_key_admits_only_its_holders() {
 
 /// The other direction: the board listens (`--listen`), the host dials it (`--board`). Frames
 /// made before the host arrives wait in the board's bounded queue.
+#[test]
+fn a_board_killed_mid_frame_is_marked_gone_and_the_others_go_on() {
+    use std::io::Write;
+    use svit_protocol::{self as proto, FrameDecoder, HostMsg, MAX_FRAME};
+    let dir = tmp("torn");
+    let port = free_port();
+    let rec = dir.join("run.svrec");
+    let h = Command::new(bin("svit-host"))
+        .args([
+            "listen",
+            &format!("127.0.0.1:{port}"),
+            "--quiet",
+            "--record",
+        ])
+        .arg(&rec)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start svit-host");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut e = edge(port, "board-ok", "synthetic", 8);
+    // A board that dies while sending its fourth frame.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&proto::encode(&board_hello("board-torn"), MAX_FRAME).unwrap())
+        .unwrap();
+    // Take the host's reply first: closing with unread bytes would reset the connection, and a
+    // reset may drop what the host has not read yet.
+    let mut dec = FrameDecoder::new(MAX_FRAME);
+    let mut buf = [0u8; 4096];
+    let mut replied = false;
+    while !replied {
+        let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+        assert!(n > 0, "host closed before its hello");
+        replied = dec.frames::<HostMsg>(&buf[..n]).any(|m| m.is_ok());
+    }
+    for seq in 0..3 {
+        s.write_all(&proto::encode(&board_frame(seq), MAX_FRAME).unwrap())
+            .unwrap();
+    }
+    let fourth = proto::encode(&board_frame(3), MAX_FRAME).unwrap();
+    s.write_all(&fourth[..fourth.len() / 2]).unwrap();
+    drop(s);
+    assert!(e.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&h, "-TERM");
+    let out = h.wait_with_output().unwrap();
+    assert!(out.status.success(), "host exits cleanly on SIGTERM");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("discarded a torn frame"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("board-torn") && l.contains("disconnected")),
+        "{log}"
+    );
+    let s = summary(&rec, &dir.join("report"));
+    let frames = |device: &str| {
+        let b = s["boards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["device"] == device)
+            .unwrap_or_else(|| panic!("{device} in {s}"));
+        (
+            b["frames"].as_u64().unwrap(),
+            b["missing"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(frames("board-torn"), (3, 0), "its whole frames are kept");
+    assert_eq!(frames("board-ok"), (8, 0), "the other board loses nothing");
+}
+
 #[test]
 fn host_dials_a_listening_board() {
     let dir = tmp("dial");

@@ -8,43 +8,8 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use svit_protocol::{self as proto, EdgeMsg};
-
-fn frame(seq: u64) -> EdgeMsg {
-    let det = |i: u16| proto::Detection {
-        class: i % 6,
-        score: 0.9,
-        bbox: [10.0 * i as f32, 12.0, 10.0 * i as f32 + 40.0, 60.0],
-        mask: proto::CompactMask {
-            x0: 2 * i,
-            y0: 3,
-            w: 12,
-            h: 14,
-            cell: [4.0, 4.0],
-            bits: vec![0xA5; 21],
-        },
-    };
-    EdgeMsg::Frame(proto::Frame {
-        seq,
-        capture_us: seq * 33_333,
-        width: 256,
-        height: 256,
-        times: proto::StageTimes {
-            embed: 900,
-            blocks: vec![3000; 8],
-            head: 2000,
-            ..Default::default()
-        },
-        detections: (0..10).map(det).collect(),
-        kept: vec![256, 256, 140, 130, 100, 90, 70, 60],
-        keep_maps: (0..8)
-            .map(|b| if b < 2 { vec![] } else { vec![0x5A; 32] })
-            .collect(),
-        gmacs: 0.35,
-        dropped_total: 0,
-        threshold: 0.5,
-    })
-}
+use svit_e2e::{board_frame, board_hello};
+use svit_protocol as proto;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -64,25 +29,14 @@ fn main() {
             let addr = addr.clone();
             std::thread::spawn(move || -> u64 {
                 let mut s = TcpStream::connect(&addr).expect("connect to host");
-                let hello = EdgeMsg::Hello(proto::Hello {
-                    protocol_version: proto::PROTOCOL_VERSION,
-                    schema_hash: proto::schema_hash(),
-                    role: proto::Role::Edge,
-                    device: format!("load-{b:02}"),
-                    bundle: "loadgen".into(),
-                    labels: (0..6).map(|i| format!("c{i}")).collect(),
-                    input_size: 256,
-                    tokens: 256,
-                    blocks: 8,
-                    nonce: [0; 16],
-                });
+                let hello = board_hello(&format!("load-{b:02}"));
                 s.write_all(&proto::encode(&hello, proto::MAX_FRAME).unwrap())
                     .unwrap();
                 let period = Duration::from_secs_f64(1.0 / fps);
                 let start = Instant::now();
                 let mut seq = 0u64;
                 while start.elapsed().as_secs_f64() < secs {
-                    let bytes = proto::encode(&frame(seq), proto::MAX_FRAME).unwrap();
+                    let bytes = proto::encode(&board_frame(seq), proto::MAX_FRAME).unwrap();
                     if s.write_all(&bytes).is_err() {
                         break;
                     }
