@@ -16,18 +16,22 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `svit-host listen` on loopback `port`, recording into `rec`; callers add to it.
+fn host_cmd(port: u16, rec: &Path) -> Command {
+    let mut c = Command::new(bin("svit-host"));
+    c.args([
+        "listen",
+        &format!("127.0.0.1:{port}"),
+        "--quiet",
+        "--record",
+    ])
+    .arg(rec)
+    .stdout(Stdio::null());
+    c
+}
+
 fn host(port: u16, rec: &Path) -> Child {
-    Command::new(bin("svit-host"))
-        .args([
-            "listen",
-            &format!("127.0.0.1:{port}"),
-            "--quiet",
-            "--record",
-        ])
-        .arg(rec)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start svit-host")
+    host_cmd(port, rec).spawn().expect("start svit-host")
 }
 
 fn edge(port: u16, name: &str, camera: &str, frames: u32) -> Child {
@@ -216,17 +220,9 @@ fn pre_shared_key_admits_only_its_holders() {
     std::fs::write(&bad, "another key of enough length\n").unwrap();
     let port = free_port();
     let rec = dir.join("run.svrec");
-    let mut h = Command::new(bin("svit-host"))
-        .args([
-            "listen",
-            &format!("127.0.0.1:{port}"),
-            "--quiet",
-            "--record",
-        ])
-        .arg(&rec)
+    let mut h = host_cmd(port, &rec)
         .arg("--key")
         .arg(&good)
-        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -284,15 +280,7 @@ fn a_board_killed_mid_frame_is_marked_gone_and_the_others_go_on() {
     let dir = tmp("torn");
     let port = free_port();
     let rec = dir.join("run.svrec");
-    let h = Command::new(bin("svit-host"))
-        .args([
-            "listen",
-            &format!("127.0.0.1:{port}"),
-            "--quiet",
-            "--record",
-        ])
-        .arg(&rec)
-        .stdout(Stdio::null())
+    let h = host_cmd(port, &rec)
         .stderr(Stdio::piped())
         .spawn()
         .expect("start svit-host");
