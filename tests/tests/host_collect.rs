@@ -271,8 +271,6 @@ fn pre_shared_key_admits_only_its_holders() {
     assert_eq!(s["boards"][0]["frames"], 4);
 }
 
-/// The other direction: the board listens (`--listen`), the host dials it (`--board`). Frames
-/// made before the host arrives wait in the board's bounded queue.
 #[test]
 fn a_board_killed_mid_frame_is_marked_gone_and_the_others_go_on() {
     use std::io::Write;
@@ -336,6 +334,8 @@ fn a_board_killed_mid_frame_is_marked_gone_and_the_others_go_on() {
     assert_eq!(frames("board-ok"), (8, 0), "the other board loses nothing");
 }
 
+/// The other direction: the board listens (`--listen`), the host dials it (`--board`). Frames
+/// made before the host arrives wait in the board's bounded queue.
 #[test]
 fn host_dials_a_listening_board() {
     let dir = tmp("dial");
