@@ -35,7 +35,7 @@ fi
 val=(--val-coco data/val/instances.json --val-every 500 --val-limit 200)
 # The gated phase distils the final tokens from the dense model (about +0.5 box and mask AP at
 # the same kept fraction after 400 gated steps; README "The demo bundle").
-plan=(--dense-steps 10000 --gated-steps 2000 --lr 3e-4 --distill 1 --ckpt-every 50)
+plan=(--dense-steps 10000 --gated-steps 1000 --lr 3e-4 --distill 1 --ckpt-every 50)
 if [ -f "$run/state.json" ]; then
   exec "$bin" train --out "$run" --resume "${plan[@]}" "${val[@]}"
 fi

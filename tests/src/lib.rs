@@ -55,6 +55,8 @@ pub fn host_hello() -> HostMsg {
 }
 
 /// Reads edge messages until `until` says stop, the peer closes, or `timeout` passes.
+/// Messages that arrived in the same read after the one `until` stopped at are dropped, so
+/// stop early only where the edge then waits for us (after its hello), or read a stream once.
 pub fn read_messages(
     s: &mut TcpStream,
     timeout: Duration,
