@@ -10,6 +10,10 @@ use svit_runtime::manifest::{sha256_hex, Defaults, InputSpec, Manifest, FORMAT_V
 use crate::model::Svit;
 use crate::targets::{MEAN, STD};
 
+/// The `box_from_mask` a new bundle defaults to, chosen on the tuning scenes (README, "The demo
+/// bundle"); `svit-export eval --box-from-mask` measures others.
+pub const BOX_FROM_MASK: f32 = 0.5;
+
 pub struct BundleSpec<'a> {
     pub name: &'a str,
     pub labels: &'a [String],
@@ -104,6 +108,7 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
                 .unwrap_or(svit_runtime::MinKeep::uniform(cfg.tokens() / 16))
                 .clamp(1, cfg.tokens()),
             score_threshold: 0.3,
+            box_from_mask: BOX_FROM_MASK,
         },
         precisions,
         quantization: spec.int8.map(|r| {

@@ -47,6 +47,8 @@ pub struct EvalSpec<'a> {
     pub thresholds: &'a [f32],
     pub min_keep: Option<svit_runtime::MinKeep>,
     pub score_threshold: f32,
+    /// Default: the bundle's (`RunOptions::box_from_mask`).
+    pub box_from_mask: Option<f32>,
     pub results_dir: &'a Path,
     /// Evaluate only the first N images (quick checks).
     pub limit: Option<usize>,
@@ -104,6 +106,9 @@ pub fn run(
             pruning,
             score_threshold: spec.score_threshold,
             max_detections: 100,
+            box_from_mask: spec
+                .box_from_mask
+                .unwrap_or(model.manifest.defaults.box_from_mask),
         };
         let mut box_pairs: BTreeMap<(u64, u64), Pair> = BTreeMap::new();
         let mut mask_pairs: BTreeMap<(u64, u64), Pair> = BTreeMap::new();

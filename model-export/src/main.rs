@@ -200,6 +200,10 @@ enum Cmd {
         /// Detections below this score are not reported (COCO AP wants a low value).
         #[arg(long, default_value_t = 0.05)]
         score_threshold: f32,
+        /// Move each box this far from the regressed one towards its mask's extent, 0 to 1
+        /// (default: the bundle's).
+        #[arg(long)]
+        box_from_mask: Option<f32>,
         /// Summary JSON ({"runs": [...]}); COCO results files go beside it (default: runs/eval/).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -301,6 +305,7 @@ fn main() -> Result<()> {
             min_keep,
             precision,
             score_threshold,
+            box_from_mask,
             json,
             limit,
             threads,
@@ -311,7 +316,7 @@ fn main() -> Result<()> {
             thresholds,
             min_keep,
             precision,
-            score_threshold,
+            (score_threshold, box_from_mask),
             json,
             limit,
             threads,
@@ -529,6 +534,7 @@ impl Validation {
             thresholds: &thresholds,
             min_keep: None,
             score_threshold: 0.05,
+            box_from_mask: None,
             results_dir: &self.dir,
             limit: Some(self.limit),
         };
@@ -806,6 +812,7 @@ fn quantize(a: &BundleArgs, q: &Quantize) -> Result<()> {
             thresholds: &thresholds,
             min_keep: None,
             score_threshold: 0.05,
+            box_from_mask: None,
             results_dir: &results_dir,
             limit: Some(q.check_limit),
         };
@@ -851,11 +858,14 @@ fn eval(
     thresholds: Vec<f32>,
     min_keep: Option<MinKeep>,
     precision: String,
-    score_threshold: f32,
+    (score_threshold, box_from_mask): (f32, Option<f32>),
     json: Option<PathBuf>,
     limit: Option<usize>,
     threads: usize,
 ) -> Result<()> {
+    if box_from_mask.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
+        bail!("--box-from-mask must be between 0 and 1");
+    }
     svit_runtime::set_threads(threads);
     let model = svit_runtime::Model::load(&bundle, &precision)
         .with_context(|| format!("loading bundle {}", bundle.display()))?;
@@ -871,6 +881,7 @@ fn eval(
         thresholds: &thresholds,
         min_keep,
         score_threshold,
+        box_from_mask,
         results_dir: &results_dir,
         limit,
     };

@@ -140,6 +140,7 @@ fn runtime_threshold_zero_is_the_dense_pass() {
         pruning,
         score_threshold: 0.3,
         max_detections: 100,
+        box_from_mask: 0.0,
     };
     let zero = model
         .run_tensor(
@@ -189,6 +190,7 @@ fn check_pruned(name: &str, cfg: ModelConfig) {
         },
         score_threshold: 0.3,
         max_detections: 100,
+        box_from_mask: 0.0,
     };
     let out = model.run_tensor(&mut st, &input, &opts).unwrap();
     let (want, kept) = candle_head(
@@ -246,6 +248,7 @@ fn nan_weights_are_reported_not_turned_into_boxes() {
         pruning: Pruning::Dense,
         score_threshold: 0.3,
         max_detections: 100,
+        box_from_mask: 0.0,
     };
     let err = model.run_tensor(&mut st, &input, &opts).unwrap_err();
     assert!(err.to_string().contains("block_1"), "{err}");
@@ -263,6 +266,7 @@ fn f16_graphs_match_f32_to_half_precision() {
             pruning: Pruning::Dense,
             score_threshold: 0.3,
             max_detections: 100,
+            box_from_mask: 0.0,
         };
         model.run_tensor(&mut st, &input, &opts).unwrap();
         st.head_outputs().clone()

@@ -56,6 +56,8 @@ pub struct RunOptions {
     /// Detections below this score are dropped.
     pub score_threshold: f32,
     pub max_detections: usize,
+    /// 0: boxes as regressed; up to 1: moved onto their masks' extent (`post::DecodeOptions`).
+    pub box_from_mask: f32,
 }
 
 /// Wall time of each stage of one frame, in milliseconds.
@@ -389,6 +391,7 @@ impl Model {
             },
             score_threshold: d.score_threshold,
             max_detections: 100,
+            box_from_mask: d.box_from_mask,
         }
     }
 
@@ -777,7 +780,12 @@ impl Model {
             coef,
             protos,
         };
-        let detections = post::decode(&cfg, &head, opts.score_threshold, opts.max_detections)?;
+        let decode = post::DecodeOptions {
+            score_threshold: opts.score_threshold,
+            max_detections: opts.max_detections,
+            box_from_mask: opts.box_from_mask,
+        };
+        let detections = post::decode(&cfg, &head, &decode)?;
         t.postprocess = ms(tp);
         Ok(FrameOutput {
             detections,
