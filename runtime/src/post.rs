@@ -367,7 +367,11 @@ mod tests {
         let at = |w| decode(&c, &h, &opts(w)).unwrap()[0].clone();
         let (regressed, onto, half) = (at(0.0), at(1.0), at(0.5));
         let close = |a: [f32; 4], b: [f32; 4]| a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-3);
-        assert!(close(regressed.bbox, [4.0, 20.0, 36.0, 36.0]), "{:?}", regressed.bbox);
+        assert!(
+            close(regressed.bbox, [4.0, 20.0, 36.0, 36.0]),
+            "{:?}",
+            regressed.bbox
+        );
         let ext = [12.0, 24.0, 28.0, 32.0];
         assert!(close(onto.bbox, ext), "{:?}", onto.bbox);
         assert!(close(half.bbox, [8.0, 22.0, 32.0, 34.0]), "{:?}", half.bbox);
