@@ -128,6 +128,12 @@ impl Manifest {
                 m.input.size, m.config.image_size
             )));
         }
+        let w = m.defaults.box_from_mask;
+        if !(0.0..=1.0).contains(&w) {
+            return Err(bad(format!(
+                "defaults.box_from_mask is {w}, not between 0 and 1"
+            )));
+        }
         for p in &m.precisions {
             for f in stage_files(&m.config, p) {
                 if !m.files.contains_key(&f) {

@@ -127,6 +127,12 @@ fn inconsistent_config_is_refused() {
     });
     let e = Model::load(&d, "f32").err().unwrap().to_string();
     assert!(e.contains("labels"), "{e}");
+    edit_manifest(&d, |v| {
+        v["labels"].as_array_mut().unwrap().push("cross".into());
+        v["defaults"]["box_from_mask"] = 1.5.into();
+    });
+    let e = Model::load(&d, "f32").err().unwrap().to_string();
+    assert!(e.contains("box_from_mask is 1.5"), "{e}");
 }
 
 #[test]
