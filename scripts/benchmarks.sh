@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 BUNDLE=${1:-models/demo}
 OUT=runs/bench
 mkdir -p "$OUT"
+# The reference checks and the peer benchmark need these; fail now rather than 10 minutes in.
+python3 -c 'import pycocotools, onnxruntime, onnx, numpy' 2>/dev/null || {
+  echo "benchmarks.sh needs Python modules pycocotools, onnxruntime, onnx and numpy:" >&2
+  echo "  python3 -m pip install pycocotools onnxruntime onnx numpy" >&2
+  exit 1
+}
 cargo build --workspace --quiet
 EXPORT=target/debug/svit-export
 EDGE=target/debug/svit-edge
