@@ -44,16 +44,40 @@ impl Mask {
 
     /// The pixel box `[x0, y0, x1, y1]` of what [`rasterize`](Self::rasterize) would set
     /// (end exclusive, as COCO's box of a mask), or `None` when it sets nothing. Scans inwards
-    /// from the edges, so a mask that fills its box costs its perimeter, not its area.
+    /// from the edges, so a mask that fills its box costs its perimeter, not its area; a
+    /// pixel row or column whose cells all stay below one half is skipped whole (a bilinear
+    /// value never exceeds its four corners), and the taps are computed once per row and
+    /// column. It runs for every detection on the inference thread.
     pub fn extent(&self, width: usize, height: usize, bbox: [f32; 4]) -> Option<[f32; 4]> {
         let (xs, ys) = self.pixels(width, height, bbox);
-        let row = |y: usize| xs.clone().any(|x| self.inside(x, y));
-        let top = ys.clone().find(|&y| row(y))?;
-        let bottom = (top..ys.end).rev().find(|&y| row(y))?;
-        let col = |x: usize| (top..=bottom).any(|y| self.inside(x, y));
-        let left = xs.clone().find(|&x| col(x))?;
-        let right = (left..xs.end).rev().find(|&x| col(x))?;
-        Some([left, top, right + 1, bottom + 1].map(|v| v as f32))
+        let tx: Vec<Tap> = xs.clone().map(|x| self.tap_x(x)).collect();
+        let ty: Vec<Tap> = ys.clone().map(|y| self.tap_y(y)).collect();
+        let row_max: Vec<u8> = self.probs.chunks_exact(self.w.max(1)).map(max_u8).collect();
+        let col_max: Vec<u8> = (0..self.w)
+            .map(|i| {
+                (0..self.h)
+                    .map(|j| self.probs[j * self.w + i])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let may = |m: &[u8], t: &Tap| m[t.0].max(m[t.1]) > HALF;
+        let row = |j: usize| may(&row_max, &ty[j]) && tx.iter().any(|a| self.at(a, &ty[j]));
+        let top = (0..ty.len()).find(|&j| row(j))?;
+        let bottom = (top..ty.len()).rev().find(|&j| row(j))?;
+        let col =
+            |i: usize| may(&col_max, &tx[i]) && ty[top..=bottom].iter().any(|b| self.at(&tx[i], b));
+        let left = (0..tx.len()).find(|&i| col(i))?;
+        let right = (left..tx.len()).rev().find(|&i| col(i))?;
+        Some(
+            [
+                xs.start + left,
+                ys.start + top,
+                xs.start + right + 1,
+                ys.start + bottom + 1,
+            ]
+            .map(|v| v as f32),
+        )
     }
 
     /// The pixel columns and rows of `bbox`, clipped to the image (none for an empty mask).
@@ -75,12 +99,19 @@ impl Mask {
 
     /// Whether pixel (x, y) is in the mask: its centre's bilinear probability >= one half.
     fn inside(&self, x: usize, y: usize) -> bool {
-        let at = |p: usize, cell: f32, origin: usize, n: usize| {
-            let g = ((p as f32 + 0.5) / cell - 0.5 - origin as f32).clamp(0.0, (n - 1) as f32);
-            (g as usize, (g as usize + 1).min(n - 1), g.fract())
-        };
-        let (ix, ix1, wx) = at(x, self.cell[0], self.x0, self.w);
-        let (iy, iy1, wy) = at(y, self.cell[1], self.y0, self.h);
+        self.at(&self.tap_x(x), &self.tap_y(y))
+    }
+
+    fn tap_x(&self, x: usize) -> Tap {
+        tap(x, self.cell[0], self.x0, self.w)
+    }
+
+    fn tap_y(&self, y: usize) -> Tap {
+        tap(y, self.cell[1], self.y0, self.h)
+    }
+
+    /// Whether the pixel with these taps is in the mask.
+    fn at(&self, &(ix, ix1, wx): &Tap, &(iy, iy1, wy): &Tap) -> bool {
         let p = |a: usize, b: usize| self.probs[b * self.w + a] as f32;
         let v = p(ix, iy) * (1.0 - wx) * (1.0 - wy)
             + p(ix1, iy) * wx * (1.0 - wy)
@@ -88,6 +119,23 @@ impl Mask {
             + p(ix1, iy1) * wx * wy;
         v >= 127.5
     }
+}
+
+/// The largest probability that still rounds below one half: no bilinear blend of cells at
+/// most this reaches 127.5.
+const HALF: u8 = 127;
+
+/// Where a pixel centre falls between cell centres along one axis: the two cells and the
+/// weight of the second.
+type Tap = (usize, usize, f32);
+
+fn tap(p: usize, cell: f32, origin: usize, n: usize) -> Tap {
+    let g = ((p as f32 + 0.5) / cell - 0.5 - origin as f32).clamp(0.0, (n - 1) as f32);
+    (g as usize, (g as usize + 1).min(n - 1), g.fract())
+}
+
+fn max_u8(v: &[u8]) -> u8 {
+    v.iter().copied().max().unwrap_or(0)
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -113,6 +161,17 @@ impl Detection {
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
+}
+
+/// A logit below which `sigmoid` is surely under `t`, so most cells skip the `exp`: the
+/// threshold's logit less a margin far wider than sigmoid's rounding for t in (1e-4, 0.99);
+/// no shortcut outside that range, where sigmoid saturates.
+fn logit_floor(t: f32) -> f32 {
+    if t > 1e-4 && t < 0.99 {
+        (t / (1.0 - t)).ln() - 1e-3
+    } else {
+        f32::NEG_INFINITY
+    }
 }
 
 pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
@@ -168,11 +227,12 @@ pub fn decode(
     }
     // Peaks: a cell is a candidate where its score is the maximum of its 3x3 neighbourhood.
     let mut cands: Vec<(f32, usize, usize)> = Vec::new(); // (score, cell, class)
+    let clearly_below = logit_floor(score_threshold);
     for cell in 0..g8 * g8 {
         let (cx, cy) = ((cell % g8) as isize, (cell / g8) as isize);
         for k in 0..nc {
             let v = h.heat[cell * nc + k];
-            if sigmoid(v) < score_threshold {
+            if v < clearly_below || sigmoid(v) < score_threshold {
                 continue;
             }
             let mut peak = true;
@@ -391,6 +451,86 @@ mod tests {
         ];
         assert!(close(from_pixels, ext), "{from_pixels:?}");
         assert_eq!(onto.mask.extent(64, 64, [0.0, 0.0, 1.0, 1.0]), None);
+    }
+
+    /// A small deterministic generator, so the property tests need no extra crate.
+    fn lcg(seed: &mut u64) -> u32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 33) as u32
+    }
+
+    /// The skipping scan finds exactly the box of what `rasterize` sets, on random masks
+    /// (blobs and noise, cells of several sizes, windows offset in the grid) and boxes.
+    #[test]
+    fn extent_is_the_box_of_the_rasterized_mask() {
+        let mut seed = 7u64;
+        for case in 0..400 {
+            let (w, h) = (
+                1 + lcg(&mut seed) as usize % 12,
+                1 + lcg(&mut seed) as usize % 12,
+            );
+            let cell = [2.0 + (case % 4) as f32 * 1.5, 4.0 - (case % 3) as f32];
+            let probs: Vec<u8> = (0..w * h)
+                .map(|_| match lcg(&mut seed) % 4 {
+                    0 => 255,
+                    1 => 0,
+                    _ => (lcg(&mut seed) % 256) as u8,
+                })
+                .collect();
+            let m = Mask {
+                x0: lcg(&mut seed) as usize % 5,
+                y0: lcg(&mut seed) as usize % 5,
+                w,
+                h,
+                cell,
+                probs,
+            };
+            let side = 96;
+            let r = |seed: &mut u64| (lcg(seed) % (side as u32 + 8)) as f32 - 4.0;
+            let (a, b, c, d) = (r(&mut seed), r(&mut seed), r(&mut seed), r(&mut seed));
+            let bbox = [a.min(c), b.min(d), a.max(c), b.max(d)];
+            let raster = m.rasterize(side, side, bbox);
+            let set: Vec<usize> = (0..side * side).filter(|&i| raster[i] == 1).collect();
+            let expected = (!set.is_empty()).then(|| {
+                let xs = set.iter().map(|i| i % side);
+                let ys = set.iter().map(|i| i / side);
+                [
+                    xs.clone().min().unwrap(),
+                    ys.clone().min().unwrap(),
+                    xs.max().unwrap() + 1,
+                    ys.max().unwrap() + 1,
+                ]
+                .map(|v| v as f32)
+            });
+            assert_eq!(
+                m.extent(side, side, bbox),
+                expected,
+                "case {case}: {m:?} {bbox:?}"
+            );
+        }
+    }
+
+    /// Below `logit_floor(t)` the sigmoid is under t, for thresholds across (0, 1).
+    #[test]
+    fn logit_floor_only_skips_scores_below_the_threshold() {
+        let mut seed = 3u64;
+        for &t in &[
+            1e-5f32, 1e-4, 0.01, 0.05, 0.3, 0.5, 0.7, 0.9, 0.98, 0.99, 0.999,
+        ] {
+            let floor = logit_floor(t);
+            for _ in 0..20_000 {
+                let v = (lcg(&mut seed) as f32 / u32::MAX as f32 - 0.5) * 24.0;
+                if v < floor {
+                    assert!(sigmoid(v) < t, "t {t} v {v}");
+                }
+            }
+            // Right at the floor the shortcut must still be below the threshold.
+            if floor.is_finite() {
+                assert!(sigmoid(floor) < t && sigmoid(floor + 2e-3) >= t * 0.999);
+            }
+        }
     }
 
     #[test]
