@@ -73,16 +73,19 @@ fn main() -> TractResult<()> {
         "{path}: {:.3} ms per run, inputs {shapes:?}",
         t.elapsed().as_secs_f64() * 1e3 / n as f64
     );
-    // Where the time goes, per op kind (summed over the nodes of that kind), or per node with
-    // STAGEPROF_NODES=1.
+    // Where the time goes, per op kind (summed over the nodes of that kind), per node with
+    // STAGEPROF_NODES=1, or per kind of work with STAGEPROF_GROUPS=1 (`group` below).
     let by_node = std::env::var_os("STAGEPROF_NODES").is_some();
+    let groups = std::env::var_os("STAGEPROF_GROUPS").map(|_| group_nodes(plan.model()));
     let mut per_op: std::collections::BTreeMap<String, f64> = Default::default();
     let mut state = tract_onnx::tract_core::plan::SimpleState::new(&plan)?;
     for _ in 0..n {
         state.run_plan_with_eval(inputs.clone(), |ctx, st, node, inputs| {
             let t = Instant::now();
             let r = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
-            let key = if by_node {
+            let key = if let Some(g) = &groups {
+                g[node.id].to_string()
+            } else if by_node {
                 format!("{} {}", node.op().name(), node.name)
             } else {
                 node.op().name().to_string()
@@ -97,4 +100,55 @@ fn main() -> TractResult<()> {
         println!("  {:>8.3} ms  {op}", s * 1e3 / n as f64);
     }
     Ok(())
+}
+
+/// Each node's kind of work, to see how much of a stage int8 can speed up at all: `linear`
+/// (a matmul by a weight: k and one of m, n concrete), `attention` (a matmul of two
+/// activations, q.k or p.v: k or both m and n symbolic), `norm` (the matrix-vector products
+/// that compute LayerNorm means), `softmax`, `gelu` (exact or int8 lookup table), `int8 glue`
+/// (quantize, dequantize, casts, the carrier pads, the clamping chains) and `other`. A packing
+/// node counts as the matmul that reads it; a dequantize feeding attention or softmax (the
+/// int8 logits) as attention.
+fn group_nodes(model: &TypedModel) -> Vec<&'static str> {
+    let mut g = vec!["other"; model.nodes().len()];
+    let matmul_kind = |info: &str| {
+        let dim = |key: &str| {
+            info.split(key)
+                .nth(1)
+                .and_then(|r| r.split(|c: char| c == ' ' || c == '"').next())
+                .map(|d| d.parse::<usize>().ok())
+        };
+        match (dim(" m:"), dim(" k:"), dim(" n:")) {
+            (Some(Some(1)), _, _) | (_, _, Some(Some(1))) => "norm",
+            (Some(m), Some(Some(_)), Some(n)) if m.is_some() || n.is_some() => "linear",
+            _ => "attention",
+        }
+    };
+    for n in model.nodes() {
+        let op = n.op().name();
+        let info = n.op().info().unwrap_or_default().join(" ");
+        g[n.id] = match &*op {
+            "OptMatMul" => matmul_kind(&format!(" {info}")),
+            "Softmax" => "softmax",
+            "GeluExact" | "LookupTable" => "gelu",
+            "Cast" | "Pad" => "int8 glue",
+            o if o.starts_with("Quantize") || o.starts_with("Dequantize") => "int8 glue",
+            o if o.contains("Max+Min") => "int8 glue",
+            _ => "other",
+        };
+    }
+    // Packing nodes and an attention's dequantized inputs take their consumer's kind.
+    for n in model.nodes().iter().rev() {
+        let op = n.op().name();
+        let follows = op == "OptMatMulPack" || op.starts_with("Dequantize");
+        if let (true, Some(next)) = (follows, n.outputs[0].successors.first()) {
+            let k = g[next.node];
+            if op == "OptMatMulPack" {
+                g[n.id] = k;
+            } else if matches!(k, "attention" | "softmax") {
+                g[n.id] = "attention";
+            }
+        }
+    }
+    g
 }
