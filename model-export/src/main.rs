@@ -421,7 +421,7 @@ fn main() -> Result<()> {
                 .map(|coco| {
                     let images = val_images
                         .unwrap_or_else(|| coco.parent().map(PathBuf::from).unwrap_or_default());
-                    Validation::new(coco, images, &out, &plan, val_every, val_limit)
+                    Validation::new(coco, images, &out, &plan, val_every, val_limit, resume)
                 })
                 .transpose()?;
             let mut on_saved = |step: usize, net: &svit_export::model::Svit| {
@@ -481,20 +481,29 @@ impl Validation {
         plan: &train::TrainPlan,
         every: usize,
         limit: usize,
+        resume: bool,
     ) -> Result<Self> {
         let ds = coco::Dataset::load(&coco)?;
         svit_export::eval::category_map(&plan.labels, &ds, &coco)?;
+        let log = out.join("val.jsonl");
+        // A resumed run goes on from its last validation instead of validating again at its
+        // first checkpoint.
+        let last = if resume {
+            last_validated(&std::fs::read_to_string(&log).unwrap_or_default())
+        } else {
+            None
+        };
         Ok(Validation {
             coco,
             images,
             dir: out.join("val-bundle"),
-            log: out.join("val.jsonl"),
+            log,
             labels: plan.labels.clone(),
             dense_steps: plan.dense_steps,
             total: plan.dense_steps + plan.gated_steps,
             every: every.max(1),
             limit,
-            last: None,
+            last,
         })
     }
 
@@ -1077,4 +1086,28 @@ fn data(out: PathBuf, scenes: u64, seed: u64, size: usize) -> Result<()> {
         json.display()
     );
     Ok(())
+}
+
+/// The last step a validation log (`val.jsonl`, a JSON object per line) holds; lines that do
+/// not parse are skipped.
+fn last_validated(log: &str) -> Option<usize> {
+    log.lines()
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()?
+                .get("step")?
+                .as_u64()
+        })
+        .max()
+        .map(|s| s as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn last_validated_step_of_a_log() {
+        let log = "{\"step\":500,\"box_ap\":1}\n{\"step\":1000}\ngarbage\n{\"step\":750}\n";
+        assert_eq!(super::last_validated(log), Some(1000));
+        assert_eq!(super::last_validated(""), None);
+    }
 }
