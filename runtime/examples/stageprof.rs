@@ -74,7 +74,7 @@ fn main() -> TractResult<()> {
         t.elapsed().as_secs_f64() * 1e3 / n as f64
     );
     // Where the time goes, per op kind (summed over the nodes of that kind), per node with
-    // STAGEPROF_NODES=1, or per kind of work with STAGEPROF_GROUPS=1 (`group` below).
+    // STAGEPROF_NODES=1, or per kind of work with STAGEPROF_GROUPS=1 (`group_nodes` below).
     let by_node = std::env::var_os("STAGEPROF_NODES").is_some();
     let groups = std::env::var_os("STAGEPROF_GROUPS").map(|_| group_nodes(plan.model()));
     let mut per_op: std::collections::BTreeMap<String, f64> = Default::default();
