@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # How much faster int8 can make the whole network in tract on this machine, from where each
-# stage's time goes (QUANTIZATION.md, "How far int8 can go here"). Takes about 2 minutes.
+# stage's time goes (QUANTIZATION.md, "How far int8 can go here"). Takes about 30 seconds once built.
 #   scripts/int8_bound.sh [BUNDLE] [K]     (default models/demo, gated blocks at K=96 tokens)
 # Best of three runs of `stageprof` per stage graph, each node put in a group by
 # STAGEPROF_GROUPS=1 (linear, attention, softmax, gelu, norm, int8 glue, other).

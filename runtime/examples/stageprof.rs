@@ -128,7 +128,7 @@ fn group_nodes(model: &TypedModel) -> Vec<&'static str> {
         let op = n.op().name();
         let info = n.op().info().unwrap_or_default().join(" ");
         g[n.id] = match &*op {
-            "OptMatMul" => matmul_kind(&format!(" {info}")),
+            "OptMatMul" => matmul_kind(&info),
             "Softmax" => "softmax",
             "GeluExact" | "LookupTable" => "gelu",
             "Cast" | "Pad" => "int8 glue",

@@ -344,6 +344,7 @@ fn mask_for(protos: &[f32], coef: &[f32], bbox: &[f32; 4], g4: usize, np: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use svit_scenes::Rng;
 
     fn opts(box_from_mask: f32) -> DecodeOptions {
         DecodeOptions {
@@ -453,43 +454,32 @@ mod tests {
         assert_eq!(onto.mask.extent(64, 64, [0.0, 0.0, 1.0, 1.0]), None);
     }
 
-    /// A small deterministic generator, so the property tests need no extra crate.
-    fn lcg(seed: &mut u64) -> u32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (*seed >> 33) as u32
-    }
-
     /// The skipping scan finds exactly the box of what `rasterize` sets, on random masks
     /// (blobs and noise, cells of several sizes, windows offset in the grid) and boxes.
     #[test]
     fn extent_is_the_box_of_the_rasterized_mask() {
-        let mut seed = 7u64;
+        let mut rng = Rng::new(7);
         for case in 0..400 {
-            let (w, h) = (
-                1 + lcg(&mut seed) as usize % 12,
-                1 + lcg(&mut seed) as usize % 12,
-            );
+            let (w, h) = (rng.int(1, 12), rng.int(1, 12));
             let cell = [2.0 + (case % 4) as f32 * 1.5, 4.0 - (case % 3) as f32];
             let probs: Vec<u8> = (0..w * h)
-                .map(|_| match lcg(&mut seed) % 4 {
+                .map(|_| match rng.int(0, 3) {
                     0 => 255,
                     1 => 0,
-                    _ => (lcg(&mut seed) % 256) as u8,
+                    _ => rng.int(0, 255) as u8,
                 })
                 .collect();
             let m = Mask {
-                x0: lcg(&mut seed) as usize % 5,
-                y0: lcg(&mut seed) as usize % 5,
+                x0: rng.int(0, 4),
+                y0: rng.int(0, 4),
                 w,
                 h,
                 cell,
                 probs,
             };
             let side = 96;
-            let r = |seed: &mut u64| (lcg(seed) % (side as u32 + 8)) as f32 - 4.0;
-            let (a, b, c, d) = (r(&mut seed), r(&mut seed), r(&mut seed), r(&mut seed));
+            let mut r = || rng.range(-4.0, side as f32 + 4.0);
+            let (a, b, c, d) = (r(), r(), r(), r());
             let bbox = [a.min(c), b.min(d), a.max(c), b.max(d)];
             let raster = m.rasterize(side, side, bbox);
             let set: Vec<usize> = (0..side * side).filter(|&i| raster[i] == 1).collect();
@@ -515,13 +505,13 @@ mod tests {
     /// Below `logit_floor(t)` the sigmoid is under t, for thresholds across (0, 1).
     #[test]
     fn logit_floor_only_skips_scores_below_the_threshold() {
-        let mut seed = 3u64;
+        let mut rng = Rng::new(3);
         for &t in &[
             1e-5f32, 1e-4, 0.01, 0.05, 0.3, 0.5, 0.7, 0.9, 0.98, 0.99, 0.999,
         ] {
             let floor = logit_floor(t);
             for _ in 0..20_000 {
-                let v = (lcg(&mut seed) as f32 / u32::MAX as f32 - 0.5) * 24.0;
+                let v = rng.range(-12.0, 12.0);
                 if v < floor {
                     assert!(sigmoid(v) < t, "t {t} v {v}");
                 }
