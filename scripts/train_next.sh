@@ -33,33 +33,31 @@ fi
 [ -x "$bin" ] || cargo build --workspace
 [ -f data/val/instances.json ] || "$bin" data --out data/val --scenes 1000 --seed 9000
 
-resume() { # run dir, snapshot dir
-  if [ ! -f "$1/state.json" ] && [ -f "$2/state.json" ]; then
-    mkdir -p "$1"
-    cp "$2"/*.* "$1"/
-    echo "resuming $1 from the snapshot in $2"
+# One phase: resumed where its run dir (or, on a fresh clone, its snapshot) left off, else
+# started from the given weights and seed.
+phase() { # run dir, snapshot dir, start weights, seed, train flags...
+  local run=$1 from_snap=$2 weights=$3 seed=$4
+  shift 4
+  if [ ! -f "$run/state.json" ] && [ -f "$from_snap/state.json" ]; then
+    mkdir -p "$run"
+    cp "$from_snap"/*.* "$run"/
+    echo "resuming $run from the snapshot in $from_snap"
   fi
+  local start=(--from "$weights" --seed "$seed")
+  [ -f "$run/state.json" ] && start=(--resume)
+  "$bin" train --out "$run" "${start[@]}" "$@" \
+    --val-coco data/val/instances.json --val-every 500 --val-limit 200 --ckpt-every 50
 }
-val=(--val-coco data/val/instances.json --val-every 500 --val-limit 200 --ckpt-every 50)
 
 # Dense phase: continues the shipped model's dense weights with a fresh, long schedule (from
 # there it gained faster than a run from random weights did).
-resume "$dense" "$snap"
-if [ -f "$dense/state.json" ]; then
-  "$bin" train --out "$dense" --resume --dense-steps 10000 --gated-steps 0 --lr 3e-4 "${val[@]}"
-else
-  "$bin" train --out "$dense" --from models/demo-ckpt/dense.safetensors --seed 5 \
-    --dense-steps 10000 --gated-steps 0 --lr 3e-4 "${val[@]}"
-fi
+phase "$dense" "$snap" models/demo-ckpt/dense.safetensors 5 \
+  --dense-steps 10000 --gated-steps 0 --lr 3e-4
 
 # Gated phase, from the dense phase's final weights. Lower keep targets than the shipped
 # model's (0.5,0.5,0.35,0.35,0.25,0.25): on the shipped dense weights they gave 1.78x backbone
 # speed-up against 1.60x, within 0.5 AP of the dense pass (README "The demo bundle"). It
 # distils the final tokens from the dense model (about +0.5 box and mask AP at the same kept
 # fraction after 400 gated steps).
-gate=(--dense-steps 0 --gated-steps 1000 --lr 3e-4 --distill 1 --keep-targets 0.4,0.35,0.3,0.3,0.25,0.25)
-resume "$gated" "$snap/gated"
-if [ -f "$gated/state.json" ]; then
-  exec "$bin" train --out "$gated" --resume "${gate[@]}" "${val[@]}"
-fi
-exec "$bin" train --out "$gated" --from "$dense/dense.safetensors" --seed 6 "${gate[@]}" "${val[@]}"
+phase "$gated" "$snap/gated" "$dense/dense.safetensors" 6 \
+  --dense-steps 0 --gated-steps 1000 --lr 3e-4 --distill 1 --keep-targets 0.4,0.35,0.3,0.3,0.25,0.25
