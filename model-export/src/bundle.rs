@@ -26,6 +26,16 @@ pub struct BundleSpec<'a> {
     pub min_keep: Option<svit_runtime::MinKeep>,
 }
 
+/// The manifest's default floor: the one asked for, else 1/16 of the tokens.
+pub fn min_keep(
+    cfg: &svit_runtime::ModelConfig,
+    asked: Option<svit_runtime::MinKeep>,
+) -> svit_runtime::MinKeep {
+    asked
+        .unwrap_or(svit_runtime::MinKeep::uniform(cfg.tokens() / 16))
+        .clamp(1, cfg.tokens())
+}
+
 pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
     let cfg = &net.cfg;
     anyhow::ensure!(
@@ -103,10 +113,7 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
         },
         defaults: Defaults {
             threshold: 0.5,
-            min_keep: spec
-                .min_keep
-                .unwrap_or(svit_runtime::MinKeep::uniform(cfg.tokens() / 16))
-                .clamp(1, cfg.tokens()),
+            min_keep: min_keep(cfg, spec.min_keep),
             score_threshold: 0.3,
             box_from_mask: BOX_FROM_MASK,
         },

@@ -6,6 +6,7 @@ pub mod coco;
 pub mod cocodata;
 pub mod cocoeval;
 pub mod eval;
+pub mod gatecal;
 pub mod import;
 pub mod model;
 pub mod onnx;

@@ -53,6 +53,15 @@ struct BundleArgs {
     /// tokens.
     #[arg(long)]
     min_keep: Option<MinKeep>,
+    /// Before export, shift each gate's keep bias so that at threshold 0.5 it keeps, on
+    /// average over these images (a PNG/JPEG folder, e.g. data/calib), the fraction its ratio
+    /// loss trained it towards: training samples from p_keep, the board keeps p_keep >= 0.5.
+    #[arg(long)]
+    gate_calib: Option<PathBuf>,
+    /// With --gate-calib: the kept fraction to calibrate each gate to, e.g.
+    /// `0.4,0.35,0.3,0.3,0.25,0.25` (default: the targets the model was trained towards).
+    #[arg(long, value_delimiter = ',', requires = "gate_calib")]
+    gate_targets: Option<Vec<f32>>,
 }
 
 #[derive(Subcommand)]
@@ -704,6 +713,8 @@ struct Loaded {
     state: train::CheckpointState,
     weights: PathBuf,
     net: svit_export::model::Svit,
+    /// What `--gate-calib` did, for the manifest's provenance.
+    gate_shifts: Option<Vec<svit_export::gatecal::GateShift>>,
 }
 
 fn load_checkpoint(a: &BundleArgs) -> Result<Loaded> {
@@ -716,12 +727,57 @@ fn load_checkpoint(a: &BundleArgs) -> Result<Loaded> {
     } else {
         ckpt.weights()
     };
-    let (_vm, net) = train::load_model(&weights, &state.plan.config, &candle_core::Device::Cpu)?;
+    let cfg = &state.plan.config;
+    let (vm, net) = train::load_model(&weights, cfg, &candle_core::Device::Cpu)?;
+    let gate_shifts = match &a.gate_calib {
+        Some(dir) => Some(calibrate_gates(&vm, &net, dir, a)?),
+        None => None,
+    };
     Ok(Loaded {
         state,
         weights,
         net,
+        gate_shifts,
     })
+}
+
+fn calibrate_gates(
+    vm: &candle_nn::VarMap,
+    net: &svit_export::model::Svit,
+    dir: &std::path::Path,
+    a: &BundleArgs,
+) -> Result<Vec<svit_export::gatecal::GateShift>> {
+    let cfg = &net.cfg;
+    let images = svit_export::quant::load_images(
+        dir,
+        cfg.image_size,
+        svit_export::targets::MEAN,
+        svit_export::targets::STD,
+        256,
+    )?;
+    let floor = svit_export::bundle::min_keep(cfg, a.min_keep);
+    let bar = ProgressBar::new(net.gates.len() as u64 + 1).with_style(
+        ProgressStyle::with_template(&format!(
+            "calibrating gates on {} images {{bar:40}} pass {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}]",
+            images.len()
+        ))
+        .expect("static template"),
+    );
+    let targets = a.gate_targets.as_deref();
+    let shifts =
+        svit_export::gatecal::calibrate_gates(vm, net, &images, 0.5, floor, targets, |n| {
+            bar.inc(n as u64)
+        })
+        .context("calibrating the gates")?;
+    bar.finish_and_clear();
+    println!("gate  block  target  kept before  kept after  logit shift");
+    for g in &shifts {
+        println!(
+            "{:>4}  {:>5}  {:>6.3}  {:>11.3}  {:>10.3}  {:>+11.3}",
+            g.gate, g.block, g.target, g.kept_before, g.kept_after, g.logit_shift
+        );
+    }
+    Ok(shifts)
 }
 
 /// Writes the bundle (with int8 graphs when `int8` is given) and loads every precision back
@@ -744,6 +800,11 @@ fn bundle(
         "train_seconds": st.seconds.round(),
         "dense_only": a.dense,
         "plan": st.plan,
+        "gate_calibration": l.gate_shifts.as_ref().map(|g| serde_json::json!({
+            "images": a.gate_calib.as_ref().map(|d| d.display().to_string()),
+            "threshold": 0.5,
+            "gates": g,
+        })),
     });
     let spec = svit_export::bundle::BundleSpec {
         name: &name,

@@ -322,6 +322,8 @@ pub struct ForwardOut {
     pub tokens: Tensor,
     /// Per gate: (B, N) policy actually used (hard 0/1, with straight-through gradient in training).
     pub policies: Vec<Tensor>,
+    /// Per gate: (B, N, 2) the gate's log-probabilities (channel 0 = keep); empty when dense.
+    pub gate_logp: Vec<Tensor>,
 }
 
 impl Svit {
@@ -375,26 +377,22 @@ impl Svit {
 
     pub fn forward(&self, img: &Tensor, mode: &GateMode) -> Result<ForwardOut> {
         let mut x = self.embed(img)?;
-        let mut policies = Vec::new();
+        let (mut policies, mut gate_logp) = (Vec::new(), Vec::new());
         for (i, block) in self.blocks.iter().enumerate() {
-            let policy = match (mode, self.cfg.gated(i)) {
-                (GateMode::Dense, _) | (_, false) => None,
-                (GateMode::Gumbel, true) => {
-                    let logp = self.gates[i - self.cfg.first_gated].forward(&x)?;
-                    Some(gumbel_hard_keep(&logp)?)
-                }
-                (
+            let policy = if matches!(mode, GateMode::Dense) || !self.cfg.gated(i) {
+                None
+            } else {
+                let gate = i - self.cfg.first_gated;
+                let logp = self.gates[gate].forward(&x)?;
+                let policy = match mode {
                     GateMode::Threshold {
                         threshold,
                         min_keep,
-                    },
-                    true,
-                ) => {
-                    let gate = i - self.cfg.first_gated;
-                    let logp = self.gates[gate].forward(&x)?;
-                    let floor = min_keep.at(gate, self.gates.len());
-                    Some(threshold_policy(&logp, *threshold, floor)?)
-                }
+                    } => threshold_policy(&logp, *threshold, min_keep.at(gate, self.gates.len()))?,
+                    _ => gumbel_hard_keep(&logp)?,
+                };
+                gate_logp.push(logp);
+                Some(policy)
             };
             x = block.forward(&x, policy.as_ref())?;
             policies.extend(policy);
@@ -403,6 +401,7 @@ impl Svit {
             head: self.head.forward(&x, self.cfg.grid())?,
             tokens: x,
             policies,
+            gate_logp,
         })
     }
 }

@@ -3,30 +3,11 @@
 
 use candle_core::{Device, Tensor};
 use svit_export::quant::{self, RangeMethod};
-use svit_export::targets::{normalise_into, MEAN, STD};
-use svit_export::train;
+use svit_export::targets::{MEAN, STD};
 use tract_onnx::prelude::*;
 
-fn demo() -> svit_export::model::Svit {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/demo-ckpt");
-    let ckpt = train::Checkpoint { dir: root.into() };
-    let st = ckpt.load_state().unwrap();
-    train::load_model(&ckpt.weights(), &st.plan.config, &Device::Cpu)
-        .unwrap()
-        .1
-}
-
-/// Normalised CHW synthetic scenes at the model's input size.
-fn scenes(size: usize, seed: u64, n: u64) -> Vec<Vec<f32>> {
-    (0..n)
-        .map(|i| {
-            let s = svit_scenes::generate(&svit_scenes::SceneConfig::square(size), seed, i);
-            let mut v = Vec::new();
-            normalise_into(&s.rgb, size, &mut v);
-            v
-        })
-        .collect()
-}
+mod common;
+use common::{demo, scenes};
 
 fn tokens_of(net: &svit_export::model::Svit, img: &[f32]) -> Tensor {
     let s = net.cfg.image_size;
