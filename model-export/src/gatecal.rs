@@ -7,7 +7,7 @@
 //! board than it did in training (block 5 of the first demo bundle: 148 of 256 tokens against a
 //! target of 90). The shift moves only the cut; the order of tokens within a gate is unchanged.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor, D};
 use candle_nn::VarMap;
 use serde::Serialize;
@@ -110,7 +110,11 @@ fn run_pass(
         }
         if let Some(logp) = out.gate_logp.get(which) {
             let m = (logp.narrow(D::Minus1, 0, 1)? - logp.narrow(D::Minus1, 1, 1)?)?;
-            margins.extend(m.flatten_all()?.to_vec1::<f32>()?);
+            let m = m.flatten_all()?.to_vec1::<f32>()?;
+            if let Some(bad) = m.iter().find(|v| !v.is_finite()) {
+                bail!("gate {which} scores a token {bad}: the weights or images hold NaN/inf");
+            }
+            margins.extend(m);
         }
     }
     let total = (images.len() * net.cfg.tokens()) as f32;

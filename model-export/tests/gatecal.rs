@@ -19,6 +19,10 @@ fn calibrated_gates_keep_their_targets_in_the_bundle_too() {
         .unwrap_err()
         .to_string()
         .contains("1 gate targets for 6 gates"));
+    let mut nan = vec![images[0].clone()];
+    nan[0][5] = f32::NAN;
+    let err = calibrate_gates(&vm, &net, &nan, 0.5, floor, None, |_| ()).unwrap_err();
+    assert!(err.to_string().contains("NaN"), "{err}");
     let shifts = calibrate_gates(&vm, &net, &images, 0.5, floor, None, |_| ()).unwrap();
     assert_eq!(shifts.len(), net.gates.len());
     for g in &shifts {
