@@ -13,6 +13,8 @@ use crate::targets::{MEAN, STD};
 /// The `box_from_mask` a new bundle defaults to, chosen on the tuning scenes (README, "The demo
 /// bundle"); `svit-export eval --box-from-mask` measures others.
 pub const BOX_FROM_MASK: f32 = 0.5;
+/// The manifest's default pruning threshold; `--gate-calib` calibrates the gates at it.
+pub const THRESHOLD: f32 = 0.5;
 
 pub struct BundleSpec<'a> {
     pub name: &'a str,
@@ -112,7 +114,7 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
             std: STD,
         },
         defaults: Defaults {
-            threshold: 0.5,
+            threshold: THRESHOLD,
             min_keep: min_keep(cfg, spec.min_keep),
             score_threshold: 0.3,
             box_from_mask: BOX_FROM_MASK,

@@ -764,11 +764,16 @@ fn calibrate_gates(
         .expect("static template"),
     );
     let targets = a.gate_targets.as_deref();
-    let shifts =
-        svit_export::gatecal::calibrate_gates(vm, net, &images, 0.5, floor, targets, |n| {
-            bar.inc(n as u64)
-        })
-        .context("calibrating the gates")?;
+    let shifts = svit_export::gatecal::calibrate_gates(
+        vm,
+        net,
+        &images,
+        svit_export::bundle::THRESHOLD,
+        floor,
+        targets,
+        |n| bar.inc(n as u64),
+    )
+    .context("calibrating the gates")?;
     bar.finish_and_clear();
     println!("gate  block  target  kept before  kept after  logit shift");
     for g in &shifts {
@@ -802,7 +807,7 @@ fn bundle(
         "plan": st.plan,
         "gate_calibration": l.gate_shifts.as_ref().map(|g| serde_json::json!({
             "images": a.gate_calib.as_ref().map(|d| d.display().to_string()),
-            "threshold": 0.5,
+            "threshold": svit_export::bundle::THRESHOLD,
             "gates": g,
         })),
     });
