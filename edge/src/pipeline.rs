@@ -250,7 +250,7 @@ pub fn infer_loop(
     let mut last_thumb: Option<Instant> = None;
     let mut base = model.default_options();
     if let Some(s) = score_threshold {
-        base.score_threshold = s;
+        base.decode.score_threshold = s;
     }
     let mut seq = 0u64;
     let mut infer_us = 0.0f64; // per-frame work of this thread, smoothed

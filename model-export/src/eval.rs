@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use svit_runtime::{Model, Pruning, RunOptions};
+use svit_runtime::{DecodeOptions, Model, Pruning, RunOptions};
 
 use crate::coco::{Annotation, Dataset, ResultEntry, Segmentation};
 use crate::cocoeval::{self, box_iou, mask_iou, Pair, Summary};
@@ -47,7 +47,7 @@ pub struct EvalSpec<'a> {
     pub thresholds: &'a [f32],
     pub min_keep: Option<svit_runtime::MinKeep>,
     pub score_threshold: f32,
-    /// Default: the bundle's (`RunOptions::box_from_mask`).
+    /// Default: the bundle's (`DecodeOptions::box_from_mask`).
     pub box_from_mask: Option<f32>,
     pub results_dir: &'a Path,
     /// Evaluate only the first N images (quick checks).
@@ -104,11 +104,13 @@ pub fn run(
         let pruning = Pruning::at(thr, min_keep);
         let opts = RunOptions {
             pruning,
-            score_threshold: spec.score_threshold,
-            max_detections: 100,
-            box_from_mask: spec
-                .box_from_mask
-                .unwrap_or(model.manifest.defaults.box_from_mask),
+            decode: DecodeOptions {
+                score_threshold: spec.score_threshold,
+                max_detections: 100,
+                box_from_mask: spec
+                    .box_from_mask
+                    .unwrap_or(model.manifest.defaults.box_from_mask),
+            },
         };
         let mut box_pairs: BTreeMap<(u64, u64), Pair> = BTreeMap::new();
         let mut mask_pairs: BTreeMap<(u64, u64), Pair> = BTreeMap::new();

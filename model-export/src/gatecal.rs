@@ -8,7 +8,7 @@
 //! target of 90). The shift moves only the cut; the order of tokens within a gate is unchanged.
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{Device, Tensor, D};
+use candle_core::{Tensor, D};
 use candle_nn::VarMap;
 use serde::Serialize;
 use svit_runtime::MinKeep;
@@ -98,13 +98,10 @@ fn run_pass(
     mode: &GateMode,
     which: usize,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let s = net.cfg.image_size;
     let mut kept = vec![0f32; net.gates.len()];
     let mut margins = Vec::new();
-    for chunk in images.chunks(8) {
-        let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
-        let img = Tensor::from_vec(flat, (chunk.len(), 3, s, s), &Device::Cpu)?;
-        let out = net.forward(&img, mode)?;
+    for img in crate::quant::image_batches(images, net.cfg.image_size) {
+        let out = net.forward(&img?, mode)?;
         for (k, pol) in kept.iter_mut().zip(&out.policies) {
             *k += pol.sum_all()?.to_scalar::<f32>()?;
         }

@@ -222,6 +222,21 @@ pub fn folded_block(
     Ok((x1 + o)?)
 }
 
+/// Calibration images (CHW planes of `size` x `size`) as candle batches of up to 8.
+pub fn image_batches(
+    images: &[Vec<f32>],
+    size: usize,
+) -> impl Iterator<Item = Result<Tensor>> + '_ {
+    images.chunks(8).map(move |chunk| {
+        let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
+        Ok(Tensor::from_vec(
+            flat,
+            (chunk.len(), 3, size, size),
+            &Device::Cpu,
+        )?)
+    })
+}
+
 /// Reads up to `max` calibration images (PNG or JPEG, sorted by name) from `dir`, resized and
 /// normalised as the board does. Errors name the folder or the file.
 pub fn load_images(
@@ -285,10 +300,8 @@ pub fn calibrate(
     let mut maxes = vec![[0f32; NS]; depth];
     let mut pct_sum = vec![[0f64; NS]; depth];
     let mut batches = 0usize;
-    let batch = 8;
-    for (bi, chunk) in images.chunks(batch).enumerate() {
-        let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
-        let img = Tensor::from_vec(flat, (chunk.len(), 3, s, s), &Device::Cpu)?;
+    for (bi, img) in image_batches(images, s).enumerate() {
+        let img = img?;
         let mut x = net.embed(&img)?;
         for (i, block) in net.blocks.iter().enumerate() {
             let mut tap = |site: usize, t: &Tensor| -> Result<()> {
@@ -307,7 +320,7 @@ pub fn calibrate(
             x = folded_block(block, net.cfg.heads, &x, &mut tap)?;
         }
         batches += 1;
-        progress(chunk.len());
+        progress(img.dim(0)?);
     }
     let blocks = (0..depth)
         .map(|i| {

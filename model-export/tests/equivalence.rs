@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use common::{temp_dir, tiny_config, tiny_hmlp_config};
+use common::{temp_dir, tiny_config, tiny_hmlp_config, TEST_DECODE};
 use svit_export::bundle::{self, BundleSpec};
 use svit_export::model::{self, GateMode, Svit};
 use svit_export::targets::normalise_into;
@@ -138,9 +138,7 @@ fn runtime_threshold_zero_is_the_dense_pass() {
     let mut st = model.new_state().unwrap();
     let opts = |pruning| RunOptions {
         pruning,
-        score_threshold: 0.3,
-        max_detections: 100,
-        box_from_mask: 0.0,
+        decode: TEST_DECODE,
     };
     let zero = model
         .run_tensor(
@@ -188,9 +186,7 @@ fn check_pruned(name: &str, cfg: ModelConfig) {
             threshold: thr,
             min_keep,
         },
-        score_threshold: 0.3,
-        max_detections: 100,
-        box_from_mask: 0.0,
+        decode: TEST_DECODE,
     };
     let out = model.run_tensor(&mut st, &input, &opts).unwrap();
     let (want, kept) = candle_head(
@@ -246,9 +242,7 @@ fn nan_weights_are_reported_not_turned_into_boxes() {
     let mut st = model.new_state().unwrap();
     let opts = RunOptions {
         pruning: Pruning::Dense,
-        score_threshold: 0.3,
-        max_detections: 100,
-        box_from_mask: 0.0,
+        decode: TEST_DECODE,
     };
     let err = model.run_tensor(&mut st, &input, &opts).unwrap_err();
     assert!(err.to_string().contains("block_1"), "{err}");
@@ -264,9 +258,7 @@ fn f16_graphs_match_f32_to_half_precision() {
         let mut st = model.new_state().unwrap();
         let opts = RunOptions {
             pruning: Pruning::Dense,
-            score_threshold: 0.3,
-            max_detections: 100,
-            box_from_mask: 0.0,
+            decode: TEST_DECODE,
         };
         model.run_tensor(&mut st, &input, &opts).unwrap();
         st.head_outputs().clone()

@@ -48,9 +48,7 @@ fn calibrated_gates_keep_their_targets_in_the_bundle_too() {
     let mut st = model.new_state().unwrap();
     let opts = RunOptions {
         pruning: Pruning::at(0.5, floor),
-        score_threshold: 0.3,
-        max_detections: 100,
-        box_from_mask: 0.0,
+        decode: common::TEST_DECODE,
     };
     let mut kept = vec![0usize; shifts.len()];
     for img in &images {

@@ -20,5 +20,5 @@ pub use model::{
     optimise_graph, pick_precision, set_threads, threads, tune_process, FrameOutput, FrameState,
     Model, Prepared, Pruning, RunOptions, Timings,
 };
-pub use post::{Detection, Mask};
+pub use post::{DecodeOptions, Detection, Mask};
 pub use prune::{select_tokens, top_k, MinKeep};

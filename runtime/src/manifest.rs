@@ -28,7 +28,7 @@ pub struct Defaults {
     pub threshold: f32,
     pub min_keep: crate::prune::MinKeep,
     pub score_threshold: f32,
-    /// `RunOptions::box_from_mask`; bundles written before it existed report regressed boxes.
+    /// `DecodeOptions::box_from_mask`; bundles written before it existed report regressed boxes.
     #[serde(default)]
     pub box_from_mask: f32,
 }

@@ -53,11 +53,7 @@ impl Pruning {
 #[derive(Clone, Copy, Debug)]
 pub struct RunOptions {
     pub pruning: Pruning,
-    /// Detections below this score are dropped.
-    pub score_threshold: f32,
-    pub max_detections: usize,
-    /// 0: boxes as regressed; up to 1: moved onto their masks' extent (`post::DecodeOptions`).
-    pub box_from_mask: f32,
+    pub decode: post::DecodeOptions,
 }
 
 /// Wall time of each stage of one frame, in milliseconds.
@@ -389,9 +385,11 @@ impl Model {
                 threshold: d.threshold,
                 min_keep: d.min_keep,
             },
-            score_threshold: d.score_threshold,
-            max_detections: 100,
-            box_from_mask: d.box_from_mask,
+            decode: post::DecodeOptions {
+                score_threshold: d.score_threshold,
+                max_detections: 100,
+                box_from_mask: d.box_from_mask,
+            },
         }
     }
 
@@ -780,12 +778,7 @@ impl Model {
             coef,
             protos,
         };
-        let decode = post::DecodeOptions {
-            score_threshold: opts.score_threshold,
-            max_detections: opts.max_detections,
-            box_from_mask: opts.box_from_mask,
-        };
-        let detections = post::decode(&cfg, &head, &decode)?;
+        let detections = post::decode(&cfg, &head, &opts.decode)?;
         t.postprocess = ms(tp);
         Ok(FrameOutput {
             detections,

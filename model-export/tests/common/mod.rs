@@ -4,7 +4,14 @@
 use candle_core::Device;
 use svit_export::targets::normalise_into;
 use svit_export::train;
-use svit_runtime::ModelConfig;
+use svit_runtime::{DecodeOptions, ModelConfig};
+
+/// Decoding for tests that compare runs: boxes as regressed, so they show the head's output.
+pub const TEST_DECODE: DecodeOptions = DecodeOptions {
+    score_threshold: 0.3,
+    max_detections: 100,
+    box_from_mask: 0.0,
+};
 
 /// A model small enough to build, export and run in well under a second.
 pub fn tiny_config() -> ModelConfig {
