@@ -58,6 +58,7 @@ phase "$dense" "$snap" models/demo-ckpt/dense.safetensors 5 \
 # model's shorter gated phase (700 steps from this run's dense weights at step 3250, README
 # "The demo bundle"). It distils the final tokens from the dense model (about +0.5 box and
 # mask AP at the same kept fraction after 400 gated steps). Export it with --gate-calib: at
-# threshold 0.5 the gates otherwise keep other fractions than they were trained towards.
+# threshold 0.5 the gates otherwise keep other fractions than they were trained towards;
+# `scripts/tune_gates.sh runs/next-gated` picks the targets and floor on the tuning scenes.
 phase "$gated" "$snap/gated" "$dense/dense.safetensors" 6 \
   --dense-steps 0 --gated-steps 1000 --lr 3e-4 --distill 1 --keep-targets 0.4,0.35,0.3,0.3,0.25,0.25
