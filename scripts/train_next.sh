@@ -8,8 +8,9 @@
 #                                    (and models/next-ckpt/gated), to commit, so a fresh clone
 #                                    resumes where this machine stopped
 #
-# runs/ is not in git; models/next-ckpt is. A fresh clone resumes from the snapshot (the
-# optimiser's moments start again from zero, a small cost every resume already pays).
+# runs/ is not in git; models/next-ckpt is, while a run is under way. A fresh clone resumes
+# from the snapshot (the optimiser's moments start again from zero, a small cost every resume
+# already pays).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dense=runs/next
@@ -50,15 +51,19 @@ phase() { # run dir, snapshot dir, start weights, seed, train flags...
 }
 
 # Dense phase: continues the shipped model's dense weights with a fresh, long schedule (from
-# there it gained faster than a run from random weights did).
+# there it gained faster than a run from random weights did). DENSE_STEPS=N ends it at step N
+# instead of 10000 (set it once the run's last checkpoint is at step N: the learning-rate
+# schedule is computed from it; train writes dense.safetensors only at a phase's planned end).
+# The shipped model came from this script, with DENSE_STEPS=7000, from the weights before it.
 phase "$dense" "$snap" models/demo-ckpt/dense.safetensors 5 \
-  --dense-steps 10000 --gated-steps 0 --lr 3e-4
+  --dense-steps "${DENSE_STEPS:-10000}" --gated-steps 0 --lr 3e-4
+[ -f "$dense/dense.safetensors" ] || cp "$dense/model.safetensors" "$dense/dense.safetensors"
 
-# Gated phase, from the dense phase's final weights, with the keep targets of the shipped
-# model's shorter gated phase (700 steps from this run's dense weights at step 3250, README
-# "The demo bundle"). It distils the final tokens from the dense model (about +0.5 box and
-# mask AP at the same kept fraction after 400 gated steps). Export it with --gate-calib: at
-# threshold 0.5 the gates otherwise keep other fractions than they were trained towards;
-# `scripts/tune_gates.sh runs/next-gated` picks the targets and floor on the tuning scenes.
+# Gated phase, from the dense phase's final weights, with the keep targets the shipped model
+# was trained towards (README "The demo bundle"). It distils the final tokens from the dense
+# model (about +0.5 box and mask AP at the same kept fraction after 400 gated steps). Export
+# it with --gate-calib: at threshold 0.5 the gates otherwise keep other fractions than they
+# were trained towards; `scripts/tune_gates.sh runs/next-gated` picks the targets and floor on
+# the tuning scenes.
 phase "$gated" "$snap/gated" "$dense/dense.safetensors" 6 \
   --dense-steps 0 --gated-steps 1000 --lr 3e-4 --distill 1 --keep-targets 0.4,0.35,0.3,0.3,0.25,0.25

@@ -8,7 +8,7 @@
 # that fraction at threshold 0.5, `16:trained` to the targets it was trained towards, `16:none`
 # leaves the gates as trained. FLOOR is `--min-keep` (`16`, or `16..64`). Default candidates:
 # none, trained, and the trained targets less 0.05. Each one is exported (f32 only), evaluated
-# dense and at threshold 0.5, and becomes a row of the Markdown table printed at the end.
+# dense and at the bundle's default threshold (0.5), and becomes a row of the table at the end.
 # About 2 minutes a candidate on 2 cores; TUNE_LIMIT=N evaluates only the first N scenes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,12 +42,14 @@ for c in "${cands[@]}"; do
   echo "== floor $floor, gate calibration: $targets" >&2
   rm -rf "$work/b" "$work/eval"
   "$bin" bundle --checkpoint "$ckpt" --out "$work/b" --min-keep "$floor" "${calib[@]}" >&2
+  # The bundle's own default threshold: the one the board runs.
+  thr=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["defaults"]["threshold"])' "$work/b/manifest.json")
   "$bin" eval --bundle "$work/b" --coco data/tune/instances.json --images data/tune \
-    --thresholds 0,0.5 ${TUNE_LIMIT:+--limit "$TUNE_LIMIT"} --json "$work/eval/eval.json" >/dev/null
-  rows+=("$(python3 - "$work/eval/eval.json" "$targets" "$floor" <<'PY'
+    --thresholds "0,$thr" ${TUNE_LIMIT:+--limit "$TUNE_LIMIT"} --json "$work/eval/eval.json" >/dev/null
+  rows+=("$(python3 - "$work/eval/eval.json" "$targets" "$floor" "$thr" <<'PY'
 import json, sys
 runs = {round(r["threshold"], 2): r for r in json.load(open(sys.argv[1]))["runs"]}
-d, p = runs[0.0], runs[0.5]
+d, p = runs[0.0], runs[round(float(sys.argv[4]), 2)]
 print(f"| {sys.argv[2]} | {sys.argv[3]} | {d['box_ap']:.2f}/{d['mask_ap']:.2f} "
       f"| {p['box_ap']:.2f}/{p['mask_ap']:.2f} | {p['kept_fraction']:.3f} |")
 PY
@@ -56,6 +58,6 @@ done
 echo
 echo "Tuning scenes (data/tune${TUNE_LIMIT:+, first $TUNE_LIMIT}), $ckpt:"
 echo
-echo "| gate calibration | floor | dense box/mask AP | threshold 0.5 box/mask AP | kept fraction |"
+echo "| gate calibration | floor | dense box/mask AP | threshold $thr box/mask AP | kept fraction |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
