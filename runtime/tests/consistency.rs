@@ -116,9 +116,12 @@ fn blocks_shared_among_threads_equal_one_thread() {
                 let scale = x.iter().fold(0f32, |m, v| m.max(v.abs()));
                 // Bit-exact where the shares' row counts keep tract on the same kernels (dense
                 // here); otherwise f32 rounding differs by ~1e-6, which can flip an int8
-                // rounding now and then (measured: 4e-4 of the output's scale).
+                // rounding now and then, and attention spreads a flip in an early block over
+                // every token (measured, pruned: 4e-4 of the output's scale on the demo model
+                // before 32ad660, 1.0e-2 on that one). A wrong join of the shares is off by
+                // the output's whole scale, as the f32 check at 1e-4 would show.
                 let tol = if precision == "int8" {
-                    2e-3 * scale
+                    2e-2 * scale
                 } else {
                     1e-4
                 };
