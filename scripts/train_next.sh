@@ -53,11 +53,10 @@ phase() { # run dir, snapshot dir, start weights, seed, train flags...
 # Dense phase: continues the shipped model's dense weights with a fresh, long schedule (from
 # there it gained faster than a run from random weights did). DENSE_STEPS=N ends it at step N
 # instead of 10000 (set it once the run's last checkpoint is at step N: the learning-rate
-# schedule is computed from it; train writes dense.safetensors only at a phase's planned end).
+# schedule is computed from it; train then records that checkpoint as dense.safetensors).
 # The shipped model came from this script, with DENSE_STEPS=7000, from the weights before it.
 phase "$dense" "$snap" models/demo-ckpt/dense.safetensors 5 \
   --dense-steps "${DENSE_STEPS:-10000}" --gated-steps 0 --lr 3e-4
-[ -f "$dense/dense.safetensors" ] || cp "$dense/model.safetensors" "$dense/dense.safetensors"
 
 # Gated phase, from the dense phase's final weights, with the keep targets the shipped model
 # was trained towards (README "The demo bundle"). It distils the final tokens from the dense

@@ -115,8 +115,9 @@ enum Cmd {
         #[arg(long, default_value_t = 0.0)]
         gate_init_keep: f64,
         /// Seed of the synthetic training stream (keep it apart from the validation seed).
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// Default: 1, or the run's own seed when resuming.
+        #[arg(long)]
+        seed: Option<u64>,
         /// Continue from the checkpoint in --out.
         #[arg(long)]
         resume: bool,
@@ -378,6 +379,7 @@ fn main() -> Result<()> {
                 keep_targets,
                 labels.len(),
             )?;
+            let seed = train_seed(&out, resume, seed)?;
             let mut source: Box<dyn train::DataSource> = match coco {
                 None => Box::new(train::Synthetic {
                     cfg: svit_scenes::SceneConfig::square(config.image_size),
@@ -588,6 +590,30 @@ impl Validation {
 
 /// The model a `train` run builds: a resumed run's own (flags may only repeat it), a `--from`
 /// checkpoint's shape, or the preset's; `--stem` and `--keep-targets` adjust the last two.
+/// `--seed`, else the resumed run's seed (so its stream goes on as it started), else 1.
+fn train_seed(out: &std::path::Path, resume: bool, seed: Option<u64>) -> Result<u64> {
+    if !resume {
+        return Ok(seed.unwrap_or(1));
+    }
+    let saved = train::Checkpoint {
+        dir: out.to_path_buf(),
+    }
+    .load_state()
+    .context("--resume needs the checkpoint of an earlier run in --out")?
+    .plan
+    .seed;
+    match seed {
+        Some(s) if s != saved => {
+            tracing::warn!(
+                "--seed {s}: the run in {} was started with seed {saved}; its data stream changes from here",
+                out.display()
+            );
+            Ok(s)
+        }
+        _ => Ok(saved),
+    }
+}
+
 fn train_config(
     out: &std::path::Path,
     resume: bool,

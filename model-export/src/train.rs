@@ -296,9 +296,36 @@ pub fn train(
         }
         vm.load(ckpt.weights())
             .with_context(|| format!("loading {}", ckpt.weights().display()))?;
+        // Moving the dense phase's end (`--dense-steps`) is fine while the weights have seen
+        // only dense steps and the new end is not behind them; otherwise the schedule would
+        // call dense-trained weights gated, or the other way round.
+        let only_dense = saved.step <= saved.plan.dense_steps;
+        if plan.dense_steps != saved.plan.dense_steps
+            && (!only_dense || saved.step > plan.dense_steps)
+        {
+            bail!(
+                "{} is at step {} and its dense phase ended at step {}; --dense-steps {} can only move that end to a step the run has not passed (use --dense-steps {})",
+                ckpt.state().display(),
+                saved.step,
+                saved.plan.dense_steps,
+                plan.dense_steps,
+                saved.plan.dense_steps
+            );
+        }
         state.step = saved.step;
         state.seconds = saved.seconds;
         tracing::info!(step = state.step, "resumed from {}", ckpt.dir.display());
+        // A dense phase cut to end where the run stopped never reaches the phase change in
+        // the loop below, so its end is recorded here.
+        if plan.dense_steps > 0 && state.step == plan.dense_steps && !ckpt.dense_weights().exists()
+        {
+            std::fs::copy(ckpt.weights(), ckpt.dense_weights())
+                .with_context(|| format!("writing {}", ckpt.dense_weights().display()))?;
+            tracing::info!(
+                "dense phase ends here: wrote {}",
+                ckpt.dense_weights().display()
+            );
+        }
     } else {
         match start {
             Start::Random => {}

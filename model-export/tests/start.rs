@@ -133,7 +133,7 @@ fn train_from_the_shipped_checkpoint_continues_its_weights() {
         ])
         .arg(&out)
         .args(["--dense-steps", "1", "--gated-steps", "0", "--batch", "1"])
-        .args(["--lr", "1e-12"])
+        .args(["--lr", "1e-12", "--seed", "5"])
         .status()
         .unwrap();
     assert!(status.success());
@@ -180,6 +180,34 @@ fn train_from_the_shipped_checkpoint_continues_its_weights() {
     let resumed = state(out.to_str().unwrap());
     assert_eq!(resumed["step"], 2);
     assert_eq!(resumed["plan"]["config"], state(root)["plan"]["config"]);
+    // Without --seed the run goes on with the data stream it started with.
+    assert_eq!(resumed["plan"]["seed"], 5);
+
+    // A dense phase cut to end at the run's last checkpoint (resumed with --dense-steps at
+    // its step, as `scripts/train_next.sh` does with DENSE_STEPS) still records its weights
+    // as the dense ones, which the gated phase starts from.
+    let dense = out.join("dense.safetensors");
+    std::fs::remove_file(&dense).unwrap();
+    let cut = train(&[]);
+    assert!(
+        cut.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cut.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&dense).unwrap(),
+        std::fs::read(out.join("model.safetensors")).unwrap()
+    );
+    // Ending the dense phase behind the run's step is refused by name.
+    let behind = std::process::Command::new(env!("CARGO_BIN_EXE_svit-export"))
+        .args(["train", "--resume", "--out"])
+        .arg(&out)
+        .args(["--dense-steps", "1", "--gated-steps", "1", "--batch", "1"])
+        .output()
+        .unwrap();
+    assert!(!behind.status.success());
+    let err = String::from_utf8_lossy(&behind.stderr);
+    assert!(err.contains("--dense-steps 1 can only move"), "{err}");
 
     // And it refuses to mix with --resume.
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_svit-export"))
