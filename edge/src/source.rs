@@ -113,7 +113,6 @@ fn decode_jpeg(bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize), Source
     d.decode_headers().map_err(corrupt)?;
     let (w, h) = d
         .dimensions()
-        .map(|(w, h)| (w as usize, h as usize))
         .ok_or_else(|| SourceError::Corrupt("JPEG without a frame header".into()))?;
     out.clear();
     out.resize(w * h * 3, 0);

@@ -115,7 +115,7 @@ fn group_nodes(model: &TypedModel) -> Vec<&'static str> {
         let dim = |key: &str| {
             info.split(key)
                 .nth(1)
-                .and_then(|r| r.split(|c: char| c == ' ' || c == '"').next())
+                .and_then(|r| r.split([' ', '"']).next())
                 .map(|d| d.parse::<usize>().ok())
         };
         match (dim(" m:"), dim(" k:"), dim(" n:")) {

@@ -199,8 +199,8 @@ impl RowStage {
     fn plans_for(&self, shares: &[Range<usize>]) -> Result<HashMap<usize, Plan>, RunError> {
         let mut plans = HashMap::new();
         for r in shares {
-            if !plans.contains_key(&r.len()) {
-                plans.insert(r.len(), self.plan(r.len())?);
+            if let std::collections::hash_map::Entry::Vacant(e) = plans.entry(r.len()) {
+                e.insert(self.plan(r.len())?);
             }
         }
         Ok(plans)
@@ -239,7 +239,7 @@ pub fn optimise_graph(onnx: &[u8]) -> TractResult<TypedModel> {
     // otherwise leaves as generic broadcasting ops (12% of a block at K = 256).
     for sym in ROW_SYMBOLS {
         if m.symbols.get(sym).is_some() {
-            m.symbols.add_assertion(&format!("{sym}>=1"))?;
+            m.symbols.add_assertion(format!("{sym}>=1"))?;
         }
     }
     m.into_optimized()

@@ -55,7 +55,7 @@ impl Layout {
     /// `levels` 0 is row-major patches.
     pub fn patches(size: usize, patch: usize, levels: usize) -> Layout {
         let (row_len, per_token) = (3 * patch * patch, 1 << (2 * levels));
-        let tokens_per_row = size / patch >> levels;
+        let tokens_per_row = (size / patch) >> levels;
         // The row of square (gy, gx) is separable: f(gy) + g(gx), each a sum over the
         // bits of the coordinate, the x bit of every level counting 1 and the y bit 2.
         let digit = |v: usize, weight: usize| {
@@ -197,6 +197,25 @@ fn normalise_row(
     }
 }
 
+/// The PNG and JPEG files directly in `dir`, sorted by name (image folders used as a camera or
+/// as calibration data).
+pub fn image_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .map(str::to_ascii_lowercase)
+                    .as_deref(),
+                Some("jpg" | "jpeg" | "png")
+            )
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,23 +318,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The PNG and JPEG files directly in `dir`, sorted by name (image folders used as a camera or
-/// as calibration data).
-pub fn image_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .map(str::to_ascii_lowercase)
-                    .as_deref(),
-                Some("jpg" | "jpeg" | "png")
-            )
-        })
-        .collect();
-    v.sort();
-    Ok(v)
 }

@@ -14,7 +14,7 @@ fn copy_demo(name: &str) -> TempDir {
     let tmp = svit_e2e::tmp(&format!("bundle-{name}"));
     let dst: &Path = &tmp;
     for rel in ["manifest.json", "dense.onnx"] {
-        std::fs::create_dir_all(&dst).unwrap();
+        std::fs::create_dir_all(dst).unwrap();
         std::fs::copy(demo().join(rel), dst.join(rel)).unwrap();
     }
     // Every precision's graphs, whatever the shipped bundle has.
