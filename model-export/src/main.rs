@@ -588,8 +588,6 @@ impl Validation {
     }
 }
 
-/// The model a `train` run builds: a resumed run's own (flags may only repeat it), a `--from`
-/// checkpoint's shape, or the preset's; `--stem` and `--keep-targets` adjust the last two.
 /// `--seed`, else the resumed run's seed (so its stream goes on as it started), else 1.
 fn train_seed(out: &std::path::Path, resume: bool, seed: Option<u64>) -> Result<u64> {
     if !resume {
@@ -614,6 +612,8 @@ fn train_seed(out: &std::path::Path, resume: bool, seed: Option<u64>) -> Result<
     }
 }
 
+/// The model a `train` run builds: a resumed run's own (flags may only repeat it), a `--from`
+/// checkpoint's shape, or the preset's; `--stem` and `--keep-targets` adjust the last two.
 fn train_config(
     out: &std::path::Path,
     resume: bool,

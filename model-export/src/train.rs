@@ -304,7 +304,7 @@ pub fn train(
             && (!only_dense || saved.step > plan.dense_steps)
         {
             bail!(
-                "{} is at step {} and its dense phase ended at step {}; --dense-steps {} can only move that end to a step the run has not passed (use --dense-steps {})",
+                "{} is at step {} and its dense phase ends at step {}: --dense-steps {} can only move that end while the run is still dense, and not behind its step (keep --dense-steps {})",
                 ckpt.state().display(),
                 saved.step,
                 saved.plan.dense_steps,
