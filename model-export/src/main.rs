@@ -370,16 +370,22 @@ fn main() -> Result<()> {
                     .collect(),
             };
             let from = from.map(|p| from_checkpoint(&p)).transpose()?;
+            // A resumed run's plan, read once: its model shape and seed carry on.
+            let resumed = resume
+                .then(|| train::Checkpoint { dir: out.clone() }.load_state())
+                .transpose()
+                .context("--resume needs the checkpoint of an earlier run in --out")?
+                .map(|s| s.plan);
             let config = train_config(
                 &out,
-                resume,
+                resumed.as_ref().map(|p| &p.config),
                 from.as_ref().map(|f| &f.1),
                 preset,
                 stem,
                 keep_targets,
                 labels.len(),
             )?;
-            let seed = train_seed(&out, resume, seed)?;
+            let seed = train_seed(&out, resumed.as_ref().map(|p| p.seed), seed);
             let mut source: Box<dyn train::DataSource> = match coco {
                 None => Box::new(train::Synthetic {
                     cfg: svit_scenes::SceneConfig::square(config.image_size),
@@ -589,26 +595,17 @@ impl Validation {
 }
 
 /// `--seed`, else the resumed run's seed (so its stream goes on as it started), else 1.
-fn train_seed(out: &std::path::Path, resume: bool, seed: Option<u64>) -> Result<u64> {
-    if !resume {
-        return Ok(seed.unwrap_or(1));
-    }
-    let saved = train::Checkpoint {
-        dir: out.to_path_buf(),
-    }
-    .load_state()
-    .context("--resume needs the checkpoint of an earlier run in --out")?
-    .plan
-    .seed;
-    match seed {
-        Some(s) if s != saved => {
+fn train_seed(out: &std::path::Path, resumed: Option<u64>, seed: Option<u64>) -> u64 {
+    match (resumed, seed) {
+        (Some(saved), Some(s)) if s != saved => {
             tracing::warn!(
                 "--seed {s}: the run in {} was started with seed {saved}; its data stream changes from here",
                 out.display()
             );
-            Ok(s)
+            s
         }
-        _ => Ok(saved),
+        (Some(saved), _) => saved,
+        (None, s) => s.unwrap_or(1),
     }
 }
 
@@ -616,21 +613,14 @@ fn train_seed(out: &std::path::Path, resume: bool, seed: Option<u64>) -> Result<
 /// checkpoint's shape, or the preset's; `--stem` and `--keep-targets` adjust the last two.
 fn train_config(
     out: &std::path::Path,
-    resume: bool,
+    resumed: Option<&ModelConfig>,
     from: Option<&ModelConfig>,
     preset: Option<Preset>,
     stem: Option<Vec<usize>>,
     keep_targets: Option<Vec<f32>>,
     classes: usize,
 ) -> Result<ModelConfig> {
-    if resume {
-        let saved = train::Checkpoint {
-            dir: out.to_path_buf(),
-        }
-        .load_state()
-        .context("--resume needs the checkpoint of an earlier run in --out")?
-        .plan
-        .config;
+    if let Some(saved) = resumed {
         let preset_shape = preset.map(|p| preset_config(p, classes)).filter(|p| {
             (p.image_size, p.dim, p.depth, p.heads)
                 != (saved.image_size, saved.dim, saved.depth, saved.heads)
@@ -662,7 +652,7 @@ fn train_config(
                 saved.num_classes
             );
         }
-        return Ok(saved);
+        return Ok(saved.clone());
     }
     let mut config = match from {
         // --from: the model shape is the checkpoint's, whatever the preset says.
