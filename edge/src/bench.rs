@@ -91,6 +91,12 @@ pub fn run(
     let Some(first) = models.first() else {
         anyhow::bail!("no precision to bench");
     };
+    let defaults = first.manifest.defaults.compared_thresholds();
+    let thresholds = if thresholds.is_empty() {
+        &defaults
+    } else {
+        thresholds
+    };
     let cfg = first.config().clone();
     let size = cfg.image_size;
     // The same frames for every configuration.

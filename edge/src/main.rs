@@ -102,7 +102,8 @@ enum Cmd {
         frames: usize,
         #[arg(long, default_value_t = 10)]
         warmup: usize,
-        #[arg(long, value_delimiter = ',', default_value = "0,0.5")]
+        /// Pruning thresholds to compare; 0 is the dense pass (default: 0 and the bundle's).
+        #[arg(long, value_delimiter = ',')]
         thresholds: Vec<f32>,
         /// Thread counts to compare; each shares every frame's stages among that many threads.
         #[arg(long, value_delimiter = ',', default_value = "1")]

@@ -199,8 +199,8 @@ enum Cmd {
         coco: PathBuf,
         #[arg(long)]
         images: PathBuf,
-        /// Pruning thresholds to evaluate; 0 is the dense pass.
-        #[arg(long, value_delimiter = ',', default_value = "0,0.5")]
+        /// Pruning thresholds to evaluate; 0 is the dense pass (default: 0 and the bundle's).
+        #[arg(long, value_delimiter = ',')]
         thresholds: Vec<f32>,
         /// The fewest tokens a gated block keeps (default: the bundle's): `96` or `48..128`.
         #[arg(long)]
@@ -893,7 +893,7 @@ fn quantize(a: &BundleArgs, q: &Quantize) -> Result<()> {
             .find(|m| m.precision == p)
             .with_context(|| format!("{} has no {p} graphs", a.out.display()))
     };
-    let thresholds = [0.0, by_precision("f32")?.manifest.defaults.threshold];
+    let thresholds = by_precision("f32")?.manifest.defaults.compared_thresholds();
     let mut ap = Vec::new();
     for precision in ["f32", "int8"] {
         let model = by_precision(precision)?;
@@ -960,6 +960,11 @@ fn eval(
     svit_runtime::set_threads(threads);
     let model = svit_runtime::Model::load(&bundle, &precision)
         .with_context(|| format!("loading bundle {}", bundle.display()))?;
+    let thresholds = if thresholds.is_empty() {
+        model.manifest.defaults.compared_thresholds()
+    } else {
+        thresholds
+    };
     // COCO results files go beside the summary JSON, or under runs/eval without one.
     let results_dir = match json.as_ref().and_then(|j| j.parent()) {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -33,6 +33,18 @@ pub struct Defaults {
     pub box_from_mask: f32,
 }
 
+impl Defaults {
+    /// What a comparison (bench, eval) runs when given no thresholds: the dense pass and the
+    /// bundle's own threshold.
+    pub fn compared_thresholds(&self) -> Vec<f32> {
+        let mut t = vec![0.0];
+        if self.threshold > 0.0 {
+            t.push(self.threshold);
+        }
+        t
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format_version: u32,
@@ -179,4 +191,22 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>, BundleError> {
 /// Path of a listed file, for callers that open files themselves.
 pub fn file_path(dir: &Path, rel: &str) -> PathBuf {
     dir.join(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dense_bundle_is_compared_at_zero_only() {
+        let mut d = Defaults {
+            threshold: 0.5,
+            min_keep: crate::prune::MinKeep::uniform(16),
+            score_threshold: 0.3,
+            box_from_mask: 0.0,
+        };
+        assert_eq!(d.compared_thresholds(), [0.0, 0.5]);
+        d.threshold = 0.0;
+        assert_eq!(d.compared_thresholds(), [0.0]);
+    }
 }

@@ -454,15 +454,7 @@ fn bench_results_reach_the_host_report() {
     let dir = tmp("bench");
     let (port, rec, mut h) = recording_host(&dir, "bench");
     let st = Command::new(bin("svit-edge"))
-        .args([
-            "bench",
-            "--frames",
-            "3",
-            "--warmup",
-            "1",
-            "--thresholds",
-            "0,0.5",
-        ])
+        .args(["bench", "--frames", "3", "--warmup", "1"])
         .args([
             "--name",
             "benchy",
@@ -481,7 +473,19 @@ fn bench_results_reach_the_host_report() {
     let b = &s["bench"][0];
     assert_eq!(b["device"], "benchy", "{s}");
     let configs = b["report"]["configs"].as_array().unwrap();
-    assert_eq!(configs.len(), 2);
+    // Without --thresholds the bench compares the dense pass with the bundle's threshold.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(workspace().join("models/demo/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let thresholds: Vec<f64> = configs
+        .iter()
+        .map(|c| c["threshold"].as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        thresholds,
+        [0.0, manifest["defaults"]["threshold"].as_f64().unwrap()]
+    );
     assert!(configs
         .iter()
         .all(|c| c["total_ms"]["p50"].as_f64().unwrap() > 0.0));
