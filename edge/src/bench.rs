@@ -91,12 +91,7 @@ pub fn run(
     let Some(first) = models.first() else {
         anyhow::bail!("no precision to bench");
     };
-    let defaults = first.manifest.defaults.compared_thresholds();
-    let thresholds = if thresholds.is_empty() {
-        &defaults
-    } else {
-        thresholds
-    };
+    let thresholds = first.manifest.defaults.compared_thresholds(thresholds);
     let cfg = first.config().clone();
     let size = cfg.image_size;
     // The same frames for every configuration.
@@ -116,7 +111,7 @@ pub fn run(
         let mut slots = Vec::new();
         for model in &models {
             let min_keep = min_keep.unwrap_or(model.manifest.defaults.min_keep);
-            for &thr in thresholds {
+            for &thr in &thresholds {
                 progress(&format!(
                     "{}, threads {th}, threshold {thr}: warm-up",
                     model.precision

@@ -893,7 +893,10 @@ fn quantize(a: &BundleArgs, q: &Quantize) -> Result<()> {
             .find(|m| m.precision == p)
             .with_context(|| format!("{} has no {p} graphs", a.out.display()))
     };
-    let thresholds = by_precision("f32")?.manifest.defaults.compared_thresholds();
+    let thresholds = by_precision("f32")?
+        .manifest
+        .defaults
+        .compared_thresholds(&[]);
     let mut ap = Vec::new();
     for precision in ["f32", "int8"] {
         let model = by_precision(precision)?;
@@ -960,11 +963,7 @@ fn eval(
     svit_runtime::set_threads(threads);
     let model = svit_runtime::Model::load(&bundle, &precision)
         .with_context(|| format!("loading bundle {}", bundle.display()))?;
-    let thresholds = if thresholds.is_empty() {
-        model.manifest.defaults.compared_thresholds()
-    } else {
-        thresholds
-    };
+    let thresholds = model.manifest.defaults.compared_thresholds(&thresholds);
     // COCO results files go beside the summary JSON, or under runs/eval without one.
     let results_dir = match json.as_ref().and_then(|j| j.parent()) {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

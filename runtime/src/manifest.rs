@@ -34,9 +34,12 @@ pub struct Defaults {
 }
 
 impl Defaults {
-    /// What a comparison (bench, eval) runs when given no thresholds: the dense pass and the
-    /// bundle's own threshold.
-    pub fn compared_thresholds(&self) -> Vec<f32> {
+    /// The thresholds a comparison (bench, eval, the int8 check) runs: those `given`, or with
+    /// none, the dense pass and the bundle's own threshold.
+    pub fn compared_thresholds(&self, given: &[f32]) -> Vec<f32> {
+        if !given.is_empty() {
+            return given.to_vec();
+        }
         let mut t = vec![0.0];
         if self.threshold > 0.0 {
             t.push(self.threshold);
@@ -198,15 +201,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_dense_bundle_is_compared_at_zero_only() {
+    fn compared_thresholds_are_the_given_ones_or_dense_and_the_bundles() {
         let mut d = Defaults {
             threshold: 0.5,
             min_keep: crate::prune::MinKeep::uniform(16),
             score_threshold: 0.3,
             box_from_mask: 0.0,
         };
-        assert_eq!(d.compared_thresholds(), [0.0, 0.5]);
+        assert_eq!(d.compared_thresholds(&[]), [0.0, 0.5]);
+        assert_eq!(d.compared_thresholds(&[0.3]), [0.3]);
         d.threshold = 0.0;
-        assert_eq!(d.compared_thresholds(), [0.0]);
+        assert_eq!(d.compared_thresholds(&[]), [0.0]);
     }
 }
