@@ -102,8 +102,11 @@ if more:
         ref = one[(c["precision"], round(c["threshold"], 2))]
         p(f"| {c['precision']} | {c['threshold']:.2f} | {c['threads']} | {model_ms(ref):.2f} | {model_ms(c):.2f} | {model_ms(ref) / model_ms(c):.2f}x |")
 def floor(v):
-    """A min_keep as the CLI writes it: 96, or 48..128 for a floor rising over the gated blocks."""
-    return f"{v[0]}..{v[1]}" if isinstance(v, list) else str(v)
+    """A min_keep as the CLI takes it: 96, or 48..128 for a floor rising over the gated blocks
+    (bench JSON writes [first, last]; older files a single number for a flat floor)."""
+    if not isinstance(v, list):
+        return str(v)
+    return str(v[0]) if v[0] == v[1] else f"{v[0]}..{v[1]}"
 
 
 mk96 = os.path.join(d, "min-keep-96", "eval.json")

@@ -244,7 +244,13 @@ where
                 .map_err(Error::Spi)?;
         }
         self.write_chip(chip::FIFO_CTRL, chip::FIFO_CLEAR_DONE)?;
-        crate::find_jpeg(&buf[..len]).map_err(|(soi, eoi)| Error::NoJpeg { len, soi, eoi })
+        crate::jpeg::first_image(&buf[..len])
+            .map(|r| (r.start, r.end))
+            .map_err(|i| Error::NoJpeg {
+                len,
+                soi: i.soi,
+                eoi: i.eoi,
+            })
     }
 
     fn write_chip(&mut self, reg: u8, val: u8) -> Res<(), SPI, I2C, LED> {

@@ -111,7 +111,8 @@ fn a_broken_spi_link_is_reported_before_touching_the_sensor() {
 
 #[test]
 fn capture_waits_for_done_reads_the_fifo_in_bursts_and_returns_the_jpeg() {
-    let jpeg = [0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9];
+    // SOI, a fill byte and a TEM marker, EOI: the smallest well-formed marker walk of 7 bytes.
+    let jpeg = [0xFF, 0xD8, 0xFF, 0xFF, 0x01, 0xFF, 0xD9];
     // FIFO: one leading junk byte, the JPEG, two bytes of padding = 10 bytes.
     let fifo: Vec<u8> = [&[0x00][..], &jpeg, &[0, 0]].concat();
     let spi: Vec<S<u8>> = [

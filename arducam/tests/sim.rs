@@ -7,10 +7,12 @@ use svit_arducam::{Config, Error, Resolution};
 
 /// A stand-in "JPEG" carrying its size, so the test sees what the sensor was asked for.
 fn fake_jpeg(w: u16, h: u16) -> Vec<u8> {
-    let mut v = vec![0xFF, 0xD8];
+    // SOI, a comment holding the size, a scan of filler, EOI.
+    let mut v = vec![0xFF, 0xD8, 0xFF, 0xFE, 0x00, 0x06];
     v.extend(w.to_le_bytes());
     v.extend(h.to_le_bytes());
-    v.extend(std::iter::repeat_n(0x11, 5000));
+    v.extend([0xFF, 0xDA, 0x00, 0x02]);
+    v.extend(std::iter::repeat_n(0x11, 4992));
     v.extend([0xFF, 0xD9]);
     v
 }
@@ -36,7 +38,7 @@ fn every_resolution_comes_out_at_the_size_asked() {
         let (w, h) = res.size();
         assert_eq!(jpeg.len(), 5008);
         assert_eq!(
-            &jpeg[2..6],
+            &jpeg[6..10],
             &[w.to_le_bytes(), h.to_le_bytes()].concat()[..]
         );
         assert!(!sim.state().led_on, "LED left on after capture");

@@ -4,57 +4,12 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use svit_protocol::bench::{BenchConfig, BenchReport, KPoint};
 use svit_protocol::stats::Pct;
+use svit_protocol::StageTimes;
 use svit_runtime::{Model, Pruning, RunOptions};
 
-#[derive(Debug, Serialize)]
-pub struct KPoint {
-    pub k: usize,
-    pub frames: usize,
-    pub block_ms: f64,
-    pub block_gmacs: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Config {
-    pub engine: &'static str,
-    pub precision: String,
-    pub threshold: f32,
-    /// The fewest tokens a gated block kept (a number, or [first, last] gated block).
-    pub min_keep: svit_runtime::MinKeep,
-    pub mode: &'static str,
-    pub threads: usize,
-    pub frames: usize,
-    pub warmup_frames: usize,
-    pub warmup_ms: f64,
-    pub total_ms: Pct,
-    pub backbone_ms: Pct,
-    pub preprocess_ms: Pct,
-    pub embed_ms: Pct,
-    pub gates_ms: Pct,
-    pub gather_scatter_ms: Pct,
-    pub blocks_ms: Vec<Pct>,
-    pub head_ms: Pct,
-    pub postprocess_ms: Pct,
-    pub kept_fraction: f64,
-    pub kept_per_block: Vec<f64>,
-    pub gmacs: f64,
-    pub gflops_per_s: f64,
-    /// Block latency against its token count (all blocks pooled, K rounded to 16).
-    pub block_time_vs_k: Vec<KPoint>,
-    /// Gates + gather/scatter as a fraction of the backbone (the pruning overhead).
-    pub overhead_fraction: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Report {
-    pub bundle: String,
-    pub cpu: String,
-    pub cpu_mhz: Option<u32>,
-    pub temperature_c: Option<f32>,
-    pub configs: Vec<Config>,
-}
+use crate::pipeline::stage_times;
 
 pub fn cpu_model() -> String {
     let s = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -79,7 +34,7 @@ pub fn run(
     threads: &[usize],
     min_keep: Option<svit_runtime::MinKeep>,
     progress: &dyn Fn(&str),
-) -> Result<Report> {
+) -> Result<BenchReport> {
     let mut models: Vec<Model> = Vec::new();
     for p in precisions {
         let m = Model::load(bundle, p).with_context(|| format!("loading {}", bundle.display()))?;
@@ -102,7 +57,6 @@ pub fn run(
         .collect();
     let mut configs = Vec::new();
     for &th in threads {
-        svit_runtime::set_threads(th);
         // The (precision, threshold) configurations of this thread count take turns, ten
         // frames each, so that a drift in the machine's speed (this one is shared and noisy)
         // reaches all of them alike and the ratios between them hold. Ten, not one: a board runs
@@ -120,7 +74,7 @@ pub fn run(
                     pruning: Pruning::at(thr, min_keep),
                     ..model.default_options()
                 };
-                let mut state = model.new_state()?;
+                let mut state = model.new_state(th)?;
                 let t0 = std::time::Instant::now();
                 for i in 0..warmup {
                     model.run_rgb(&mut state, &images[i % distinct], size, size, &opts)?;
@@ -156,8 +110,8 @@ pub fn run(
     }
     // Reported per precision, then thread count, then threshold (the order of the flags).
     configs.sort_by_key(|c| models.iter().position(|m| m.precision == c.precision));
-    let h = crate::health::sample(std::time::Instant::now(), 0, 0);
-    Ok(Report {
+    let h = crate::health::sample(std::time::Instant::now(), &crate::pipeline::Stats::new());
+    Ok(BenchReport {
         bundle: bundle.display().to_string(),
         cpu: cpu_model(),
         cpu_mhz: h.cpu_mhz,
@@ -183,22 +137,27 @@ fn summarise(
     threads: usize,
     frames: usize,
     warmup: usize,
-) -> Config {
+) -> BenchConfig {
     let outs = &s.outs;
     let col = |f: &dyn Fn(&svit_runtime::FrameOutput) -> f64| {
         Pct::of(&outs.iter().map(f).collect::<Vec<_>>())
     };
+    // Totals as the wire defines them (no decode here: the frames are already RGB).
+    let times: Vec<StageTimes> = outs.iter().map(|o| stage_times(&o.timings)).collect();
+    let of_times = |f: &dyn Fn(&StageTimes) -> u32| {
+        Pct::of(&times.iter().map(|t| f(t) as f64 / 1e3).collect::<Vec<_>>())
+    };
     let n = outs.len().max(1) as f64;
     let gmacs = outs.iter().map(|o| o.gmacs).sum::<f64>() / n;
-    let total = col(&|o| o.timings.total());
-    let backbone = col(&|o| o.timings.backbone());
-    let overhead = outs
+    let total = of_times(&StageTimes::total_us);
+    let backbone = of_times(&StageTimes::backbone_us);
+    let overhead = times
         .iter()
-        .map(|o| o.timings.gates + o.timings.gather_scatter)
+        .map(|t| (t.gates + t.gather_scatter) as f64)
         .sum::<f64>()
-        / outs
+        / times
             .iter()
-            .map(|o| o.timings.backbone())
+            .map(|t| t.backbone_us() as f64)
             .sum::<f64>()
             .max(1e-9);
     let mut buckets: std::collections::BTreeMap<usize, (usize, f64, f64)> = Default::default();
@@ -211,15 +170,15 @@ fn summarise(
         }
     }
     let thr = s.threshold;
-    Config {
-        engine: "tract",
+    BenchConfig {
+        engine: "tract".into(),
         precision: s.model.precision.clone(),
         threshold: thr,
-        min_keep: s.min_keep,
-        mode: if thr <= 0.0 { "dense" } else { "pruned" },
-        threads,
-        frames,
-        warmup_frames: warmup,
+        min_keep: [s.min_keep.first as u32, s.min_keep.last as u32],
+        mode: if thr <= 0.0 { "dense" } else { "pruned" }.into(),
+        threads: threads as u32,
+        frames: frames as u32,
+        warmup_frames: warmup as u32,
         warmup_ms: s.warmup_ms,
         backbone_ms: backbone,
         preprocess_ms: col(&|o| o.timings.preprocess),
@@ -244,8 +203,8 @@ fn summarise(
         block_time_vs_k: buckets
             .into_iter()
             .map(|(k, (c, ms, g))| KPoint {
-                k,
-                frames: c,
+                k: k as u32,
+                frames: c as u32,
                 block_ms: ms / c as f64,
                 block_gmacs: g / c as f64,
             })

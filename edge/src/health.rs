@@ -1,15 +1,18 @@
 //! Board health from Linux interfaces that Raspberry Pi OS and JetPack both expose; each value
 //! is optional because laptops and containers lack some of them.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use svit_protocol::Health;
+
+use crate::pipeline::Stats;
 
 fn read_num(path: &str) -> Option<f64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-pub fn sample(started: Instant, dropped_total: u64, camera_errors: u64) -> Health {
+pub fn sample(started: Instant, stats: &Stats) -> Health {
     let (mut total, mut avail) = (0u64, 0u64);
     if let Ok(s) = std::fs::read_to_string("/proc/meminfo") {
         for line in s.lines() {
@@ -37,7 +40,8 @@ pub fn sample(started: Instant, dropped_total: u64, camera_errors: u64) -> Healt
             .and_then(|s| u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()),
         mem_used_mb: (total.saturating_sub(avail) / 1024) as u32,
         mem_total_mb: (total / 1024) as u32,
-        dropped_total,
-        camera_errors,
+        dropped_total: stats.dropped.load(Ordering::Relaxed),
+        camera_errors: stats.camera_errors.load(Ordering::Relaxed),
+        inference_errors: stats.inference_errors.load(Ordering::Relaxed),
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use svit_protocol::session::{EdgeHandshake, Event};
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
 
 use crate::pipeline::{Control, Queue, Stats};
@@ -18,21 +19,13 @@ pub fn stdout_loop(q: Arc<Queue<EdgeMsg>>, labels: Vec<String>) -> Result<()> {
     let mut out = std::io::stdout().lock();
     while let Some(msg) = q.pop() {
         if let EdgeMsg::Frame(f) = msg {
-            let t = &f.times;
-            let total_us = t.preprocess
-                + t.embed
-                + t.gates
-                + t.gather_scatter
-                + t.blocks.iter().sum::<u32>()
-                + t.head
-                + t.postprocess;
             let dets: Vec<_> = f
                 .detections
                 .iter()
                 .map(|d| serde_json::json!({"label": labels.get(d.class as usize), "score": d.score, "bbox": d.bbox}))
                 .collect();
             let line = serde_json::json!({
-                "seq": f.seq, "kept": f.kept, "gmacs": f.gmacs, "total_ms": total_us as f64 / 1000.0,
+                "seq": f.seq, "kept": f.kept, "gmacs": f.gmacs, "total_ms": f.times.total_us() as f64 / 1000.0,
                 "dropped": f.dropped_total, "detections": dets,
             });
             writeln!(out, "{line}")?;
@@ -42,13 +35,14 @@ pub fn stdout_loop(q: Arc<Queue<EdgeMsg>>, labels: Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// Reads the host's hello (and, with a key, its `Auth`, then answers with ours); returns the
-/// bytes that followed (control the host already sent).
-fn handshake(stream: &mut TcpStream, ours: &proto::Hello, key: Option<&[u8]>) -> Result<Vec<u8>> {
+/// Says hello and runs the handshake (`svit_protocol::session`) to its end; returns the bytes
+/// that followed (control the host already sent).
+fn handshake(stream: &mut TcpStream, hello: &proto::Hello, key: Option<&[u8]>) -> Result<Vec<u8>> {
+    let mut hs = EdgeHandshake::new(fresh(hello), key.map(<[u8]>::to_vec));
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(&encode(&hs.hello())?)?;
     let mut dec = FrameDecoder::new(64 * 1024);
     let mut buf = [0u8; 4096];
-    let mut host_nonce: Option<[u8; 16]> = None;
     loop {
         let n = stream
             .read(&mut buf)
@@ -60,38 +54,29 @@ fn handshake(stream: &mut TcpStream, ours: &proto::Hello, key: Option<&[u8]>) ->
         while let Some(msg) = frames.next() {
             let msg =
                 msg.map_err(|e| anyhow::anyhow!("host sent a bad frame during the hello: {e}"))?;
-            match (msg, host_nonce, key) {
-                (HostMsg::Hello(h), None, _) => {
-                    h.check(proto::Role::Host)
-                        .map_err(|e| anyhow::anyhow!("host refused: {e}"))?;
-                    if key.is_none() {
-                        return Ok(frames.rest().to_vec());
-                    }
-                    host_nonce = Some(h.nonce);
-                }
-                (HostMsg::Auth(a), Some(hn), Some(k)) => {
-                    if !proto::auth::verify(k, proto::Role::Host, &ours.nonce, &a.mac) {
-                        bail!("the host does not hold our key: not sending it anything");
-                    }
-                    let mine = EdgeMsg::Auth(proto::Auth {
-                        mac: proto::auth::mac(k, proto::Role::Edge, &hn),
-                    });
-                    stream.write_all(
-                        &proto::encode(&mine, MAX_FRAME).map_err(|e| anyhow::anyhow!("{e}"))?,
-                    )?;
-                    return Ok(frames.rest().to_vec());
-                }
-                (other, _, _) => bail!(
-                    "unexpected {other:?} during the hello{}",
-                    if key.is_some() {
-                        " (the host sent no key proof: does it run with --key?)"
-                    } else {
-                        ""
-                    }
-                ),
+            let step = hs.on(msg);
+            for m in &step.send {
+                stream.write_all(&encode(m)?)?;
+            }
+            match step.event {
+                Event::Pending => {}
+                Event::Admitted(_) => return Ok(frames.rest().to_vec()),
+                Event::Refused(e) => bail!("host refused: {e}"),
             }
         }
     }
+}
+
+/// Our hello with a fresh nonce: one per handshake.
+pub fn fresh(hello: &proto::Hello) -> proto::Hello {
+    proto::Hello {
+        nonce: proto::auth::nonce(),
+        ..hello.clone()
+    }
+}
+
+pub fn encode(msg: &EdgeMsg) -> Result<Vec<u8>> {
+    proto::encode(msg, MAX_FRAME).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn spawn_control_reader(mut stream: TcpStream, ctl: Arc<Control>, leftover: Vec<u8>) {
@@ -169,13 +154,7 @@ impl Peer {
         };
         s.set_nodelay(true)?;
         s.set_write_timeout(Some(Duration::from_secs(5)))?;
-        let mut hello = hello.clone();
-        hello.nonce = proto::auth::nonce();
-        s.write_all(
-            &proto::encode(&EdgeMsg::Hello(hello.clone()), MAX_FRAME)
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        )?;
-        let leftover = handshake(&mut s, &hello, key)?;
+        let leftover = handshake(&mut s, hello, key)?;
         Ok((s, leftover))
     }
 }
@@ -220,9 +199,7 @@ impl Outbox {
         }
         let msg = if self.last_health.elapsed() >= Duration::from_secs(1) {
             self.last_health = Instant::now();
-            let errors = self.stats.camera_errors.load(Ordering::Relaxed);
-            let dropped = self.q.dropped.load(Ordering::Relaxed) + errors;
-            EdgeMsg::Health(crate::health::sample(self.started, dropped, errors))
+            EdgeMsg::Health(crate::health::sample(self.started, &self.stats))
         } else {
             match self.q.pop_timeout(wait) {
                 Some(m) => m,

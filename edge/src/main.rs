@@ -1,14 +1,13 @@
 //! `svit-edge`: runs on the board. Camera -> token-pruned SViT (tract) -> postcard frames to a
 //! host (or JSON lines on stdout), and `bench`, the on-device latency profiler.
 
-mod arducam;
 mod bench;
+mod camera;
+mod codec;
 mod health;
 mod link;
 mod pipeline;
 mod serial;
-mod source;
-mod v4l2;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -131,13 +130,7 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    svit_protocol::process::init_tracing(None);
     svit_runtime::tune_process();
     match Cli::parse().cmd {
         Cmd::Run {
@@ -238,7 +231,7 @@ fn main() -> Result<()> {
                 "overhead"
             );
             // Speed-up of the backbone against the dense run of the same precision and threads.
-            let dense: Vec<(&str, usize, f64)> = report
+            let dense: Vec<(&str, u32, f64)> = report
                 .configs
                 .iter()
                 .filter(|c| c.mode == "dense")
@@ -266,9 +259,7 @@ fn main() -> Result<()> {
                 let manifest = Manifest::load_verified(&bundle)
                     .with_context(|| format!("reading bundle {}", bundle.display()))?;
                 let q = Arc::new(Queue::new(1));
-                q.push(svit_protocol::EdgeMsg::Bench(serde_json::to_string(
-                    &report,
-                )?));
+                q.push(svit_protocol::EdgeMsg::Bench(report));
                 q.close();
                 let lost = link::tcp_loop(
                     link::Peer::Connect(addr.clone()),
@@ -314,16 +305,24 @@ fn run(
         std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
     });
     tracing::info!(threads, "inference threads");
-    svit_runtime::set_threads(threads);
-    let mut model = Model::load(&bundle, &precision)
+    let model = Model::load(&bundle, &precision)
         .with_context(|| format!("loading bundle {}", bundle.display()))?;
-    if let Some(k) = min_keep {
-        // The pipeline and the host's control messages work from the bundle's defaults.
-        model.manifest.defaults.min_keep = k.clamp(1, model.config().tokens());
-    }
     let model = Arc::new(model);
+    let mut decode = model.default_options().decode;
+    if let Some(s) = score_threshold {
+        decode.score_threshold = s;
+    }
+    let infer = pipeline::InferConfig {
+        threads,
+        min_keep: min_keep.map_or(model.manifest.defaults.min_keep, |k| {
+            k.clamp(1, model.config().tokens())
+        }),
+        decode,
+        max_frames: frames,
+        thumbnail_every: thumbs,
+    };
     let cfg = model.config().clone();
-    let src = source::open(&camera, cfg.image_size, fps)
+    let src = camera::open(&camera, cfg.image_size, fps)
         .with_context(|| format!("opening camera {camera}"))?;
     tracing::info!(
         "camera: {}; bundle {} ({}, {} tokens, {} blocks)",
@@ -338,16 +337,22 @@ fn run(
     ));
     let stats = Arc::new(Stats::new());
     // One decoded frame waiting is enough: a newer one replaces it.
-    let decoded = Arc::new(Queue::new(1));
+    let decoded = Arc::new(Queue::counting_into(1, stats.dropped.clone()));
     // Two buffers circulate: one being filled, one being run; the queue bounds any surplus.
     let spares = Arc::new(Queue::new(2));
-    let outgoing = Arc::new(Queue::new(32));
-
-    {
-        let ctl = ctl.clone();
-        let stop = move || ctl.stop.store(true, Ordering::Relaxed);
-        install_stop_handler(stop);
+    let outgoing = Arc::new(Queue::counting_into(32, stats.dropped.clone()));
+    if !matches!(sink, Sink::Stdout) {
+        // Warnings reach the host's log and recording too.
+        let out = outgoing.clone();
+        svit_protocol::process::forward_warnings(move |level, text| {
+            out.push(svit_protocol::EdgeMsg::Log(svit_protocol::LogLine {
+                level,
+                text,
+            }));
+        });
     }
+
+    svit_protocol::process::stop_on_signals(ctl.stop.clone());
     let cap = {
         let (m, q, sp, c, s) = (
             model.clone(),
@@ -371,9 +376,7 @@ fn run(
         );
         std::thread::Builder::new()
             .name("infer".into())
-            .spawn(move || {
-                pipeline::infer_loop(m, i, sp, o, c, s, frames, thumbs, score_threshold)
-            })?
+            .spawn(move || pipeline::infer_loop(m, i, sp, o, c, s, infer))?
     };
     let hello = edge_hello(&model.manifest, name);
     let sent = match sink {
@@ -406,6 +409,8 @@ fn run(
     tracing::info!(
         frames = stats.frames_done.load(Ordering::Relaxed),
         camera_errors = stats.camera_errors.load(Ordering::Relaxed),
+        inference_errors = stats.inference_errors.load(Ordering::Relaxed),
+        dropped = stats.dropped.load(Ordering::Relaxed),
         dropped_before_inference = decoded.dropped.load(Ordering::Relaxed),
         dropped_before_send = outgoing.dropped.load(Ordering::Relaxed),
         "stopped"
@@ -416,37 +421,21 @@ fn run(
 /// This board's greeting: who it is and what model it runs.
 fn edge_hello(manifest: &Manifest, name: Option<String>) -> svit_protocol::Hello {
     let cfg = &manifest.config;
-    svit_protocol::Hello {
-        protocol_version: svit_protocol::PROTOCOL_VERSION,
-        schema_hash: svit_protocol::schema_hash(),
-        role: svit_protocol::Role::Edge,
-        device: name.unwrap_or_else(hostname),
-        bundle: manifest.name.clone(),
-        labels: manifest.labels.clone(),
-        input_size: cfg.image_size as u16,
-        tokens: cfg.tokens() as u16,
-        blocks: cfg.depth as u16,
-        nonce: [0; 16],
-    }
+    svit_protocol::Hello::edge(
+        name.unwrap_or_else(hostname),
+        svit_protocol::ModelInfo {
+            bundle: manifest.name.clone(),
+            labels: manifest.labels.clone(),
+            input_size: cfg.image_size as u16,
+            tokens: cfg.tokens() as u16,
+            blocks: cfg.depth as u16,
+            threshold: manifest.defaults.threshold,
+        },
+    )
 }
 
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "edge".into())
-}
-
-/// SIGINT/SIGTERM set the stop flag; the loops then drain what is queued and exit.
-fn install_stop_handler(stop: impl Fn() + Send + Sync + 'static) {
-    static HANDLER: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>> = std::sync::OnceLock::new();
-    let _ = HANDLER.set(Box::new(stop));
-    extern "C" fn on_signal(_: libc::c_int) {
-        if let Some(h) = HANDLER.get() {
-            h();
-        }
-    }
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
 }

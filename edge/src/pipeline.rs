@@ -8,25 +8,35 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use svit_protocol as proto;
-use svit_runtime::{FrameOutput, Model, Prepared, Pruning, RunOptions};
+use svit_runtime::{DecodeOptions, FrameOutput, MinKeep, Model, Prepared, Pruning, RunOptions};
 
-use crate::source::{decode_rgb, FrameSource, SourceError};
+use crate::camera::{now_us, FrameSource, SourceError};
+use crate::codec::{decode_rgb, encode_jpeg};
 
 /// A bounded hand-off that drops the oldest item when full.
 pub struct Queue<T> {
     inner: Mutex<(VecDeque<T>, bool)>,
     ready: Condvar,
     cap: usize,
+    /// Items pushed out of this queue.
     pub dropped: AtomicU64,
+    /// The same drops, added to a count shared with other queues (`Stats::dropped`).
+    shared: Arc<AtomicU64>,
 }
 
 impl<T> Queue<T> {
     pub fn new(cap: usize) -> Self {
+        Self::counting_into(cap, Arc::default())
+    }
+
+    /// A queue whose drops also add to `shared`.
+    pub fn counting_into(cap: usize, shared: Arc<AtomicU64>) -> Self {
         Queue {
             inner: Mutex::new((VecDeque::with_capacity(cap), false)),
             ready: Condvar::new(),
             cap: cap.max(1),
             dropped: AtomicU64::new(0),
+            shared,
         }
     }
     /// Returns false if an older item had to be dropped to make room.
@@ -36,6 +46,7 @@ impl<T> Queue<T> {
         if g.0.len() >= self.cap {
             g.0.pop_front();
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.fetch_add(1, Ordering::Relaxed);
             kept_all = false;
         }
         g.0.push_back(item);
@@ -88,7 +99,8 @@ pub struct Control {
     pub ratio_bits: AtomicU32,
     pub paused: AtomicBool,
     pub snapshot: AtomicBool,
-    pub stop: AtomicBool,
+    /// Set by a signal or the frame limit: the loops drain what is queued and exit.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Control {
@@ -98,7 +110,7 @@ impl Control {
             ratio_bits: AtomicU32::new(0),
             paused: AtomicBool::new(false),
             snapshot: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
     pub fn threshold(&self) -> f32 {
@@ -136,8 +148,16 @@ pub struct Decoded {
     decode: Duration,
 }
 
+/// The board's counters, as `Health` reports them.
 pub struct Stats {
+    /// Frames the board took but never sent: a decoded frame replaced by a newer one before
+    /// inference, or a message pushed out of the full outbox while the link was slow or down
+    /// (thumbnails and log lines count too there; frames dominate). Both queues add to it.
+    pub dropped: Arc<AtomicU64>,
+    /// Captures that gave no frame.
     pub camera_errors: AtomicU64,
+    /// Frames the model failed on.
+    pub inference_errors: AtomicU64,
     pub frames_done: AtomicU64,
     /// When the inference thread expects to want its next frame (µs since the Unix epoch);
     /// `u64::MAX` until it is ready for the first one.
@@ -147,7 +167,9 @@ pub struct Stats {
 impl Stats {
     pub fn new() -> Self {
         Stats {
+            dropped: Arc::default(),
             camera_errors: AtomicU64::new(0),
+            inference_errors: AtomicU64::new(0),
             frames_done: AtomicU64::new(0),
             infer_free_at_us: AtomicU64::new(u64::MAX),
         }
@@ -192,7 +214,7 @@ pub fn capture_loop(
         }
         taken_for = free_at;
         let free_at = free_at as f64;
-        let wait_us = free_at - grab_us - crate::source::now_us() as f64;
+        let wait_us = free_at - grab_us - now_us() as f64;
         if wait_us > 0.0 {
             std::thread::sleep(Duration::from_micros(wait_us.min(1e6) as u64));
         }
@@ -234,6 +256,17 @@ pub fn capture_loop(
     out.close();
 }
 
+/// What the inference thread runs with; the host's control changes threshold and keep ratio
+/// on top (`Control`), never the model's manifest.
+pub struct InferConfig {
+    pub threads: usize,
+    /// The floor under the threshold (the bundle's, or `--min-keep`).
+    pub min_keep: MinKeep,
+    pub decode: DecodeOptions,
+    pub max_frames: Option<u64>,
+    pub thumbnail_every: Option<Duration>,
+}
+
 /// Inference thread body: runs the model on the newest decoded frame, converts to wire frames.
 pub fn infer_loop(
     model: Arc<Model>,
@@ -242,54 +275,48 @@ pub fn infer_loop(
     out: Arc<Queue<proto::EdgeMsg>>,
     ctl: Arc<Control>,
     stats: Arc<Stats>,
-    max_frames: Option<u64>,
-    thumbnail_every: Option<Duration>,
-    score_threshold: Option<f32>,
+    cfg: InferConfig,
 ) -> anyhow::Result<()> {
-    let mut st = model.new_state()?;
+    let mut st = model.new_state(cfg.threads)?;
     let mut last_thumb: Option<Instant> = None;
-    let mut base = model.default_options();
-    if let Some(s) = score_threshold {
-        base.decode.score_threshold = s;
-    }
     let mut seq = 0u64;
     let mut infer_us = 0.0f64; // per-frame work of this thread, smoothed
-    stats
-        .infer_free_at_us
-        .store(crate::source::now_us(), Ordering::Relaxed);
+    stats.infer_free_at_us.store(now_us(), Ordering::Relaxed);
     while let Some(mut d) = input.pop() {
         let started = Instant::now();
         stats
             .infer_free_at_us
-            .store(crate::source::now_us() + infer_us as u64, Ordering::Relaxed);
+            .store(now_us() + infer_us as u64, Ordering::Relaxed);
         let ratio = f32::from_bits(ctl.ratio_bits.load(Ordering::Relaxed));
         let threshold = ctl.threshold();
         // Threshold 0 runs dense (gates skipped), as `bench` and `eval` measure it.
         let pruning = if ratio > 0.0 {
             Pruning::Ratio(ratio)
         } else {
-            Pruning::at(threshold, model.manifest.defaults.min_keep)
+            Pruning::at(threshold, cfg.min_keep)
         };
-        let opts = RunOptions { pruning, ..base };
+        let opts = RunOptions {
+            pruning,
+            decode: cfg.decode,
+        };
         let res = model.run_prepared(&mut st, &mut d.input, &opts);
         let o = match res {
             Ok(o) => o,
             Err(e) => {
-                stats.camera_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("frame skipped: {e}");
+                stats.inference_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("inference failed, frame skipped: {e}");
                 continue;
             }
         };
-        let dropped = input.dropped.load(Ordering::Relaxed)
-            + out.dropped.load(Ordering::Relaxed)
-            + stats.camera_errors.load(Ordering::Relaxed);
+        let dropped = stats.dropped.load(Ordering::Relaxed);
         let t = Instant::now();
         let mut frame = to_wire(&o, seq, &d, threshold, dropped);
         frame.times.encode = t.elapsed().as_micros() as u32;
         out.push(proto::EdgeMsg::Frame(frame));
         let snapshot = ctl.snapshot.swap(false, Ordering::Relaxed);
-        let due =
-            thumbnail_every.is_some_and(|every| last_thumb.is_none_or(|t| t.elapsed() >= every));
+        let due = cfg
+            .thumbnail_every
+            .is_some_and(|every| last_thumb.is_none_or(|t| t.elapsed() >= every));
         if snapshot || due {
             last_thumb = Some(Instant::now());
             match encode_jpeg(&d.rgb, d.width, d.height, 75) {
@@ -306,7 +333,7 @@ pub fn infer_loop(
         seq += 1;
         stats.frames_done.store(seq, Ordering::Relaxed);
         infer_us = ewma(infer_us, started.elapsed());
-        if max_frames.is_some_and(|n| seq >= n) {
+        if cfg.max_frames.is_some_and(|n| seq >= n) {
             ctl.stop.store(true, Ordering::Relaxed);
             input.close();
             break;
@@ -316,25 +343,23 @@ pub fn infer_loop(
     Ok(())
 }
 
-/// RGB -> JPEG (thumbnails for the host's live view use quality 75).
-pub fn encode_jpeg(
-    rgb: &[u8],
-    w: usize,
-    h: usize,
-    quality: u8,
-) -> Result<Vec<u8>, image::ImageError> {
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality).encode(
-        rgb,
-        w as u32,
-        h as u32,
-        image::ExtendedColorType::Rgb8,
-    )?;
-    Ok(out)
-}
-
 fn us(ms: f64) -> u32 {
     (ms * 1000.0).round().clamp(0.0, u32::MAX as f64) as u32
+}
+
+/// The runtime's stage timings (ms) as the wire's (µs); capture, decode and encode are the
+/// edge's own and left 0.
+pub fn stage_times(t: &svit_runtime::Timings) -> proto::StageTimes {
+    proto::StageTimes {
+        preprocess: us(t.preprocess),
+        embed: us(t.embed),
+        gates: us(t.gates),
+        gather_scatter: us(t.gather_scatter),
+        blocks: t.blocks.iter().map(|&b| us(b)).collect(),
+        head: us(t.head),
+        postprocess: us(t.postprocess),
+        ..Default::default()
+    }
 }
 
 /// Runtime output -> wire frame (the boundary where runtime types become protocol types).
@@ -345,7 +370,6 @@ pub fn to_wire(
     threshold: f32,
     dropped_total: u64,
 ) -> proto::Frame {
-    let t = &o.timings;
     proto::Frame {
         seq,
         capture_us: d.capture_us,
@@ -354,14 +378,7 @@ pub fn to_wire(
         times: proto::StageTimes {
             capture: d.capture.as_micros() as u32,
             decode: d.decode.as_micros() as u32,
-            preprocess: us(t.preprocess),
-            embed: us(t.embed),
-            gates: us(t.gates),
-            gather_scatter: us(t.gather_scatter),
-            blocks: t.blocks.iter().map(|&b| us(b)).collect(),
-            head: us(t.head),
-            postprocess: us(t.postprocess),
-            encode: 0,
+            ..stage_times(&o.timings)
         },
         detections: o
             .detections

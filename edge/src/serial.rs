@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use serialport::SerialPort;
-use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
+use svit_protocol::session::{EdgeHandshake, Event, HandshakeError};
+use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg};
 
-use crate::link::{Next, Outbox};
+use crate::link::{encode, fresh, Next, Outbox};
 use crate::pipeline::{Control, Queue, Stats};
 
 /// How long one read or write waits before the loop looks at its queue and flags again.
@@ -46,10 +47,9 @@ pub fn open(path: &str, baud: u32) -> Result<Box<dyn SerialPort>> {
 }
 
 enum Phase {
-    /// Saying hello until a host answers. `host` is the nonce of the last host Hello seen.
+    /// Saying hello until a host answers.
     Hello {
-        mine: proto::Hello,
-        host: Option<[u8; 16]>,
+        hs: EdgeHandshake,
         last_sent: Option<Instant>,
     },
     /// `host` is the nonce of the Hello that answered ours: a repeat of it (our hellos and its
@@ -71,15 +71,11 @@ pub fn serial_loop(
     let mut out = Outbox::new(q, stats);
     let mut dec = FrameDecoder::new(4096);
     let mut buf = [0u8; 1024];
-    let fresh = |h: &proto::Hello| proto::Hello {
-        nonce: proto::auth::nonce(),
-        ..h.clone()
-    };
-    let mut phase = Phase::Hello {
-        mine: fresh(&hello),
-        host: None,
+    let start = || Phase::Hello {
+        hs: EdgeHandshake::new(fresh(&hello), key.clone()),
         last_sent: None,
     };
+    let mut phase = start();
     let mut stop_seen: Option<Instant> = None;
     loop {
         // Incoming: host hellos, auth, control.
@@ -102,81 +98,46 @@ pub fn serial_loop(
                 }
                 (Phase::Streaming { .. }, HostMsg::Hello(_)) => {
                     tracing::warn!("host on {name} said hello again (restarted?): new handshake");
-                    Phase::Hello {
-                        mine: fresh(&hello),
-                        host: None,
-                        last_sent: None,
-                    }
+                    start()
                 }
                 (p @ Phase::Streaming { .. }, msg) => {
                     tracing::info!("control from host: {msg:?}");
                     ctl.apply(&msg);
                     p
                 }
-                (
-                    Phase::Hello {
-                        mine, last_sent, ..
-                    },
-                    HostMsg::Hello(h),
-                ) => {
-                    if let Err(e) = h.check(proto::Role::Host) {
-                        tracing::error!("host on {name} refused: {e}");
-                        Phase::Hello {
-                            mine,
-                            host: None,
-                            last_sent,
+                (Phase::Hello { mut hs, last_sent }, msg) => {
+                    let step = hs.on(msg);
+                    match step.event {
+                        Event::Admitted(h) => {
+                            for m in &step.send {
+                                write_frame(&mut *port, m, &ctl)?;
+                            }
+                            tracing::info!("streaming to the host on {name}");
+                            Phase::Streaming { host: h.nonce }
                         }
-                    } else if key.is_some() {
-                        // An answer if our Auth follows; a knock otherwise (the timer resends).
-                        Phase::Hello {
-                            mine,
-                            host: Some(h.nonce),
-                            last_sent,
+                        // A knock: say hello now, unless we just did.
+                        Event::Pending if !step.send.is_empty() => {
+                            if last_sent.is_some_and(|t| t.elapsed() < Duration::from_millis(250)) {
+                                Phase::Hello { hs, last_sent }
+                            } else {
+                                Phase::Hello {
+                                    hs,
+                                    last_sent: None,
+                                }
+                            }
                         }
-                    } else if h.nonce == mine.nonce {
-                        // Without a key the host answers with our own nonce.
-                        tracing::info!("streaming to the host on {name}");
-                        Phase::Streaming { host: h.nonce }
-                    } else {
-                        // A knock: a host without a session. Say hello now.
-                        let soon = last_sent.filter(|t| t.elapsed() < Duration::from_millis(250));
-                        Phase::Hello {
-                            mine,
-                            host: None,
-                            last_sent: soon,
+                        Event::Pending => Phase::Hello { hs, last_sent },
+                        // Control before the handshake is not from a host we know: ignored.
+                        Event::Refused(HandshakeError::NotHello(_)) => {
+                            Phase::Hello { hs, last_sent }
                         }
-                    }
-                }
-                (
-                    Phase::Hello {
-                        mine,
-                        host: Some(hn),
-                        last_sent,
-                    },
-                    HostMsg::Auth(a),
-                ) if key.is_some() => {
-                    let k = key.as_deref().unwrap_or_default();
-                    if proto::auth::verify(k, proto::Role::Host, &mine.nonce, &a.mac) {
-                        let ours = EdgeMsg::Auth(proto::Auth {
-                            mac: proto::auth::mac(k, proto::Role::Edge, &hn),
-                        });
-                        write_frame(&mut *port, &ours, &ctl)?;
-                        tracing::info!("streaming to the host on {name} (key checked)");
-                        Phase::Streaming { host: hn }
-                    } else {
-                        // Could be an answer to an older hello of ours: keep asking.
-                        tracing::warn!(
-                            "host on {name} failed the key check (or answered an old hello)"
-                        );
-                        Phase::Hello {
-                            mine,
-                            host: None,
-                            last_sent,
+                        // A failed key check could answer an older hello of ours: keep asking.
+                        Event::Refused(e) => {
+                            tracing::warn!("host on {name}: {e}");
+                            Phase::Hello { hs, last_sent }
                         }
                     }
                 }
-                // Control before the handshake is not from a host we know: ignored.
-                (p @ Phase::Hello { .. }, _) => p,
             };
         }
 
@@ -192,11 +153,9 @@ pub fn serial_loop(
             }
         }
         match &mut phase {
-            Phase::Hello {
-                mine, last_sent, ..
-            } => {
+            Phase::Hello { hs, last_sent } => {
                 if last_sent.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    write_frame(&mut *port, &EdgeMsg::Hello(mine.clone()), &ctl)?;
+                    write_frame(&mut *port, &hs.hello(), &ctl)?;
                     *last_sent = Some(Instant::now());
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -229,8 +188,7 @@ fn read_some(port: &mut dyn SerialPort, buf: &mut [u8]) -> Result<usize> {
 }
 
 fn write_frame(port: &mut dyn SerialPort, msg: &EdgeMsg, ctl: &Control) -> Result<()> {
-    let bytes = proto::encode(msg, MAX_FRAME).map_err(|e| anyhow!("{e}"))?;
-    write_all(port, &bytes, ctl).map(|_| ())
+    write_all(port, &encode(msg)?, ctl).map(|_| ())
 }
 
 /// Writes a whole frame, waiting out a full transmit buffer (a slow or unplugged line) unless

@@ -1,19 +1,24 @@
 //! What `listen`, `demo` and `replay` show while they run: the ratatui monitor when stdout is a
-//! terminal, otherwise JSON lines per frame, a JSON summary line per period, or nothing. Owns
-//! the terminal and gives it back on drop, also on an error path.
+//! terminal, otherwise JSON lines per frame, a JSON summary line per period, or nothing. A
+//! consumer of the session's events; owns the terminal (and reads its keys on a thread of
+//! their own, `spawn_keys`) and gives it back on drop, also on an error path.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::event::{self as term, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::DefaultTerminal;
-use svit_protocol::{EdgeMsg, Hello, HostMsg};
+use svit_protocol::EdgeMsg;
 
+use crate::event::{BoardEvent, Event};
 use crate::monitor::Monitor;
 use crate::record::Record;
+use crate::session::{Action, Consumer};
 
 /// While the monitor owns the screen, log lines would tear it: the log writer drops them (the
 /// monitor's event panel shows connects, disconnects and refusals instead).
@@ -78,10 +83,9 @@ impl Live {
         Ok(Live(out))
     }
 
-    pub fn connected(&mut self, conn: u32, hello: &Hello) {
-        if let Output::Monitor { mon, .. } = &mut self.0 {
-            mon.connected(conn, hello.clone());
-        }
+    /// Whether this output reads keys (the monitor on a terminal).
+    pub fn takes_keys(&self) -> bool {
+        matches!(self.0, Output::Monitor { .. })
     }
 
     pub fn note(&mut self, line: String) {
@@ -90,13 +94,7 @@ impl Live {
         }
     }
 
-    pub fn disconnected(&mut self, conn: u32, reason: &str) {
-        if let Output::Monitor { mon, .. } = &mut self.0 {
-            mon.disconnected(conn, reason);
-        }
-    }
-
-    pub fn record(&mut self, r: &Record) {
+    fn record(&mut self, r: &Record) {
         match &mut self.0 {
             Output::Monitor { mon, .. } => mon.record(r),
             Output::JsonLines => {
@@ -140,45 +138,91 @@ impl Live {
         }
     }
 
-    /// Handles pending keys and redraws at most ten times a second. Returns control messages
-    /// to send and whether the user asked to quit.
-    pub fn tick(&mut self) -> Result<(Vec<(u32, HostMsg)>, bool)> {
+    /// Redraws (at most ten times a second) and ends a summary period that is due.
+    fn tick(&mut self) -> Result<()> {
         if let Output::Periodic { every, since, .. } = &self.0 {
             if since.elapsed() >= *every {
                 self.flush_period();
             }
         }
-        let Output::Monitor {
+        if let Output::Monitor {
             term,
             mon,
             last_draw,
         } = &mut self.0
-        else {
-            return Ok((Vec::new(), false));
-        };
-        let mut out = Vec::new();
-        while event::poll(Duration::ZERO)? {
-            if let Event::Key(k) = event::read()? {
-                if k.kind != KeyEventKind::Press {
-                    continue;
-                }
-                let c = match k.code {
-                    KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => 'q',
-                    KeyCode::Char(c) => c,
-                    KeyCode::Down => 'j',
-                    KeyCode::Up => 'k',
-                    KeyCode::Esc => 'q',
-                    _ => continue,
-                };
-                out.extend(mon.key(c));
+        {
+            if last_draw.elapsed() >= Duration::from_millis(100) {
+                *last_draw = Instant::now();
+                term.draw(|f| mon.draw(f))?;
             }
         }
-        if last_draw.elapsed() >= Duration::from_millis(100) {
-            *last_draw = Instant::now();
-            term.draw(|f| mon.draw(f))?;
-        }
-        Ok((out, mon.quit))
+        Ok(())
     }
+}
+
+impl Consumer for Live {
+    fn on(&mut self, ev: &Event) -> Result<Vec<Action>> {
+        match ev {
+            Event::Board(BoardEvent::Connected { rec, .. } | BoardEvent::Msg(rec)) => {
+                self.record(rec)
+            }
+            Event::Board(BoardEvent::Refused { conn, reason }) => {
+                self.note(format!("connection #{conn} refused: {reason}"))
+            }
+            Event::Board(BoardEvent::Disconnected { conn, reason, .. }) => {
+                if let Output::Monitor { mon, .. } = &mut self.0 {
+                    mon.disconnected(*conn, reason);
+                }
+            }
+            Event::Key(c) => {
+                if let Output::Monitor { mon, .. } = &mut self.0 {
+                    let mut out: Vec<Action> = mon
+                        .key(*c)
+                        .map(|(conn, msg)| Action::Control(conn, msg))
+                        .into_iter()
+                        .collect();
+                    if mon.quit {
+                        out.push(Action::Quit);
+                    }
+                    return Ok(out);
+                }
+            }
+            Event::Tick => self.tick()?,
+            Event::Stop => {}
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// Reads the terminal's keys into the session's events until `stop` (arrows as j/k, Esc and
+/// Ctrl-C as q).
+pub fn spawn_keys(tx: SyncSender<Event>, stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match term::poll(Duration::from_millis(100)) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(_) => return,
+            }
+            let Ok(term::Event::Key(k)) = term::read() else {
+                continue;
+            };
+            if k.kind != KeyEventKind::Press {
+                continue;
+            }
+            let c = match k.code {
+                KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => 'q',
+                KeyCode::Char(c) => c,
+                KeyCode::Down => 'j',
+                KeyCode::Up => 'k',
+                KeyCode::Esc => 'q',
+                _ => continue,
+            };
+            if tx.send(Event::Key(c)).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 impl Drop for Live {

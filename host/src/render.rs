@@ -87,7 +87,7 @@ pub fn render(
     let b = block.unwrap_or(frame.kept.len().saturating_sub(1));
     let map = frame.keep_maps.get(b).filter(|m| !m.is_empty());
     if let (Some(map), Some(hello)) = (map, hello) {
-        let g = (hello.tokens as f64).sqrt().round() as usize;
+        let g = (hello.model.tokens as f64).sqrt().round() as usize;
         for y in 0..h {
             for x in 0..w {
                 let t = (y * g / h) * g + x * g / w;
@@ -139,7 +139,7 @@ pub fn render(
             }
         }
         let label = hello
-            .and_then(|h| h.labels.get(d.class as usize))
+            .and_then(|h| h.model.labels.get(d.class as usize))
             .cloned()
             .unwrap_or_else(|| format!("class {}", d.class));
         let text = format!("{label} {:.2}", d.score);

@@ -52,6 +52,8 @@ pub struct EvalSpec<'a> {
     pub results_dir: &'a Path,
     /// Evaluate only the first N images (quick checks).
     pub limit: Option<usize>,
+    /// Threads a frame is shared among (as on the board).
+    pub threads: usize,
 }
 
 /// Class index of the bundle -> category id of the data set, matched by name.
@@ -95,7 +97,7 @@ pub fn run(
     }
     std::fs::create_dir_all(spec.results_dir)
         .with_context(|| format!("creating {}", spec.results_dir.display()))?;
-    let mut state = model.new_state()?;
+    let mut state = model.new_state(spec.threads)?;
     let mut runs = Vec::new();
     let total = images.len() * spec.thresholds.len();
     let mut done = 0;

@@ -247,13 +247,7 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    svit_protocol::process::init_tracing(None);
     svit_runtime::tune_process();
     match Cli::parse().cmd {
         Cmd::Reference { bundle, image, out } => reference(bundle, image, out),
@@ -563,6 +557,7 @@ impl Validation {
             box_from_mask: None,
             results_dir: &self.dir,
             limit: Some(self.limit),
+            threads: 1,
         };
         let runs = svit_export::eval::run(&model, &spec, |_, _| {})?;
         let mut log = std::fs::OpenOptions::new()
@@ -909,6 +904,7 @@ fn quantize(a: &BundleArgs, q: &Quantize) -> Result<()> {
             box_from_mask: None,
             results_dir: &results_dir,
             limit: Some(q.check_limit),
+            threads: 1,
         };
         let bar = ProgressBar::new(0).with_message(format!("checking {precision}"));
         let runs = svit_export::eval::run(model, &spec, |done, total| {
@@ -960,7 +956,6 @@ fn eval(
     if box_from_mask.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
         bail!("--box-from-mask must be between 0 and 1");
     }
-    svit_runtime::set_threads(threads);
     let model = svit_runtime::Model::load(&bundle, &precision)
         .with_context(|| format!("loading bundle {}", bundle.display()))?;
     let thresholds = model.manifest.defaults.compared_thresholds(&thresholds);
@@ -979,6 +974,7 @@ fn eval(
         box_from_mask,
         results_dir: &results_dir,
         limit,
+        threads,
     };
     let bar = ProgressBar::new(0);
     let runs = svit_export::eval::run(&model, &spec, |done, total| {
@@ -1090,7 +1086,7 @@ fn reference(bundle: PathBuf, image: PathBuf, out: PathBuf) -> Result<()> {
             t.try_as_plain_ram()?.as_slice::<f32>()?,
         )?;
     }
-    let mut st = model.new_state()?;
+    let mut st = model.new_state(1)?;
     let opts = svit_runtime::RunOptions {
         pruning: svit_runtime::Pruning::Threshold {
             threshold: 0.0,

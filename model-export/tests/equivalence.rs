@@ -135,7 +135,7 @@ fn check_dense_onnx(name: &str, cfg: ModelConfig) {
 fn runtime_threshold_zero_is_the_dense_pass() {
     let (net, dir, input) = setup("thr0");
     let model = Model::load(&dir, "f32").unwrap();
-    let mut st = model.new_state().unwrap();
+    let mut st = model.new_state(1).unwrap();
     let opts = |pruning| RunOptions {
         pruning,
         decode: TEST_DECODE,
@@ -178,7 +178,7 @@ fn hmlp_stem_pruned_pass_matches_candle_masked_pass() {
 fn check_pruned(name: &str, cfg: ModelConfig) {
     let (net, dir, input) = setup_with(name, cfg);
     let model = Model::load(&dir, "f32").unwrap();
-    let mut st = model.new_state().unwrap();
+    let mut st = model.new_state(1).unwrap();
     // A floor rising over the gated blocks, the same in both passes.
     let (thr, min_keep) = (0.5, MinKeep { first: 1, last: 4 });
     let opts = RunOptions {
@@ -239,7 +239,7 @@ fn nan_weights_are_reported_not_turned_into_boxes() {
     )
     .unwrap();
     let model = Model::load(&dir, "f32").unwrap();
-    let mut st = model.new_state().unwrap();
+    let mut st = model.new_state(1).unwrap();
     let opts = RunOptions {
         pruning: Pruning::Dense,
         decode: TEST_DECODE,
@@ -255,7 +255,7 @@ fn f16_graphs_match_f32_to_half_precision() {
     let run = |precision: &str| {
         let model = Model::load(&dir, precision).unwrap();
         assert_eq!(model.precision, precision);
-        let mut st = model.new_state().unwrap();
+        let mut st = model.new_state(1).unwrap();
         let opts = RunOptions {
             pruning: Pruning::Dense,
             decode: TEST_DECODE,

@@ -45,7 +45,7 @@ fn calibrated_gates_keep_their_targets_in_the_bundle_too() {
     };
     bundle::write(&net, &spec, &dir).unwrap();
     let model = Model::load(&dir, "f32").unwrap();
-    let mut st = model.new_state().unwrap();
+    let mut st = model.new_state(1).unwrap();
     let opts = RunOptions {
         pruning: Pruning::at(0.5, floor),
         decode: common::TEST_DECODE,

@@ -88,7 +88,7 @@ fn deit_tiny_trains_exports_and_runs() {
     )
     .unwrap();
     let model = Model::load(&out, "f32").unwrap();
-    let mut state = model.new_state().unwrap();
+    let mut state = model.new_state(1).unwrap();
     let scene = svit_scenes::generate(&svit_scenes::SceneConfig::square(320), 9, 0);
     let o = model
         .run_rgb(&mut state, &scene.rgb, 320, 320, &model.default_options())

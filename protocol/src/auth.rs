@@ -3,32 +3,17 @@
 //! authenticates peers (only the owner's host gets frames and may send control); it does not
 //! encrypt the stream.
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::Role;
 
-/// HMAC-SHA256 (RFC 2104).
+/// HMAC-SHA256 (RFC 2104), RustCrypto's `hmac`.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
-    for i in 0..64 {
-        ipad[i] ^= k[i];
-        opad[i] ^= k[i];
-    }
-    let inner = Sha256::new()
-        .chain_update(ipad)
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(opad)
-        .chain_update(inner)
-        .finalize()
-        .into()
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    m.update(msg);
+    m.finalize().into_bytes().into()
 }
 
 fn label(role: &Role) -> &'static [u8] {
@@ -85,8 +70,7 @@ pub fn read_key(path: &std::path::Path) -> std::io::Result<std::vec::Vec<u8>> {
 
 /// Constant-time check of a received MAC.
 pub fn verify(key: &[u8], prover: Role, nonce: &[u8; 16], got: &[u8; 32]) -> bool {
-    let want = mac(key, prover, nonce);
-    want.iter().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    mac(key, prover, nonce).ct_eq(got).into()
 }
 
 #[cfg(test)]

@@ -176,10 +176,17 @@ mod tests {
     use crate::{EdgeMsg, MAX_FRAME};
     use alloc::vec;
 
+    fn log(text: &str) -> EdgeMsg {
+        EdgeMsg::Log(crate::LogLine {
+            level: crate::Level::Warn,
+            text: text.into(),
+        })
+    }
+
     fn frames() -> Vec<EdgeMsg> {
         vec![
             crate::tests::sample_frame(),
-            EdgeMsg::Bench("{}".into()),
+            log("{}"),
             crate::tests::sample_frame(),
         ]
     }
@@ -225,14 +232,11 @@ mod tests {
         assert_eq!(drain(&mut dec, &big), vec![]);
         assert!(dec.pending() <= 64);
         let mut tail = vec![0u8];
-        tail.extend(encode(&EdgeMsg::Bench("ok".into()), 64).unwrap());
+        tail.extend(encode(&log("ok"), 64).unwrap());
         let got = drain(&mut dec, &tail);
         assert_eq!(
             got,
-            vec![
-                Err(DecodeError::Oversized { limit: 64 }),
-                Ok(EdgeMsg::Bench("ok".into()))
-            ]
+            vec![Err(DecodeError::Oversized { limit: 64 }), Ok(log("ok"))]
         );
         assert_eq!(
             encode(&crate::tests::sample_frame(), 16),

@@ -18,13 +18,22 @@ use postcard_schema::Schema;
 use serde::{Deserialize, Serialize};
 
 pub mod auth;
+pub mod bench;
+#[cfg(feature = "std")]
+pub mod clock;
 pub mod frame;
+#[cfg(feature = "process")]
+pub mod process;
+pub mod session;
 pub mod stats;
 
+pub use bench::BenchReport;
 pub use frame::{decode_one, encode, DecodeError, Feed, FrameDecoder, Frames};
 
 /// Bump when the meaning of a message changes without its types changing.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: the hello carries the bundle's default threshold in [`ModelInfo`], answers without a key
+/// carry the edge's nonce on every transport, `Bench` is typed.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest encoded message either side sends or accepts (a frame with 100 masked detections
 /// and a thumbnail fits well below this).
@@ -44,16 +53,25 @@ pub struct Hello {
     pub role: Role,
     /// Board name (hostname or `--name`), or the host tool's name.
     pub device: String,
-    /// Bundle name and labels (empty from the host).
+    /// The board's model (all empty from the host).
+    pub model: ModelInfo,
+    /// Random challenge for the pre-shared-key handshake: a peer that has a key answers with
+    /// [`Auth`] (see [`auth::mac`]).
+    pub nonce: [u8; 16],
+}
+
+/// What a host needs to know of a board's bundle to show its frames.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Schema)]
+pub struct ModelInfo {
+    /// Bundle name and class labels.
     pub bundle: String,
     pub labels: Vec<String>,
     /// Model input side and token count, so the host can draw token heatmaps.
     pub input_size: u16,
     pub tokens: u16,
     pub blocks: u16,
-    /// Random challenge for the pre-shared-key handshake: a peer that has a key answers with
-    /// [`Auth`] (see [`auth::mac`]).
-    pub nonce: [u8; 16],
+    /// The bundle's default gate threshold (the monitor's `+`/`-` start from it).
+    pub threshold: f32,
 }
 
 /// Proof of the pre-shared key, answering the peer's hello nonce (see [`auth`]).
@@ -75,6 +93,27 @@ pub struct StageTimes {
     pub head: u32,
     pub postprocess: u32,
     pub encode: u32,
+}
+
+/// The one definition of the latency figures every report, monitor and bench shows
+/// (PROTOCOL.md, "Latency").
+impl StageTimes {
+    /// The transformer backbone: embedding, gates, gather/scatter and every block.
+    pub fn backbone_us(&self) -> u32 {
+        self.embed + self.gates + self.gather_scatter + self.blocks.iter().sum::<u32>()
+    }
+
+    /// The model alone: backbone and head.
+    pub fn inference_us(&self) -> u32 {
+        self.backbone_us() + self.head
+    }
+
+    /// From a captured frame to its detections: decoding, pre-processing, the model and
+    /// post-processing. Capture (which includes waiting for the camera) and the thumbnail's
+    /// encoding are outside it.
+    pub fn total_us(&self) -> u32 {
+        self.decode + self.preprocess + self.inference_us() + self.postprocess
+    }
 }
 
 /// An instance mask as a bitmap on a window of the model's stride-4 grid.
@@ -115,6 +154,8 @@ pub struct Frame {
     pub keep_maps: Vec<Vec<u8>>,
     pub gmacs: f32,
     /// Frames dropped on the edge so far (camera errors, full queues, link down).
+    /// Frames dropped on the edge so far: taken from the camera but never sent (a newer frame
+    /// replaced it in a full queue). The same count as [`Health::dropped_total`].
     pub dropped_total: u64,
     pub threshold: f32,
 }
@@ -135,8 +176,12 @@ pub struct Health {
     pub throttled: Option<u32>,
     pub mem_used_mb: u32,
     pub mem_total_mb: u32,
+    /// As [`Frame::dropped_total`].
     pub dropped_total: u64,
+    /// Captures that failed (no frame at all).
     pub camera_errors: u64,
+    /// Frames the model failed on (counted apart from camera errors).
+    pub inference_errors: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Schema)]
@@ -160,9 +205,10 @@ pub enum EdgeMsg {
     Frame(Frame),
     Thumbnail(Thumbnail),
     Health(Health),
+    /// A warning or error on the board, for the host's log and recording.
     Log(LogLine),
-    /// A `svit-edge bench` report, as the JSON it also writes to disk.
-    Bench(String),
+    /// A `svit-edge bench` report (also written to disk as JSON).
+    Bench(BenchReport),
 }
 
 /// Host -> edge.
@@ -222,10 +268,30 @@ impl core::fmt::Display for HelloError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for HelloError {}
+impl core::error::Error for HelloError {}
 
 impl Hello {
+    /// A hello of this build: version and schema hash filled in, no model, a zero nonce (the
+    /// handshake puts a fresh one in).
+    pub fn new(role: Role, device: impl Into<String>) -> Hello {
+        Hello {
+            protocol_version: PROTOCOL_VERSION,
+            schema_hash: schema_hash(),
+            role,
+            device: device.into(),
+            model: ModelInfo::default(),
+            nonce: [0; 16],
+        }
+    }
+
+    /// A board's hello.
+    pub fn edge(device: impl Into<String>, model: ModelInfo) -> Hello {
+        Hello {
+            model,
+            ..Hello::new(Role::Edge, device)
+        }
+    }
+
     /// Checks a received hello against this build.
     pub fn check(&self, expected: Role) -> Result<(), HelloError> {
         if self.protocol_version != PROTOCOL_VERSION {
@@ -311,18 +377,7 @@ mod tests {
 
     #[test]
     fn hello_mismatches_name_both_sides() {
-        let mut h = Hello {
-            protocol_version: PROTOCOL_VERSION,
-            schema_hash: schema_hash(),
-            role: Role::Edge,
-            device: "pi".into(),
-            bundle: "demo".into(),
-            labels: vec![],
-            input_size: 256,
-            tokens: 256,
-            blocks: 8,
-            nonce: [0; 16],
-        };
+        let mut h = Hello::new(Role::Edge, "pi");
         assert_eq!(h.check(Role::Edge), Ok(()));
         assert!(matches!(h.check(Role::Host), Err(HelloError::Role { .. })));
         h.schema_hash ^= 1;

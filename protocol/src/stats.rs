@@ -2,10 +2,11 @@
 //! summary.json), computed one way so the two agree on what "p95" means.
 
 use alloc::vec::Vec;
+use postcard_schema::Schema;
 use serde::{Deserialize, Serialize};
 
 /// Nearest-rank percentiles and the mean of a series; all zero for an empty one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, Schema)]
 pub struct Pct {
     pub p50: f64,
     pub p95: f64,

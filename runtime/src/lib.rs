@@ -11,14 +11,16 @@ pub mod manifest;
 pub mod model;
 pub mod post;
 pub mod preprocess;
+pub mod process;
 pub mod prune;
 
 pub use config::ModelConfig;
 pub use error::{BundleError, RunError};
 pub use manifest::{Manifest, FORMAT_VERSION};
 pub use model::{
-    optimise_graph, pick_precision, set_threads, threads, tune_process, FrameOutput, FrameState,
-    Model, Prepared, Pruning, RunOptions, Timings,
+    optimise_graph, pick_precision, FrameOutput, FrameState, Model, Prepared, Pruning, RunOptions,
+    Timings,
 };
 pub use post::{DecodeOptions, Detection, Mask};
+pub use process::tune_process;
 pub use prune::{select_tokens, top_k, MinKeep};

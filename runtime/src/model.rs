@@ -68,15 +68,6 @@ pub struct Timings {
     pub postprocess: f64,
 }
 
-impl Timings {
-    pub fn backbone(&self) -> f64 {
-        self.embed + self.gates + self.gather_scatter + self.blocks.iter().sum::<f64>()
-    }
-    pub fn total(&self) -> f64 {
-        self.preprocess + self.backbone() + self.head + self.postprocess
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct FrameOutput {
     pub detections: Vec<Detection>,
@@ -271,55 +262,6 @@ pub fn pick_precision(available: &[String]) -> String {
     }
 }
 
-/// What every binary calls first: the allocator and kernel settings below.
-pub fn tune_process() {
-    tune_allocator();
-    prefer_wide_int8_tile();
-}
-
-/// Keeps glibc from handing freed buffers back to the kernel and faulting fresh pages in on the
-/// next allocation. tract allocates every intermediate tensor and packing buffer per run, so
-/// with glibc's defaults a block spent a third of its time in page faults (measured with
-/// `examples/stageprof`: 4.1 ms -> 2.6 ms per block at 256 tokens). Process-wide: call it once
-/// at the start of a binary. Does nothing off glibc.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before threads start.
-    unsafe {
-        // M_TRIM_THRESHOLD = -1, M_MMAP_THRESHOLD = -3 (glibc malloc.h).
-        libc::mallopt(-1, 1 << 30);
-        libc::mallopt(-3, 32 << 20); // the largest value glibc accepts
-    }
-}
-
-/// Makes tract's int8 matrix products use its wide AVX-512 VNNI tile (16x16) instead of the 8x8
-/// it picks on cores where a micro-probe finds one 512-bit FMA port. On this project's block
-/// shapes the wide tile measured faster even there: an int8 block 0.72 -> 0.61 ms at 96 tokens,
-/// 2.5 -> 1.9 ms at 256 (`examples/stageprof`, AMD EPYC, QUANTIZATION.md). Installed below the
-/// environment, so `TRACT_AVX512_FMA_UNITS=1` still restores tract's choice. Process-wide: call
-/// it before the first model is optimised. Changes nothing off x86 or without VNNI.
-fn prefer_wide_int8_tile() {
-    // The knob is declared on every target; only the x86 kernel picker reads it.
-    let _ = tract_onnx::tract_core::knobs::set_config_global("TRACT_AVX512_FMA_UNITS", "2");
-}
-
-static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-
-/// Sets how many threads a frame's stages are shared among (process-wide; read by
-/// [`Model::new_state`]). tract's own matmul threading stays off: a pool of one sends every
-/// matmul to rayon's global pool, and a larger one made our blocks slower than one thread
-/// (`crew.rs`), so the runtime shares out tokens instead.
-pub fn set_threads(n: usize) {
-    use tract_linalg::multithread::{set_default_executor, Executor};
-    THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
-    set_default_executor(Executor::SingleThread);
-}
-
-/// The thread count [`set_threads`] set (1 by default).
-pub fn threads() -> usize {
-    THREADS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 impl Model {
     /// Verifies the bundle (a directory or a `.tar` of one: version, hashes, config) and
     /// optimises every stage graph once.
@@ -393,14 +335,10 @@ impl Model {
         }
     }
 
-    /// A state running on [`threads()`] threads (this one and helpers it starts).
-    pub fn new_state(&self) -> Result<FrameState, RunError> {
-        self.new_state_on(threads())
-    }
-
-    /// A state whose stages are shared among `threads` threads (this one included; no more
-    /// than a stage of N tokens has shares of `crew::MIN_ROWS`).
-    pub fn new_state_on(&self, threads: usize) -> Result<FrameState, RunError> {
+    /// A state whose stages are shared among `threads` threads (this one and helpers it starts;
+    /// no more than a stage of N tokens has shares of `crew::MIN_ROWS`). tract's own matmul
+    /// threading stays off (`tune_process`): the runtime shares out tokens instead.
+    pub fn new_state(&self, threads: usize) -> Result<FrameState, RunError> {
         let spawn = |p: &Plan, stage: &str| p.spawn().map_err(tract_err(stage));
         let cfg = self.config();
         let threads = threads.clamp(1, (cfg.tokens() / crew::MIN_ROWS).max(1));

@@ -138,7 +138,7 @@ fn inconsistent_config_is_refused() {
 #[test]
 fn wrong_frame_shape_is_an_input_error() {
     let m = Model::load(&demo(), "f32").unwrap();
-    let mut st = m.new_state().unwrap();
+    let mut st = m.new_state(1).unwrap();
     let opts = m.default_options();
     let e = m
         .run_rgb(&mut st, &[0u8; 100], 10, 10, &opts)
@@ -199,13 +199,13 @@ fn tar_bundles_load_and_corrupt_entries_are_named() {
     let flat = tars.join("demo.tar");
     pack(&flat, "", None);
     let m = Model::load(&flat, "f32").unwrap();
-    let mut st = m.new_state().unwrap();
+    let mut st = m.new_state(1).unwrap();
     let rgb = vec![128u8; 256 * 256 * 3];
     let a = m
         .run_rgb(&mut st, &rgb, 256, 256, &m.default_options())
         .unwrap();
     let d = Model::load(&dir, "f32").unwrap();
-    let mut st2 = d.new_state().unwrap();
+    let mut st2 = d.new_state(1).unwrap();
     let b = d
         .run_rgb(&mut st2, &rgb, 256, 256, &d.default_options())
         .unwrap();

@@ -41,7 +41,7 @@ fn stages_at_threshold_zero_equal_dense_onnx_and_pruning_is_deterministic() {
             .into()))
         .unwrap();
 
-    let mut st = model.new_state().unwrap();
+    let mut st = model.new_state(1).unwrap();
     let at = |threshold| RunOptions {
         pruning: Pruning::Threshold {
             threshold,
@@ -94,10 +94,7 @@ fn blocks_shared_among_threads_equal_one_thread() {
     for precision in ["f32", "int8"] {
         let model = Model::load(&dir, precision).unwrap();
         let chw = input(model.config().image_size);
-        let (mut one, mut three) = (
-            model.new_state_on(1).unwrap(),
-            model.new_state_on(3).unwrap(),
-        );
+        let (mut one, mut three) = (model.new_state(1).unwrap(), model.new_state(3).unwrap());
         for pruning in [Pruning::Dense, model.default_options().pruning] {
             let opts = RunOptions {
                 pruning,
@@ -138,7 +135,7 @@ fn blocks_shared_among_threads_equal_one_thread() {
 fn shipped_heads(precision: &str) -> [Vec<f32>; 4] {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
     let model = Model::load(&dir, precision).unwrap();
-    let mut st = model.new_state().unwrap();
+    let mut st = model.new_state(1).unwrap();
     let opts = RunOptions {
         pruning: Pruning::Dense,
         ..model.default_options()
@@ -192,7 +189,7 @@ fn input_buffers_circulate_between_prepare_and_the_state() {
     let (w, h) = (320, 240);
     let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
     let opts = model.default_options();
-    let mut st = model.new_state().unwrap();
+    let mut st = model.new_state(1).unwrap();
     let mut frame = |buf: Vec<f32>| {
         let mut p = model.prepare(&rgb, w, h, buf).unwrap();
         let out = model.run_prepared(&mut st, &mut p, &opts).unwrap();

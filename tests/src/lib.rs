@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use svit_protocol::session::{Event, HostHandshake};
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
 
 pub fn workspace() -> PathBuf {
@@ -39,19 +40,26 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-pub fn host_hello() -> HostMsg {
-    HostMsg::Hello(proto::Hello {
-        protocol_version: proto::PROTOCOL_VERSION,
-        schema_hash: proto::schema_hash(),
-        role: proto::Role::Host,
-        device: "test-host".into(),
-        bundle: String::new(),
-        labels: vec![],
-        input_size: 0,
-        tokens: 0,
-        blocks: 0,
-        nonce: [0; 16],
-    })
+/// A host's answer (no key) to an edge's first message, made by the protocol's handshake.
+pub fn host_answer(edge_hello: &EdgeMsg) -> HostMsg {
+    let ours = proto::Hello::new(proto::Role::Host, "test-host");
+    let mut step = HostHandshake::new(ours, None).on(edge_hello.clone());
+    assert!(
+        matches!(step.event, Event::Admitted(_)),
+        "the edge's hello is admitted: {:?}",
+        step.event
+    );
+    step.send.remove(0)
+}
+
+/// Takes an edge's hello off a fresh connection and answers it; returns the hello.
+pub fn greet(s: &mut TcpStream) -> proto::Hello {
+    let (first, _) = read_messages(s, Duration::from_secs(60), |_| true);
+    let Some(EdgeMsg::Hello(h)) = first.first() else {
+        panic!("the edge's first message must be its hello, got {first:?}")
+    };
+    send(s, &host_answer(&first[0]));
+    h.clone()
 }
 
 /// Reads edge messages until `until` says stop, the peer closes, or `timeout` passes.
@@ -100,18 +108,17 @@ pub fn read_messages(
 
 /// A board's hello, as a simulated board (no camera, no model) sends it.
 pub fn board_hello(device: &str) -> EdgeMsg {
-    EdgeMsg::Hello(proto::Hello {
-        protocol_version: proto::PROTOCOL_VERSION,
-        schema_hash: proto::schema_hash(),
-        role: proto::Role::Edge,
-        device: device.into(),
-        bundle: "simulated".into(),
-        labels: (0..6).map(|i| format!("c{i}")).collect(),
-        input_size: 256,
-        tokens: 256,
-        blocks: 8,
-        nonce: [0; 16],
-    })
+    EdgeMsg::Hello(proto::Hello::edge(
+        device,
+        proto::ModelInfo {
+            bundle: "simulated".into(),
+            labels: (0..6).map(|i| format!("c{i}")).collect(),
+            input_size: 256,
+            tokens: 256,
+            blocks: 8,
+            threshold: 0.5,
+        },
+    ))
 }
 
 /// A realistic frame of a simulated board: 10 masked detections, keep maps, stage times.

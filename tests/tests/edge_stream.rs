@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use svit_e2e::{bin, host_hello, read_messages, send, workspace};
+use svit_e2e::{bin, greet, read_messages, send, workspace};
 use svit_protocol::{EdgeMsg, HostMsg};
 
 // The pipeline is under test here, not the model: the shipped demo model is still weakly
@@ -65,13 +65,9 @@ fn stream_and_check(camera: &str, n: u64) -> String {
     let port = listener.local_addr().unwrap().port();
     let edge = spawn_edge_on(port, n as u32, camera);
     let (mut s, _) = listener.accept().unwrap();
-    let (first, _) = read_messages(&mut s, Duration::from_secs(60), |_| true);
-    let EdgeMsg::Hello(h) = &first[0] else {
-        panic!("first message must be the hello, got {:?}", first[0])
-    };
+    let h = greet(&mut s);
     h.check(svit_protocol::Role::Edge).unwrap();
-    assert_eq!(h.labels.len(), 6);
-    send(&mut s, &host_hello());
+    assert_eq!(h.model.labels.len(), 6);
     let (msgs, errors) = read_messages(&mut s, Duration::from_secs(120), |_| false);
     assert_eq!(errors, 0);
     let frames: Vec<_> = msgs
@@ -91,11 +87,11 @@ fn stream_and_check(camera: &str, n: u64) -> String {
         "synthetic scenes always hold objects"
     );
     for f in &frames {
-        assert_eq!(f.kept.len(), h.blocks as usize);
-        assert!(f.kept.iter().all(|&k| k >= 1 && k <= h.tokens));
+        assert_eq!(f.kept.len(), h.model.blocks as usize);
+        assert!(f.kept.iter().all(|&k| k >= 1 && k <= h.model.tokens));
         assert!(f.times.embed > 0 && f.times.blocks.iter().sum::<u32>() > 0 && f.gmacs > 0.0);
         for d in &f.detections {
-            assert!(d.score >= 0.1 && (d.class as usize) < h.labels.len());
+            assert!(d.score >= 0.1 && (d.class as usize) < h.model.labels.len());
             assert!(d.bbox[0] < d.bbox[2] && d.bbox[1] < d.bbox[3]);
         }
     }
@@ -120,7 +116,7 @@ fn edge_survives_a_garbage_peer_and_a_host_that_goes_away() {
     drop(s);
     // 2: a real host that takes a few frames, then vanishes.
     let (mut s, _) = listener.accept().unwrap();
-    send(&mut s, &host_hello());
+    greet(&mut s);
     let mut n = 0;
     let (msgs, _) = read_messages(&mut s, Duration::from_secs(120), |m| {
         n += matches!(m, EdgeMsg::Frame(_)) as usize;
@@ -142,7 +138,7 @@ fn edge_survives_a_garbage_peer_and_a_host_that_goes_away() {
     // 3: the host comes back; the edge reconnects and reports what it dropped meanwhile.
     // An oversized control frame is refused; the control after it still applies.
     let (mut s, _) = listener.accept().unwrap();
-    send(&mut s, &host_hello());
+    greet(&mut s);
     s.write_all(&[0x01; 64 * 1024]).unwrap();
     s.write_all(&[0x00]).unwrap();
     send(&mut s, &HostMsg::SetThreshold(0.0));
@@ -169,6 +165,22 @@ fn edge_survives_a_garbage_peer_and_a_host_that_goes_away() {
         "threshold 0 runs dense: {:?}",
         f.kept
     );
+    // A fixed keep ratio (the monitor's `[`/`]`) replaces the threshold at every gated block.
+    send(&mut s, &HostMsg::SetKeepRatio(Some(0.25)));
+    let (msgs, _) = read_messages(
+        &mut s,
+        Duration::from_secs(120),
+        |m| matches!(m, EdgeMsg::Frame(f) if f.kept.iter().any(|&k| k < 256)),
+    );
+    let Some(EdgeMsg::Frame(f)) = msgs.last() else {
+        panic!("no frame after SetKeepRatio")
+    };
+    let gated: Vec<u16> = f.kept.iter().copied().filter(|&k| k < 256).collect();
+    assert!(
+        !gated.is_empty() && gated.iter().all(|&k| k == 64),
+        "keep ratio 0.25 of 256 tokens at each gated block: {:?}",
+        f.kept
+    );
     let _ = edge.kill();
     let _ = edge.wait();
 }
@@ -180,7 +192,7 @@ fn sigterm_stops_the_edge_after_sending_what_is_queued() {
     let port = listener.local_addr().unwrap().port();
     let mut edge = spawn_edge(port, 100_000);
     let (mut s, _) = listener.accept().unwrap();
-    send(&mut s, &host_hello());
+    greet(&mut s);
     // Read until the edge closes the link, sending SIGTERM after the third frame.
     let mut n = 0;
     let (msgs, _) = read_messages(&mut s, Duration::from_secs(120), |m| {

@@ -185,18 +185,9 @@ fn host_refuses_bad_peers_and_keeps_serving() {
     let mut big = std::net::TcpStream::connect(&addr).unwrap();
     let _ = big.write_all(&vec![0x01u8; proto::MAX_FRAME + 10]);
     let mut wrong = std::net::TcpStream::connect(&addr).unwrap();
-    let hello = proto::EdgeMsg::Hello(proto::Hello {
-        protocol_version: proto::PROTOCOL_VERSION,
-        schema_hash: proto::schema_hash() ^ 0xff,
-        role: proto::Role::Edge,
-        device: "impostor".into(),
-        bundle: String::new(),
-        labels: vec![],
-        input_size: 0,
-        tokens: 0,
-        blocks: 0,
-        nonce: [0; 16],
-    });
+    let mut impostor = proto::Hello::new(proto::Role::Edge, "impostor");
+    impostor.schema_hash ^= 0xff;
+    let hello = proto::EdgeMsg::Hello(impostor);
     wrong
         .write_all(&proto::encode(&hello, proto::MAX_FRAME).unwrap())
         .unwrap();

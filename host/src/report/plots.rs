@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use svit_protocol::{EdgeMsg, Frame};
 
+use super::summary::{backbone_ms, kept_fraction, stage_us, total_ms, Summary, STAGES};
 use crate::record::Record;
-use crate::report::Summary;
 
 const W: f64 = 560.0;
 const H: f64 = 300.0;
@@ -227,7 +227,7 @@ pub fn write(records: &[Record], summary: &Summary, out: &Path) -> Result<Vec<St
     // Latency histogram of the whole per-frame pipeline, one series per board.
     let totals: Vec<Vec<f64>> = frames
         .values()
-        .map(|v| v.iter().map(|(_, f)| crate::report::total_ms(f)).collect())
+        .map(|v| v.iter().map(|(_, f)| total_ms(f)).collect())
         .collect();
     let hi = max_of(totals.iter().flatten().copied()) * 1.05;
     let bins = 30usize;
@@ -264,14 +264,14 @@ pub fn write(records: &[Record], summary: &Summary, out: &Path) -> Result<Vec<St
     save("latency_hist.svg", c.finish())?;
 
     // Per-stage latency: p50 bars per stage, per board.
-    let stages = crate::monitor::STAGES;
+    let stages = STAGES;
     let mut series = Vec::new();
     for v in frames.values() {
         let per: Vec<(f64, f64)> = (0..stages.len())
             .map(|s| {
                 let mut xs: Vec<f64> = v
                     .iter()
-                    .map(|(_, f)| crate::monitor::stage_us(f)[s] as f64 / 1000.0)
+                    .map(|(_, f)| stage_us(f)[s] as f64 / 1000.0)
                     .collect();
                 xs.sort_by(f64::total_cmp);
                 (s as f64, xs.get(xs.len() / 2).copied().unwrap_or(0.0))
@@ -316,12 +316,7 @@ pub fn write(records: &[Record], summary: &Summary, out: &Path) -> Result<Vec<St
         .map(|(dev, v)| {
             let tokens = tokens_of(dev);
             v.iter()
-                .map(|(_, f)| {
-                    (
-                        crate::report::kept_fraction(f, tokens),
-                        crate::report::backbone_ms(f),
-                    )
-                })
+                .map(|(_, f)| (kept_fraction(f, tokens), backbone_ms(f)))
                 .collect()
         })
         .collect();
@@ -456,28 +451,26 @@ pub fn write(records: &[Record], summary: &Summary, out: &Path) -> Result<Vec<St
              <th>threads</th><th>threshold</th><th>mode</th><th>total p50 ms</th><th>p95</th>\
              <th>p99</th><th>backbone mean ms</th><th>kept</th><th>GMACs</th><th>overhead</th></tr>",
             esc(&b.device),
-            esc(b.report["bundle"].as_str().unwrap_or("?")),
-            esc(b.report["cpu"].as_str().unwrap_or("?"))
+            esc(&b.report.bundle),
+            esc(&b.report.cpu)
         );
-        for c in b.report["configs"].as_array().into_iter().flatten() {
-            let f = |k: &str| c[k].as_f64().unwrap_or(f64::NAN);
-            let p = |k: &str, q: &str| c[k][q].as_f64().unwrap_or(f64::NAN);
+        for c in &b.report.configs {
             let _ = writeln!(
                 html,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{:.2}</td>\
                  <td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.3}</td><td>{:.3}</td><td>{:.1}%</td></tr>",
-                esc(c["engine"].as_str().unwrap_or("?")),
-                esc(c["precision"].as_str().unwrap_or("?")),
-                f("threads"),
-                f("threshold"),
-                esc(c["mode"].as_str().unwrap_or("?")),
-                p("total_ms", "p50"),
-                p("total_ms", "p95"),
-                p("total_ms", "p99"),
-                p("backbone_ms", "mean"),
-                f("kept_fraction"),
-                f("gmacs"),
-                100.0 * f("overhead_fraction")
+                esc(&c.engine),
+                esc(&c.precision),
+                c.threads,
+                c.threshold,
+                esc(&c.mode),
+                c.total_ms.p50,
+                c.total_ms.p95,
+                c.total_ms.p99,
+                c.backbone_ms.mean,
+                c.kept_fraction,
+                c.gmacs,
+                100.0 * c.overhead_fraction
             );
         }
         html.push_str("</table>\n");

@@ -1,12 +1,8 @@
-//! Recording -> summary.json, frames.csv and (plots.rs) SVG plots with index.html. Every number
-//! is computed from the recorded frames.
+//! What a recording says per board: the figures of summary.json, computed from the recorded
+//! frames only, and the per-stage breakdown the monitor and the plots show.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::Path;
-
-use anyhow::{Context, Result};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use svit_protocol::stats::Pct;
 use svit_protocol::{EdgeMsg, Frame};
 
@@ -21,8 +17,12 @@ pub struct BoardSummary {
     pub frames: usize,
     /// Sequence numbers never received (lost between board and host).
     pub missing: u64,
-    /// Frames the board itself dropped (camera errors, full queues, link down).
+    /// Frames the board took but never sent (`Frame::dropped_total`: replaced in a full queue,
+    /// link slow or down), summed over board restarts.
     pub dropped_on_board: u64,
+    /// Failed captures and frames the model failed on, as the board's last health reported.
+    pub camera_errors: u64,
+    pub inference_errors: u64,
     pub fps: f64,
     pub total_ms: Pct,
     pub backbone_ms: Pct,
@@ -51,37 +51,28 @@ pub struct Summary {
 pub struct BenchEntry {
     pub device: String,
     pub recv_us: u64,
-    pub report: serde_json::Value,
+    pub report: svit_protocol::BenchReport,
 }
 
 pub fn total_ms(f: &Frame) -> f64 {
-    let t = &f.times;
-    (t.preprocess
-        + t.embed
-        + t.gates
-        + t.gather_scatter
-        + t.blocks.iter().sum::<u32>()
-        + t.head
-        + t.postprocess) as f64
-        / 1000.0
+    ms(f.times.total_us())
 }
 
-fn ms(us: u32) -> f64 {
+pub(super) fn ms(us: u32) -> f64 {
     us as f64 / 1000.0
 }
 
 fn inference_ms(f: &Frame) -> f64 {
-    backbone_ms(f) + f.times.head as f64 / 1000.0
+    ms(f.times.inference_us())
 }
 
+/// Decode, pre- and post-processing and the thumbnail's encoding.
 fn outside_inference_ms(f: &Frame) -> f64 {
-    let t = &f.times;
-    (t.decode + t.preprocess + t.postprocess + t.encode) as f64 / 1000.0
+    ms(f.times.total_us() - f.times.inference_us() + f.times.encode)
 }
 
 pub fn backbone_ms(f: &Frame) -> f64 {
-    let t = &f.times;
-    (t.embed + t.gates + t.gather_scatter + t.blocks.iter().sum::<u32>()) as f64 / 1000.0
+    ms(f.times.backbone_us())
 }
 
 pub fn kept_fraction(f: &Frame, tokens: u16) -> f64 {
@@ -104,7 +95,7 @@ pub fn summarize(records: &[Record]) -> Summary {
                     None
                 }
             });
-            let tokens = hello.map_or(1, |h| h.tokens);
+            let tokens = hello.map_or(1, |h| h.model.tokens);
             let frames: Vec<(&Record, &Frame)> = recs
                 .iter()
                 .filter_map(|r| {
@@ -131,6 +122,10 @@ pub fn summarize(records: &[Record]) -> Summary {
                 last = Some(f.seq);
             }
             dropped += run_dropped;
+            let health = recs.iter().rev().find_map(|r| match &r.msg {
+                EdgeMsg::Health(h) => Some(h),
+                _ => None,
+            });
             let n = frames.len().max(1) as f64;
             let span = match (frames.first(), frames.last()) {
                 (Some(a), Some(b)) if b.0.recv_us > a.0.recv_us => {
@@ -140,11 +135,13 @@ pub fn summarize(records: &[Record]) -> Summary {
             };
             BoardSummary {
                 device: device.to_string(),
-                bundle: hello.map(|h| h.bundle.clone()).unwrap_or_default(),
+                bundle: hello.map(|h| h.model.bundle.clone()).unwrap_or_default(),
                 tokens,
                 frames: frames.len(),
                 missing,
                 dropped_on_board: dropped,
+                camera_errors: health.map_or(0, |h| h.camera_errors),
+                inference_errors: health.map_or(0, |h| h.inference_errors),
                 fps: if span > 0.0 {
                     (frames.len() - 1) as f64 / span
                 } else {
@@ -197,12 +194,10 @@ pub fn summarize(records: &[Record]) -> Summary {
     let bench = records
         .iter()
         .filter_map(|r| match &r.msg {
-            EdgeMsg::Bench(json) => Some(BenchEntry {
+            EdgeMsg::Bench(report) => Some(BenchEntry {
                 device: r.device.clone(),
                 recv_us: r.recv_us,
-                report: serde_json::from_str(json).unwrap_or_else(
-                    |e| serde_json::json!({"error": format!("not a bench report: {e}")}),
-                ),
+                report: report.clone(),
             }),
             _ => None,
         })
@@ -210,45 +205,27 @@ pub fn summarize(records: &[Record]) -> Summary {
     Summary { boards, bench }
 }
 
-pub fn write(records: &[Record], out: &Path) -> Result<Summary> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let summary = summarize(records);
-    let p = out.join("summary.json");
-    std::fs::write(&p, serde_json::to_vec_pretty(&summary)?)
-        .with_context(|| format!("writing {}", p.display()))?;
-    let mut csv = String::from("device,seq,recv_us,capture_us,total_ms,capture_ms,decode_ms,preprocess_ms,embed_ms,gates_ms,gather_scatter_ms,blocks_ms,head_ms,postprocess_ms,encode_ms,kept,gmacs,detections,dropped_total,threshold\n");
-    for r in records {
-        if let EdgeMsg::Frame(f) = &r.msg {
-            let t = &f.times;
-            let kept: Vec<String> = f.kept.iter().map(|k| k.to_string()).collect();
-            let _ = writeln!(
-                csv,
-                "{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{:.4},{},{},{}",
-                r.device.replace(',', "_"),
-                f.seq,
-                r.recv_us,
-                f.capture_us,
-                total_ms(f),
-                ms(t.capture),
-                ms(t.decode),
-                ms(t.preprocess),
-                ms(t.embed),
-                ms(t.gates),
-                ms(t.gather_scatter),
-                ms(t.blocks.iter().sum::<u32>()),
-                ms(t.head),
-                ms(t.postprocess),
-                ms(t.encode),
-                kept.join(" "),
-                f.gmacs,
-                f.detections.len(),
-                f.dropped_total,
-                f.threshold
-            );
-        }
-    }
-    let p = out.join("frames.csv");
-    std::fs::write(&p, csv).with_context(|| format!("writing {}", p.display()))?;
-    crate::plots::write(records, &summary, out)?;
-    Ok(summary)
+/// The stages shown side by side (monitor, plots): decode is shown with preprocessing.
+pub const STAGES: [&str; 8] = [
+    "capture",
+    "preprocess",
+    "embed",
+    "gates",
+    "gather/scatter",
+    "blocks",
+    "head",
+    "postprocess",
+];
+pub fn stage_us(f: &Frame) -> [u32; 8] {
+    let t = &f.times;
+    [
+        t.capture,
+        t.decode + t.preprocess,
+        t.embed,
+        t.gates,
+        t.gather_scatter,
+        t.blocks.iter().sum(),
+        t.head,
+        t.postprocess,
+    ]
 }

@@ -1,46 +1,20 @@
 //! The live terminal monitor: per-board state folded from received records (bounded: HDR
-//! histograms and short ring buffers), drawn with ratatui, and the keys that become control
-//! messages. `Monitor` knows nothing of sockets or terminals, so a test drives it headless.
+//! histograms and short ring buffers) and the keys that become control messages; `draw` draws
+//! it with ratatui. `Monitor` knows nothing of sockets or terminals, so a test drives it
+//! headless.
 
 use std::collections::VecDeque;
 
 use hdrhistogram::Histogram;
-use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::Line;
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table};
-use ratatui::Frame as TuiFrame;
 use svit_protocol::{EdgeMsg, Frame, Health, Hello, HostMsg};
 
 use crate::record::Record;
+use crate::report::{stage_us, STAGES};
 
-/// Stages shown per board, in pipeline order.
-pub const STAGES: [&str; 8] = [
-    "capture",
-    "preprocess",
-    "embed",
-    "gates",
-    "gather/scatter",
-    "blocks",
-    "head",
-    "postprocess",
-];
+mod draw;
+
 const HISTORY: usize = 120;
 const LOG_LINES: usize = 6;
-
-pub fn stage_us(f: &Frame) -> [u32; 8] {
-    let t = &f.times;
-    [
-        t.capture,
-        t.decode + t.preprocess,
-        t.embed,
-        t.gates,
-        t.gather_scatter,
-        t.blocks.iter().sum(),
-        t.head,
-        t.postprocess,
-    ]
-}
 
 pub struct BoardView {
     pub conn: u32,
@@ -59,6 +33,8 @@ pub struct BoardView {
     pub last_detections: Vec<(String, f32)>,
     pub health: Option<Health>,
     pub threshold: f32,
+    /// The fixed keep ratio this monitor last set (frames do not carry it).
+    pub keep_ratio: Option<f32>,
     pub paused: bool,
 }
 
@@ -71,7 +47,7 @@ impl BoardView {
     fn new(conn: u32, hello: Hello) -> Self {
         BoardView {
             conn,
-            hello,
+            threshold: hello.model.threshold,
             connected: true,
             frames: 0,
             missing: 0,
@@ -84,7 +60,8 @@ impl BoardView {
             kept_recent: VecDeque::new(),
             last_detections: Vec::new(),
             health: None,
-            threshold: f32::NAN,
+            hello,
+            keep_ratio: None,
             paused: false,
         }
     }
@@ -104,10 +81,10 @@ impl BoardView {
         for (h, v) in self.stages.iter_mut().zip(st) {
             h.saturating_record(v.max(1) as u64);
         }
-        let total: u64 = st[1..].iter().map(|&v| v as u64).sum();
+        let total = f.times.total_us() as u64;
         self.total.saturating_record(total.max(1));
         push_bounded(&mut self.total_recent, total, HISTORY);
-        let kept = crate::report::kept_fraction(f, self.hello.tokens);
+        let kept = crate::report::kept_fraction(f, self.hello.model.tokens);
         push_bounded(
             &mut self.kept_recent,
             (kept * 100.0).round() as u64,
@@ -120,6 +97,7 @@ impl BoardView {
             .map(|d| {
                 let label = self
                     .hello
+                    .model
                     .labels
                     .get(d.class as usize)
                     .cloned()
@@ -150,14 +128,6 @@ fn push_bounded<T>(q: &mut VecDeque<T>, v: T, cap: usize) {
     q.push_back(v);
 }
 
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-    if h.is_empty() {
-        0.0
-    } else {
-        h.value_at_quantile(q) as f64 / 1000.0
-    }
-}
-
 #[derive(Default)]
 pub struct Monitor {
     pub boards: Vec<BoardView>,
@@ -170,7 +140,7 @@ impl Monitor {
     pub fn connected(&mut self, conn: u32, hello: Hello) {
         self.note(format!(
             "{} connected (bundle {})",
-            hello.device, hello.bundle
+            hello.device, hello.model.bundle
         ));
         // A board that reconnects keeps its panel (matched by name).
         if let Some(b) = self
@@ -216,6 +186,10 @@ impl Monitor {
                 let line = format!("{}: bench report received (in the report)", b.hello.device);
                 self.note(line);
             }
+            EdgeMsg::Log(l) => {
+                let line = format!("{}: {:?}: {}", b.hello.device, l.level, l.text);
+                self.note(line);
+            }
             _ => {}
         }
     }
@@ -236,17 +210,27 @@ impl Monitor {
                 self.selected = (self.selected + n.max(1) - 1) % n.max(1);
                 None
             }
-            '+' | '-' | 'd' | 'p' | 'r' | 's' => {
+            '+' | '-' | 'd' | '[' | ']' | 't' | 'p' | 'r' | 's' => {
                 let b = self.boards.get_mut(self.selected).filter(|b| b.connected)?;
-                let cur = if b.threshold.is_finite() {
-                    b.threshold
-                } else {
-                    0.5
-                };
+                let cur = b.threshold;
+                // Tenths, so repeated presses land on round values.
+                let step =
+                    |v: f32, d: f32, lo: f32| ((v + d) * 10.0).round().clamp(lo, 10.0) / 10.0;
                 let msg = match c {
-                    '+' => HostMsg::SetThreshold(((cur + 0.1) * 10.0).round().min(10.0) / 10.0),
-                    '-' => HostMsg::SetThreshold(((cur - 0.1) * 10.0).round().max(0.0) / 10.0),
+                    '+' => HostMsg::SetThreshold(step(cur, 0.1, 0.0)),
+                    '-' => HostMsg::SetThreshold(step(cur, -0.1, 0.0)),
                     'd' => HostMsg::SetThreshold(0.0),
+                    // A fixed keep ratio at every gated block instead of the threshold.
+                    '[' | ']' => {
+                        let d = if c == ']' { 0.1 } else { -0.1 };
+                        let r = step(b.keep_ratio.unwrap_or(0.5), d, 1.0);
+                        b.keep_ratio = Some(r);
+                        HostMsg::SetKeepRatio(Some(r))
+                    }
+                    't' => {
+                        b.keep_ratio = None;
+                        HostMsg::SetKeepRatio(None)
+                    }
                     'p' => {
                         b.paused = true;
                         HostMsg::Pause
@@ -265,179 +249,6 @@ impl Monitor {
             _ => None,
         }
     }
-
-    pub fn draw(&self, f: &mut TuiFrame) {
-        let [title, table, detail, log] = Layout::vertical([
-            Constraint::Length(1),
-            Constraint::Length(self.boards.len() as u16 + 3),
-            Constraint::Min(10),
-            Constraint::Length(LOG_LINES as u16 + 2),
-        ])
-        .areas(f.area());
-        f.render_widget(
-            Paragraph::new(format!(
-                "svit-host: {} board(s)   j/k select  +/- threshold  d dense  p pause  r resume  s snapshot  q quit",
-                self.boards.len()
-            ))
-            .style(Style::default().add_modifier(Modifier::BOLD)),
-            title,
-        );
-        self.draw_table(f, table);
-        if let Some(b) = self.boards.get(self.selected) {
-            draw_detail(f, detail, b);
-        }
-        let lines: Vec<Line> = self.log.iter().map(|l| Line::from(l.as_str())).collect();
-        f.render_widget(
-            Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title("events")),
-            log,
-        );
-    }
-
-    fn draw_table(&self, f: &mut TuiFrame, area: Rect) {
-        let header = Row::new([
-            "board", "state", "fps", "p50 ms", "p95 ms", "p99 ms", "kept", "thr", "dropped",
-            "missing", "temp", "throttle",
-        ])
-        .style(Style::default().add_modifier(Modifier::BOLD));
-        let rows = self.boards.iter().enumerate().map(|(i, b)| {
-            let state = match (b.connected, b.paused) {
-                (false, _) => "gone",
-                (true, true) => "paused",
-                _ => "live",
-            };
-            let temp = b
-                .health
-                .as_ref()
-                .and_then(|h| h.cpu_temp_c)
-                .map_or("-".into(), |t| format!("{t:.0}C"));
-            let throttle = b
-                .health
-                .as_ref()
-                .and_then(|h| h.throttled)
-                .map_or("-".into(), |t| format!("{t:#x}"));
-            let row = Row::new([
-                Cell::from(b.hello.device.clone()),
-                Cell::from(state),
-                Cell::from(format!("{:.1}", b.fps())),
-                Cell::from(format!("{:.1}", ms(&b.total, 0.5))),
-                Cell::from(format!("{:.1}", ms(&b.total, 0.95))),
-                Cell::from(format!("{:.1}", ms(&b.total, 0.99))),
-                Cell::from(format!("{:.2}", b.kept_now())),
-                Cell::from(if b.threshold.is_finite() {
-                    format!("{:.1}", b.threshold)
-                } else {
-                    "-".into()
-                }),
-                Cell::from(b.dropped_on_board.to_string()),
-                Cell::from(b.missing.to_string()),
-                Cell::from(temp),
-                Cell::from(throttle),
-            ]);
-            if i == self.selected {
-                row.style(Style::default().bg(Color::DarkGray))
-            } else {
-                row
-            }
-        });
-        let widths = [
-            Constraint::Length(18),
-            Constraint::Length(6),
-            Constraint::Length(6),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(5),
-            Constraint::Length(4),
-            Constraint::Length(8),
-            Constraint::Length(8),
-            Constraint::Length(5),
-            Constraint::Length(8),
-        ];
-        f.render_widget(
-            Table::new(rows, widths)
-                .header(header)
-                .block(Block::default().borders(Borders::ALL).title("boards")),
-            area,
-        );
-    }
-}
-
-fn draw_detail(f: &mut TuiFrame, area: Rect, b: &BoardView) {
-    let [left, right] =
-        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(area);
-    let [stages, dets] = Layout::vertical([
-        Constraint::Length(STAGES.len() as u16 + 3),
-        Constraint::Min(3),
-    ])
-    .areas(left);
-    let rows = STAGES.iter().zip(&b.stages).map(|(name, h)| {
-        Row::new([
-            name.to_string(),
-            format!("{:.2}", ms(h, 0.5)),
-            format!("{:.2}", ms(h, 0.95)),
-            format!("{:.2}", ms(h, 0.99)),
-            format!("{:.2}", if h.is_empty() { 0.0 } else { h.mean() / 1000.0 }),
-        ])
-    });
-    f.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Length(15),
-                Constraint::Length(8),
-                Constraint::Length(8),
-                Constraint::Length(8),
-                Constraint::Length(8),
-            ],
-        )
-        .header(
-            Row::new(["stage", "p50 ms", "p95 ms", "p99 ms", "mean"])
-                .style(Style::default().add_modifier(Modifier::BOLD)),
-        )
-        .block(Block::default().borders(Borders::ALL).title(format!(
-            "{}: latency per stage (all frames)",
-            b.hello.device
-        ))),
-        stages,
-    );
-    let det_lines: Vec<Line> = if b.last_detections.is_empty() {
-        vec![Line::from("no detections in the last frame")]
-    } else {
-        b.last_detections
-            .iter()
-            .map(|(l, s)| Line::from(format!("{l:<10} {s:.2}")))
-            .collect()
-    };
-    f.render_widget(
-        Paragraph::new(det_lines).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title("latest detections"),
-        ),
-        dets,
-    );
-    let [lat, kept] =
-        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
-    let recent: Vec<u64> = b.total_recent.iter().copied().collect();
-    f.render_widget(
-        Sparkline::default()
-            .data(&recent)
-            .block(Block::default().borders(Borders::ALL).title(format!(
-                "latency, last {} frames (max {:.1} ms)",
-                recent.len(),
-                recent.iter().max().copied().unwrap_or(0) as f64 / 1000.0
-            ))),
-        lat,
-    );
-    let kept_recent: Vec<u64> = b.kept_recent.iter().copied().collect();
-    f.render_widget(
-        Sparkline::default().data(&kept_recent).max(100).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(format!("kept tokens, now {:.0}%", b.kept_now() * 100.0)),
-        ),
-        kept,
-    );
 }
 
 #[cfg(test)]
@@ -445,21 +256,20 @@ mod tests {
     use super::*;
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
-    use svit_protocol::{CompactMask, Detection, Role, StageTimes};
+    use svit_protocol::{CompactMask, Detection, ModelInfo, StageTimes};
 
     fn hello(device: &str) -> Hello {
-        Hello {
-            protocol_version: svit_protocol::PROTOCOL_VERSION,
-            schema_hash: svit_protocol::schema_hash(),
-            role: Role::Edge,
-            device: device.into(),
-            bundle: "demo".into(),
-            labels: vec!["circle".into(), "star".into()],
-            input_size: 256,
-            tokens: 256,
-            blocks: 2,
-            nonce: [0; 16],
-        }
+        Hello::edge(
+            device,
+            ModelInfo {
+                bundle: "demo".into(),
+                labels: vec!["circle".into(), "star".into()],
+                input_size: 256,
+                tokens: 256,
+                blocks: 2,
+                threshold: 0.5,
+            },
+        )
     }
 
     fn frame(seq: u64, total_ms: u32) -> Frame {
@@ -554,5 +364,22 @@ mod tests {
         assert!(s.contains("gone") && s.contains("disconnected"), "{s}");
         m.key('q');
         assert!(m.quit);
+    }
+
+    #[test]
+    fn threshold_keys_start_from_the_bundle_default_and_keep_ratio_keys_send_ratios() {
+        let mut m = Monitor::default();
+        let mut h = hello("pi");
+        h.model.threshold = 0.3;
+        m.connected(1, h);
+        // No frame yet: the hello's threshold is the starting point.
+        assert_eq!(m.key('+'), Some((1, HostMsg::SetThreshold(0.4))));
+        assert_eq!(m.key(']'), Some((1, HostMsg::SetKeepRatio(Some(0.6)))));
+        assert_eq!(m.key('['), Some((1, HostMsg::SetKeepRatio(Some(0.5)))));
+        for _ in 0..9 {
+            m.key('[');
+        }
+        assert_eq!(m.boards[0].keep_ratio, Some(0.1), "the ratio stops at 0.1");
+        assert_eq!(m.key('t'), Some((1, HostMsg::SetKeepRatio(None))));
     }
 }

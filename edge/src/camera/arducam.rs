@@ -10,7 +10,7 @@ use embedded_hal::spi::SpiDevice;
 use svit_arducam::sim::{Faults, SimArduCam};
 use svit_arducam::{ArduCam, Config, Resolution};
 
-use crate::source::{now_us, Captured, FrameSource, Options, Pacer, Pixels, SourceError};
+use super::{now_us, Captured, FrameSource, Options, Pacer, Pixels, SourceError};
 
 /// The largest JPEG accepted: an 800x600 frame at the finest quality stays well below this.
 const FRAME_BUFFER: usize = 1 << 20;
@@ -131,8 +131,7 @@ pub fn open_sim(opts: &str, fps: Option<f32>) -> Result<Box<dyn FrameSource>, So
                 ..svit_scenes::SceneConfig::square(w as usize)
             };
             let s = svit_scenes::generate(&scene_cfg, 515_151, frames.len() as u64);
-            let jpeg =
-                crate::pipeline::encode_jpeg(&s.rgb, s.width, s.height, 90).unwrap_or_default();
+            let jpeg = crate::codec::encode_jpeg(&s.rgb, s.width, s.height, 90).unwrap_or_default();
             frames.push(jpeg);
             return frames[frames.len() - 1].clone();
         }
@@ -274,7 +273,7 @@ impl OutputPin for Led {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::to_rgb;
+    use crate::codec::to_rgb;
 
     #[test]
     fn simulated_arducam_frames_decode_at_the_resolution_asked() {
@@ -290,7 +289,7 @@ mod tests {
     fn corrupt_and_stalled_frames_are_errors_and_the_camera_goes_on() {
         let mut cam = open_sim("stall-every=2,corrupt-every=3", None).unwrap();
         let results: Vec<_> = (0..4)
-            .map(|_| cam.capture().and_then(|c| to_rgb(c.pixels)))
+            .map(|_| cam.capture().and_then(|c| Ok(to_rgb(c.pixels)?)))
             .collect();
         assert!(results[0].is_ok());
         assert!(

@@ -1,0 +1,53 @@
+//! Board links: TCP (`tcp`: accepted, or dialled to boards that listen) and serial lines
+//! (`serial`). Each link runs the protocol's handshake (`svit_protocol::session`) and turns
+//! what a board sends into `BoardEvent`s for the session loop.
+
+pub mod serial;
+pub mod tcp;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use svit_protocol::clock::now_us;
+use svit_protocol::session::HostHandshake;
+use svit_protocol::{self as proto, EdgeMsg, HostMsg, MAX_FRAME};
+
+use crate::record::Record;
+
+/// Control messages waiting for one board's writer; beyond it the session loop reports the
+/// message as not sent instead of waiting.
+pub const CONTROL_QUEUE: usize = 16;
+
+/// This host's hello, with a fresh nonce.
+pub fn our_hello() -> proto::Hello {
+    let mut h = proto::Hello::new(proto::Role::Host, "svit-host");
+    h.nonce = proto::auth::nonce();
+    h
+}
+
+/// A new handshake for one board session.
+pub fn handshake(key: Option<&[u8]>) -> HostHandshake {
+    HostHandshake::new(our_hello(), key.map(<[u8]>::to_vec))
+}
+
+/// Encodes the messages a handshake step asks to send.
+pub fn encode_all(msgs: &[HostMsg]) -> Vec<u8> {
+    msgs.iter()
+        .flat_map(|m| proto::encode(m, MAX_FRAME).expect("handshake messages are small"))
+        .collect()
+}
+
+/// Connection numbers, unique across accepted, dialled and serial links.
+pub fn next_conn() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A board's hello as the first record of its session.
+pub fn hello_record(conn: u32, hello: proto::Hello) -> Record {
+    Record {
+        recv_us: now_us(),
+        conn,
+        device: hello.device.clone(),
+        msg: EdgeMsg::Hello(hello),
+    }
+}
