@@ -1,0 +1,338 @@
+//! `Model` (immutable, optimised stage plans; `Send + Sync`) and `FrameState` (spawned tract
+//! states and scratch buffers, reused every frame): the pruned SViT forward pass.
+//!
+//! Per frame: embed -> for each block: gate scores all N tokens of the current map (pruned ones
+//! included, so they can come back) -> keep `p_keep >= threshold` (at least `min_keep`) ->
+//! gather K rows -> block on K tokens -> scatter back (pruned rows keep their last feature)
+//! -> head on the full map -> post-processing.
+
+mod forward;
+mod plans;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tract_onnx::prelude::*;
+
+use crate::error::{BundleError, RunError};
+use crate::files::BundleFiles;
+use crate::manifest::{block_stages, stage_files, Manifest};
+use crate::post::{self, Detection};
+use crate::preprocess::Layout;
+use crate::prune::MinKeep;
+use plans::{load_plan, RowStage};
+
+pub use state::FrameState;
+
+type Plan = std::sync::Arc<TypedRunnableModel>;
+type State = TypedSimpleState;
+
+/// How a frame decides which tokens each gated block computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pruning {
+    /// SViT's dynamic rate: `p_keep >= threshold`, at least `min_keep`. Threshold 0 is dense.
+    Threshold { threshold: f32, min_keep: MinKeep },
+    /// Ablation / latency control: the top `ratio * N` tokens at every gated block.
+    Ratio(f32),
+    /// Every block on all tokens, gates not run.
+    Dense,
+}
+
+impl Pruning {
+    /// The mode a pruning threshold stands for: 0 (or below) is the dense pass.
+    pub fn at(threshold: f32, min_keep: MinKeep) -> Self {
+        if threshold <= 0.0 {
+            Pruning::Dense
+        } else {
+            Pruning::Threshold {
+                threshold,
+                min_keep,
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    pub pruning: Pruning,
+    pub decode: post::DecodeOptions,
+}
+
+/// Wall time of each stage of one frame, in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Timings {
+    pub preprocess: f64,
+    pub embed: f64,
+    pub gates: f64,
+    pub gather_scatter: f64,
+    pub blocks: Vec<f64>,
+    pub head: f64,
+    pub postprocess: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct FrameOutput {
+    pub detections: Vec<Detection>,
+    /// Tokens computed by each block.
+    pub kept: Vec<usize>,
+    /// Per gated block: which of the N tokens it computed (row-major grid), for heatmaps.
+    pub keep_maps: Vec<Vec<bool>>,
+    /// Executed multiply-accumulates, counted from each block's K.
+    pub gmacs: f64,
+    pub timings: Timings,
+}
+
+impl FrameOutput {
+    /// SViT's kept fraction: sum over blocks of K / (N * blocks), ungated blocks counting 1.
+    pub fn kept_fraction(&self, tokens: usize) -> f64 {
+        self.kept.iter().sum::<usize>() as f64 / (tokens * self.kept.len().max(1)) as f64
+    }
+}
+
+pub struct Model {
+    pub manifest: Manifest,
+    pub dir: PathBuf,
+    pub precision: String,
+    embed: RowStage,
+    /// Indexed by block; `None` for ungated blocks.
+    gates: Vec<Option<RowStage>>,
+    /// Per block: its `qkv` and `block` graphs (the row-wise halves, `crew.rs`).
+    blocks: Vec<[Plan; 2]>,
+    head: RowStage,
+    /// Where each input value goes for the embed stage (`ModelConfig::embed_layout`).
+    layout: Layout,
+}
+
+/// A frame resized and normalised to the model input (`Model::prepare`), in the embed
+/// stage's layout.
+pub struct Prepared {
+    input: Vec<f32>,
+    width: usize,
+    height: usize,
+    preprocess_ms: f64,
+}
+
+impl Prepared {
+    /// The frame's buffer (after `run_prepared`, the state's previous one), to hand to the
+    /// next `prepare` so a frame loop allocates no new input buffers.
+    pub fn into_buffer(self) -> Vec<f32> {
+        self.input
+    }
+}
+
+/// The symbolic sizes of the stage graphs: tokens, queries and grid rows.
+pub const ROW_SYMBOLS: [&str; 3] = ["K", "Q", "R"];
+
+/// An ONNX stage graph as the runtime optimises it (also for `examples/stageprof`).
+pub fn optimise_graph(onnx: &[u8]) -> TractResult<TypedModel> {
+    let m = tract_onnx::onnx().model_for_read(&mut &onnx[..])?;
+    // A stage never runs on zero tokens, queries or grid rows (min_keep >= 1). Telling tract
+    // so lets it prove "K * C > 32" and pick its fast same-shape kernels for the residual adds, which it
+    // otherwise leaves as generic broadcasting ops (12% of a block at K = 256).
+    for sym in ROW_SYMBOLS {
+        if m.symbols.get(sym).is_some() {
+            m.symbols.add_assertion(format!("{sym}>=1"))?;
+        }
+    }
+    m.into_optimized()
+}
+
+/// `--precision auto`: int8 where the CPU has 8-bit dot products (x86 VNNI, Arm `dotprod`),
+/// else f16 where it has fp16 arithmetic (Cortex-A76/A78), else f32; only among what the
+/// bundle has.
+pub fn pick_precision(available: &[String]) -> String {
+    let has = |p: &str| available.iter().any(|a| a == p);
+    #[cfg(target_arch = "x86_64")]
+    let (dot, fp16) = (
+        std::arch::is_x86_feature_detected!("avx512vnni"),
+        false, // x86 has no fp16 arithmetic tract uses: f16 would be emulated, slower than f32
+    );
+    #[cfg(target_arch = "aarch64")]
+    let (dot, fp16) = (
+        std::arch::is_aarch64_feature_detected!("dotprod"),
+        std::arch::is_aarch64_feature_detected!("fp16"),
+    );
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let (dot, fp16) = (false, false);
+    if dot && has("int8") {
+        "int8".into()
+    } else if fp16 && has("f16") {
+        "f16".into()
+    } else {
+        "f32".into()
+    }
+}
+
+impl Model {
+    /// Verifies the bundle (a directory or a `.tar` of one: version, hashes, config) and
+    /// optimises every stage graph once.
+    pub fn load(dir: &Path, precision: &str) -> Result<Model, BundleError> {
+        let files = BundleFiles::open(dir)?;
+        let manifest = Manifest::load_verified_from(&files)?;
+        let chosen = if precision == "auto" {
+            pick_precision(&manifest.precisions)
+        } else {
+            precision.to_string()
+        };
+        let precision = chosen.as_str();
+        if !manifest.precisions.iter().any(|p| p == precision) {
+            return Err(BundleError::Precision {
+                requested: precision.into(),
+                available: manifest.precisions.clone(),
+            });
+        }
+        let cfg = &manifest.config;
+        let stages = stage_files(cfg, precision);
+        let plan = |rel: &str| load_plan(&files, rel);
+        let embed = RowStage::load(&files, &stages[0], "K", cfg.tokens())?;
+        let gates = (0..cfg.depth)
+            .map(|b| {
+                cfg.gated(b)
+                    .then(|| {
+                        let rel = format!("{precision}/gate_{b}.onnx");
+                        RowStage::load(&files, &rel, "K", cfg.tokens())
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let blocks = (0..cfg.depth)
+            .map(|b| {
+                let [q, a] = block_stages(b);
+                Ok([
+                    plan(&format!("{precision}/{q}.onnx"))?,
+                    plan(&format!("{precision}/{a}.onnx"))?,
+                ])
+            })
+            .collect::<Result<Vec<_>, BundleError>>()?;
+        let head = RowStage::load(&files, &format!("{precision}/head.onnx"), "R", cfg.grid())?;
+        Ok(Model {
+            layout: cfg.embed_layout(),
+            manifest,
+            dir: dir.to_path_buf(),
+            precision: precision.into(),
+            embed,
+            gates,
+            blocks,
+            head,
+        })
+    }
+
+    pub fn config(&self) -> &crate::ModelConfig {
+        &self.manifest.config
+    }
+
+    pub fn default_options(&self) -> RunOptions {
+        let d = &self.manifest.defaults;
+        RunOptions {
+            pruning: Pruning::Threshold {
+                threshold: d.threshold,
+                min_keep: d.min_keep,
+            },
+            decode: post::DecodeOptions {
+                score_threshold: d.score_threshold,
+                max_detections: 100,
+                box_from_mask: d.box_from_mask,
+            },
+        }
+    }
+
+    /// Resizes and normalises an RGB frame into `buf` (reused), ready for `run_prepared`. The
+    /// board does this on its capture thread, so inference never waits for it.
+    pub fn prepare(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        buf: Vec<f32>,
+    ) -> Result<Prepared, RunError> {
+        if width == 0 || height == 0 {
+            return Err(RunError::Input(format!("empty frame ({width}x{height})")));
+        }
+        if rgb.len() != width * height * 3 {
+            return Err(RunError::Input(format!(
+                "{} bytes for a {width}x{height} RGB frame (expected {}); is it RGB with 3 channels?",
+                rgb.len(),
+                width * height * 3
+            )));
+        }
+        let t0 = Instant::now();
+        let inp = &self.manifest.input;
+        let mut input = buf;
+        crate::preprocess::resize_normalise(
+            rgb,
+            width,
+            height,
+            &self.layout,
+            inp.mean,
+            inp.std,
+            &mut input,
+        );
+        Ok(Prepared {
+            input,
+            width,
+            height,
+            preprocess_ms: ms(t0),
+        })
+    }
+
+    /// Runs a prepared frame; boxes and masks come back in the frame's pixels. The frame's
+    /// buffer is swapped into the state rather than copied (`p` is left with the old one).
+    pub fn run_prepared(
+        &self,
+        st: &mut FrameState,
+        p: &mut Prepared,
+        opts: &RunOptions,
+    ) -> Result<FrameOutput, RunError> {
+        std::mem::swap(&mut st.input, &mut p.input);
+        let mut out = self.run_normalised(st, opts)?;
+        out.timings.preprocess = p.preprocess_ms;
+        let s = self.config().image_size;
+        let (sx, sy) = (p.width as f32 / s as f32, p.height as f32 / s as f32);
+        for d in &mut out.detections {
+            d.rescale(sx, sy);
+        }
+        Ok(out)
+    }
+
+    /// `prepare` then `run_prepared` on one thread.
+    pub fn run_rgb(
+        &self,
+        st: &mut FrameState,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        opts: &RunOptions,
+    ) -> Result<FrameOutput, RunError> {
+        let buf = std::mem::take(&mut st.input);
+        let mut p = self.prepare(rgb, width, height, buf)?;
+        self.run_prepared(st, &mut p, opts)
+    }
+
+    /// Runs a normalised image given as CHW planes (3 x size x size).
+    pub fn run_tensor(
+        &self,
+        st: &mut FrameState,
+        chw: &[f32],
+        opts: &RunOptions,
+    ) -> Result<FrameOutput, RunError> {
+        let s = self.config().image_size;
+        if chw.len() != 3 * s * s {
+            return Err(RunError::Input(format!(
+                "{} values for a 3x{s}x{s} input",
+                chw.len()
+            )));
+        }
+        if chw.iter().any(|v| !v.is_finite()) {
+            return Err(RunError::NonFinite {
+                stage: "input".into(),
+            });
+        }
+        self.layout.from_chw(chw, &mut st.input);
+        self.run_normalised(st, opts)
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
