@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::BundleError;
 
+/// The manifest's name in a bundle.
+pub const MANIFEST: &str = "manifest.json";
+
 /// A tar larger than this is refused rather than read into memory.
 const MAX_TAR: u64 = 2 << 30;
 
@@ -23,7 +26,7 @@ impl BundleFiles {
     pub fn open(path: &Path) -> Result<Self, BundleError> {
         let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => BundleError::Missing {
-                path: path.join(crate::manifest::MANIFEST),
+                path: path.join(MANIFEST),
             },
             _ => BundleError::Io {
                 path: path.to_path_buf(),
@@ -61,7 +64,7 @@ impl BundleFiles {
             entries.insert(name.trim_start_matches("./").to_string(), bytes);
         }
         // Accept `demo/manifest.json` as well as `manifest.json`: strip one shared top folder.
-        if !entries.contains_key(crate::manifest::MANIFEST) {
+        if !entries.contains_key(MANIFEST) {
             let tops: std::collections::HashSet<&str> = entries
                 .keys()
                 .filter_map(|k| k.split_once('/').map(|p| p.0))
@@ -92,7 +95,7 @@ impl BundleFiles {
 
     pub fn read(&self, rel: &str) -> Result<Vec<u8>, BundleError> {
         match self {
-            BundleFiles::Dir(d) => crate::manifest::read(&d.join(rel)),
+            BundleFiles::Dir(d) => read(&d.join(rel)),
             BundleFiles::Tar { entries, .. } => {
                 entries
                     .get(rel)
@@ -103,4 +106,19 @@ impl BundleFiles {
             }
         }
     }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, BundleError> {
+    std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            BundleError::Missing {
+                path: path.to_path_buf(),
+            }
+        } else {
+            BundleError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
 }

@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::BundleError;
+pub use crate::files::MANIFEST;
 use crate::ModelConfig;
 
 /// 2: the embed graph takes the image as patch rows (`ModelConfig::embed_layout`), not as
 /// (1, 3, S, S). 3: each block is two graphs, `qkv_{b}` and `block_{b}` (row-parallel halves).
 pub const FORMAT_VERSION: u32 = 3;
-pub const MANIFEST: &str = "manifest.json";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputSpec {
@@ -174,21 +174,6 @@ impl Manifest {
         }
         Ok(m)
     }
-}
-
-pub(crate) fn read(path: &Path) -> Result<Vec<u8>, BundleError> {
-    std::fs::read(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            BundleError::Missing {
-                path: path.to_path_buf(),
-            }
-        } else {
-            BundleError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    })
 }
 
 /// Path of a listed file, for callers that open files themselves.
