@@ -1,9 +1,10 @@
 //! What the host's session loop reacts to, one stream of events from every source: board links
 //! (`link`), the terminal's keys (`live`) and a clock. Outputs (recording, monitor, JSON lines,
-//! summaries) consume it (`session::Consumer`).
+//! summaries) consume it (`Consumer`).
 
 use std::sync::mpsc::SyncSender;
 
+use anyhow::Result;
 use svit_protocol::HostMsg;
 
 use crate::record::Record;
@@ -43,4 +44,17 @@ pub type Events = SyncSender<Event>;
 /// Sends a board event; false once the session loop is gone.
 pub fn send(tx: &Events, ev: BoardEvent) -> bool {
     tx.send(Event::Board(ev)).is_ok()
+}
+
+/// What an output asks of the session after an event.
+pub enum Action {
+    /// A control message for board connection `conn`.
+    Control(u32, HostMsg),
+    /// End the session (the monitor's quit key).
+    Quit,
+}
+
+/// An output of the session: sees every event in order.
+pub trait Consumer {
+    fn on(&mut self, ev: &Event) -> Result<Vec<Action>>;
 }

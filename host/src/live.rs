@@ -15,10 +15,9 @@ use ratatui::crossterm::event::{self as term, KeyCode, KeyEventKind, KeyModifier
 use ratatui::DefaultTerminal;
 use svit_protocol::EdgeMsg;
 
-use crate::event::{BoardEvent, Event};
+use crate::event::{Action, BoardEvent, Consumer, Event};
 use crate::monitor::Monitor;
 use crate::record::Record;
-use crate::session::{Action, Consumer};
 
 /// While the monitor owns the screen, log lines would tear it: the log writer drops them (the
 /// monitor's event panel shows connects, disconnects and refusals instead).
@@ -99,7 +98,7 @@ impl Live {
             Output::Monitor { mon, .. } => mon.record(r),
             Output::JsonLines => {
                 if let EdgeMsg::Frame(f) = &r.msg {
-                    println!("{}", crate::frame_line(&r.device, f));
+                    println!("{}", frame_line(&r.device, f));
                 }
             }
             Output::Periodic { hellos, window, .. } => match &r.msg {
@@ -236,4 +235,12 @@ impl Drop for Live {
             SCREEN_TAKEN.store(false, Ordering::Relaxed);
         }
     }
+}
+
+/// The JSON line printed per frame by `listen` and `replay`.
+fn frame_line(device: &str, f: &svit_protocol::Frame) -> serde_json::Value {
+    serde_json::json!({
+        "device": device, "seq": f.seq, "detections": f.detections.len(),
+        "total_ms": crate::report::total_ms(f), "kept": f.kept, "gmacs": f.gmacs, "dropped": f.dropped_total,
+    })
 }

@@ -297,7 +297,7 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path) -> Result
 /// Shows a recording as `listen` showed it live, at the recorded pace or at full speed. A
 /// recording cannot take control messages: keys other than quit do nothing.
 fn replay(records: &[record::Record], max_speed: bool) -> Result<()> {
-    use session::{Action, Consumer};
+    use event::{Action, Consumer};
     let mut live = live::Live::new(live::Script::Lines)?;
     let (tx, keys) = mpsc::sync_channel(64);
     let stop = Arc::new(AtomicBool::new(false));
@@ -322,12 +322,4 @@ fn replay(records: &[record::Record], max_speed: bool) -> Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     Ok(())
-}
-
-/// The JSON line printed per frame by `listen` and `replay`.
-pub(crate) fn frame_line(device: &str, f: &svit_protocol::Frame) -> serde_json::Value {
-    serde_json::json!({
-        "device": device, "seq": f.seq, "detections": f.detections.len(),
-        "total_ms": report::total_ms(f), "kept": f.kept, "gmacs": f.gmacs, "dropped": f.dropped_total,
-    })
 }

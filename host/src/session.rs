@@ -1,6 +1,6 @@
 //! The host's session loop: one stream of events (`event::Event`) from board links, keys and a
-//! clock, handed to every output in turn. An output is a `Consumer`; adding one (a web view,
-//! MQTT, metrics) is one more consumer, and nothing in the loop changes.
+//! clock, handed to every output in turn. An output is an `event::Consumer`; adding one (a web
+//! view, MQTT, metrics) is one more consumer, and nothing in the loop changes.
 //!
 //! Invariant: on stop (signal, `--duration`, quit key) the board threads drain what their
 //! sockets already hold and the loop records it before the outputs close.
@@ -16,22 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use svit_protocol::{EdgeMsg, HostMsg};
 
-use crate::event::{BoardEvent, Event};
+use crate::event::{Action, BoardEvent, Consumer, Event};
 use crate::record::{self, Record};
 use crate::{link, live};
-
-/// What an output asks of the session after an event.
-pub enum Action {
-    /// A control message for board connection `conn`.
-    Control(u32, HostMsg),
-    /// End the session (the monitor's quit key).
-    Quit,
-}
-
-/// An output of the session: sees every event in order.
-pub trait Consumer {
-    fn on(&mut self, ev: &Event) -> Result<Vec<Action>>;
-}
 
 /// Boards the host reaches itself, besides those that connect to it.
 #[derive(Default)]

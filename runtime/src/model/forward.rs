@@ -8,80 +8,79 @@ use std::time::Instant;
 
 use tract_onnx::prelude::*;
 
-use super::state::{gate_stage, qkv_stage, EMBED, HEAD};
-use super::{ms, FrameOutput, Model, Pruning, RunOptions, State, Timings};
+use super::frame::{ms, FrameOutput, Pruning, RunOptions, Timings};
+use super::plans::State;
+use super::state::{gate_stage, qkv_stage, FrameState, EMBED, HEAD};
 use crate::crew::{self, Crew};
 use crate::error::{tract_err, RunError};
 use crate::post::{self, HeadOutputs};
 use crate::prune;
-use crate::{FrameState, ModelConfig};
+use crate::ModelConfig;
 
-impl Model {
-    pub(super) fn run_normalised(
-        &self,
-        st: &mut FrameState,
-        opts: &RunOptions,
-    ) -> Result<FrameOutput, RunError> {
-        let cfg = self.config();
-        let n = cfg.tokens();
-        let mut t = Timings {
-            blocks: Vec::with_capacity(cfg.depth),
-            ..Default::default()
-        };
-        let mut kept = Vec::with_capacity(cfg.depth);
-        let mut keep_maps = Vec::new();
-        let mut macs = cfg.embed_macs() + cfg.head_macs();
+/// Runs the frame in `st.input` (already in the embed stage's layout).
+pub(super) fn run(
+    cfg: &ModelConfig,
+    st: &mut FrameState,
+    opts: &RunOptions,
+) -> Result<FrameOutput, RunError> {
+    let n = cfg.tokens();
+    let mut t = Timings {
+        blocks: Vec::with_capacity(cfg.depth),
+        ..Default::default()
+    };
+    let mut kept = Vec::with_capacity(cfg.depth);
+    let mut keep_maps = Vec::new();
+    let mut macs = cfg.embed_macs() + cfg.head_macs();
 
-        let t0 = Instant::now();
-        embed(st, cfg)?;
-        t.embed = ms(t0);
+    let t0 = Instant::now();
+    embed(st, cfg)?;
+    t.embed = ms(t0);
 
-        for b in 0..cfg.depth {
-            // None: all tokens.
-            let mut keep: Option<Vec<usize>> = None;
-            if st.gates[b].is_some() && opts.pruning != Pruning::Dense {
-                let tg = Instant::now();
-                let sel = select(st, cfg, b, &opts.pruning)?;
-                macs += cfg.gate_macs();
-                let mut m = vec![false; n];
-                for &i in &sel {
-                    m[i] = true;
-                }
-                keep_maps.push(m);
-                if sel.len() < n {
-                    keep = Some(sel);
-                }
-                t.gates += ms(tg);
+    for b in 0..cfg.depth {
+        // None: all tokens.
+        let mut keep: Option<Vec<usize>> = None;
+        if st.gates[b].is_some() && opts.pruning != Pruning::Dense {
+            let tg = Instant::now();
+            let sel = select(st, cfg, b, &opts.pruning)?;
+            macs += cfg.gate_macs();
+            let mut m = vec![false; n];
+            for &i in &sel {
+                m[i] = true;
             }
-            let k = keep.as_ref().map_or(n, Vec::len);
-            kept.push(k);
-            macs += cfg.block_macs(k);
-            let (block_ms, gather_scatter_ms) = block(st, cfg, b, keep.as_deref())?;
-            t.blocks.push(block_ms);
-            t.gather_scatter += gather_scatter_ms;
+            keep_maps.push(m);
+            if sel.len() < n {
+                keep = Some(sel);
+            }
+            t.gates += ms(tg);
         }
-
-        let th = Instant::now();
-        head(st, cfg)?;
-        t.head = ms(th);
-        let tp = Instant::now();
-        let [heat, boxes, coef, protos] = &st.head_out;
-        let head = HeadOutputs {
-            heat,
-            boxes,
-            coef,
-            protos,
-        };
-        let detections = post::decode(cfg, &head, &opts.decode)?;
-        t.postprocess = ms(tp);
-        Ok(FrameOutput {
-            detections,
-            kept,
-            keep_maps,
-            gmacs: macs as f64 / 1e9,
-            timings: t,
-        })
+        let k = keep.as_ref().map_or(n, Vec::len);
+        kept.push(k);
+        macs += cfg.block_macs(k);
+        let (block_ms, gather_scatter_ms) = block(st, cfg, b, keep.as_deref())?;
+        t.blocks.push(block_ms);
+        t.gather_scatter += gather_scatter_ms;
     }
+
+    let th = Instant::now();
+    head(st, cfg)?;
+    t.head = ms(th);
+    let tp = Instant::now();
+    let [heat, boxes, coef, protos] = &st.head_out;
+    let head = HeadOutputs {
+        heat,
+        boxes,
+        coef,
+        protos,
+    };
+    let detections = post::decode(cfg, &head, &opts.decode)?;
+    t.postprocess = ms(tp);
+    Ok(FrameOutput {
+        detections,
+        kept,
+        keep_maps,
+        gmacs: macs as f64 / 1e9,
+        timings: t,
+    })
 }
 
 /// The input's patch rows -> the token map (`st.map`).

@@ -7,88 +7,24 @@
 //! -> head on the full map -> post-processing.
 
 mod forward;
+mod frame;
 mod plans;
 mod state;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use tract_onnx::prelude::*;
-
 use crate::error::{BundleError, RunError};
 use crate::files::BundleFiles;
 use crate::manifest::{block_stages, stage_files, Manifest};
-use crate::post::{self, Detection};
+use crate::post;
 use crate::preprocess::Layout;
-use crate::prune::MinKeep;
-use plans::{load_plan, RowStage};
+use frame::ms;
+use plans::{load_plan, Plan, RowStage};
 
+pub use frame::{FrameOutput, Pruning, RunOptions, Timings};
+pub use plans::{optimise_graph, ROW_SYMBOLS};
 pub use state::FrameState;
-
-type Plan = std::sync::Arc<TypedRunnableModel>;
-type State = TypedSimpleState;
-
-/// How a frame decides which tokens each gated block computes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Pruning {
-    /// SViT's dynamic rate: `p_keep >= threshold`, at least `min_keep`. Threshold 0 is dense.
-    Threshold { threshold: f32, min_keep: MinKeep },
-    /// Ablation / latency control: the top `ratio * N` tokens at every gated block.
-    Ratio(f32),
-    /// Every block on all tokens, gates not run.
-    Dense,
-}
-
-impl Pruning {
-    /// The mode a pruning threshold stands for: 0 (or below) is the dense pass.
-    pub fn at(threshold: f32, min_keep: MinKeep) -> Self {
-        if threshold <= 0.0 {
-            Pruning::Dense
-        } else {
-            Pruning::Threshold {
-                threshold,
-                min_keep,
-            }
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct RunOptions {
-    pub pruning: Pruning,
-    pub decode: post::DecodeOptions,
-}
-
-/// Wall time of each stage of one frame, in milliseconds.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Timings {
-    pub preprocess: f64,
-    pub embed: f64,
-    pub gates: f64,
-    pub gather_scatter: f64,
-    pub blocks: Vec<f64>,
-    pub head: f64,
-    pub postprocess: f64,
-}
-
-#[derive(Clone, Debug)]
-pub struct FrameOutput {
-    pub detections: Vec<Detection>,
-    /// Tokens computed by each block.
-    pub kept: Vec<usize>,
-    /// Per gated block: which of the N tokens it computed (row-major grid), for heatmaps.
-    pub keep_maps: Vec<Vec<bool>>,
-    /// Executed multiply-accumulates, counted from each block's K.
-    pub gmacs: f64,
-    pub timings: Timings,
-}
-
-impl FrameOutput {
-    /// SViT's kept fraction: sum over blocks of K / (N * blocks), ungated blocks counting 1.
-    pub fn kept_fraction(&self, tokens: usize) -> f64 {
-        self.kept.iter().sum::<usize>() as f64 / (tokens * self.kept.len().max(1)) as f64
-    }
-}
 
 pub struct Model {
     pub manifest: Manifest,
@@ -119,23 +55,6 @@ impl Prepared {
     pub fn into_buffer(self) -> Vec<f32> {
         self.input
     }
-}
-
-/// The symbolic sizes of the stage graphs: tokens, queries and grid rows.
-pub const ROW_SYMBOLS: [&str; 3] = ["K", "Q", "R"];
-
-/// An ONNX stage graph as the runtime optimises it (also for `examples/stageprof`).
-pub fn optimise_graph(onnx: &[u8]) -> TractResult<TypedModel> {
-    let m = tract_onnx::onnx().model_for_read(&mut &onnx[..])?;
-    // A stage never runs on zero tokens, queries or grid rows (min_keep >= 1). Telling tract
-    // so lets it prove "K * C > 32" and pick its fast same-shape kernels for the residual adds, which it
-    // otherwise leaves as generic broadcasting ops (12% of a block at K = 256).
-    for sym in ROW_SYMBOLS {
-        if m.symbols.get(sym).is_some() {
-            m.symbols.add_assertion(format!("{sym}>=1"))?;
-        }
-    }
-    m.into_optimized()
 }
 
 /// `--precision auto`: int8 where the CPU has 8-bit dot products (x86 VNNI, Arm `dotprod`),
@@ -237,6 +156,17 @@ impl Model {
         }
     }
 
+    /// A state for running frames on `threads` threads (`FrameState::new`).
+    pub fn new_state(&self, threads: usize) -> Result<FrameState, RunError> {
+        let stages = state::Stages {
+            embed: &self.embed,
+            gates: &self.gates,
+            blocks: &self.blocks,
+            head: &self.head,
+        };
+        FrameState::new(self.config(), stages, threads)
+    }
+
     /// Resizes and normalises an RGB frame into `buf` (reused), ready for `run_prepared`. The
     /// board does this on its capture thread, so inference never waits for it.
     pub fn prepare(
@@ -285,7 +215,7 @@ impl Model {
         opts: &RunOptions,
     ) -> Result<FrameOutput, RunError> {
         std::mem::swap(&mut st.input, &mut p.input);
-        let mut out = self.run_normalised(st, opts)?;
+        let mut out = forward::run(self.config(), st, opts)?;
         out.timings.preprocess = p.preprocess_ms;
         let s = self.config().image_size;
         let (sx, sy) = (p.width as f32 / s as f32, p.height as f32 / s as f32);
@@ -329,10 +259,6 @@ impl Model {
             });
         }
         self.layout.from_chw(chw, &mut st.input);
-        self.run_normalised(st, opts)
+        forward::run(self.config(), st, opts)
     }
-}
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
 }

@@ -5,10 +5,11 @@ use std::ops::Range;
 
 use tract_onnx::prelude::*;
 
-use super::{Model, Plan, State};
+use super::plans::{Plan, RowStage, State};
 use crate::crew::{self, Crew};
 use crate::error::{tract_err, RunError};
 use crate::manifest::block_stages;
+use crate::ModelConfig;
 
 /// Per-thread mutable state of a running model. Create with [`Model::new_state`].
 pub struct FrameState {
@@ -36,21 +37,32 @@ impl FrameState {
     }
 }
 
-impl Model {
+/// The model's stage plans a state is made from.
+pub(super) struct Stages<'a> {
+    pub embed: &'a RowStage,
+    pub gates: &'a [Option<RowStage>],
+    pub blocks: &'a [[Plan; 2]],
+    pub head: &'a RowStage,
+}
+
+impl FrameState {
     /// A state whose stages are shared among `threads` threads (this one and helpers it starts;
     /// no more than a stage of N tokens has shares of `crew::MIN_ROWS`). tract's own matmul
     /// threading stays off (`tune_process`): the runtime shares out tokens instead.
-    pub fn new_state(&self, threads: usize) -> Result<FrameState, RunError> {
+    pub(super) fn new(
+        cfg: &ModelConfig,
+        stages: Stages,
+        threads: usize,
+    ) -> Result<FrameState, RunError> {
         let spawn = |p: &Plan, stage: &str| p.spawn().map_err(tract_err(stage));
-        let cfg = self.config();
         let threads = threads.clamp(1, (cfg.tokens() / crew::MIN_ROWS).max(1));
         let token_shares = crew::shares(cfg.tokens(), threads, crew::MIN_ROWS);
         let grid_shares = crew::shares(cfg.grid(), threads, HEAD_MIN_GRID_ROWS);
         // Each thread's embed, gate and head plans are optimised for the size of its share,
         // one plan per distinct size (a thread beyond a stage's shares never runs it).
-        let embed_plans = self.embed.plans_for(&token_shares)?;
-        let head_plans = self.head.plans_for(&grid_shares)?;
-        let gate_plans = self
+        let embed_plans = stages.embed.plans_for(&token_shares)?;
+        let head_plans = stages.head.plans_for(&grid_shares)?;
+        let gate_plans = stages
             .gates
             .iter()
             .map(|g| g.as_ref().map(|g| g.plans_for(&token_shares)).transpose())
@@ -67,7 +79,7 @@ impl Model {
                     head_plans[&size(&grid_shares, share)].clone(),
                 ),
             ];
-            for (b, [q, a]) in self.blocks.iter().enumerate() {
+            for (b, [q, a]) in stages.blocks.iter().enumerate() {
                 let [qn, an] = block_stages(b);
                 v.push((qn, q.clone()));
                 v.push((an, a.clone()));
@@ -99,7 +111,7 @@ impl Model {
                         .transpose()
                 })
                 .collect::<Result<_, _>>()?,
-            blocks: self
+            blocks: stages
                 .blocks
                 .iter()
                 .enumerate()

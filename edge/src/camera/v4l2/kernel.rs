@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
-use super::{Caps, Device, Format};
+use super::device::{Caps, Device, Format};
 use crate::camera::SourceError;
 
 #[repr(C)]

@@ -1,6 +1,9 @@
 //! A camera for the tests: offers some formats at one size and serves synthetic scenes.
 
-use super::*;
+use std::io;
+use std::time::Duration;
+
+use super::device::{Caps, Device, Format, PixelFormat};
 
 pub struct SimCamera {
     pub offers: Vec<PixelFormat>,
