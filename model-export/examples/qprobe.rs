@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use svit_export::onnx::{attr_int, Dim, Graph};
+use svit_export::export::onnx::{attr_int, Dim, Graph};
 use tract_onnx::prelude::*;
 
 const C: usize = 128;

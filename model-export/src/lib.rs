@@ -1,15 +1,9 @@
-//! Library side of `svit-export`: the candle model and its training, COCO I/O, the ONNX writer,
-//! bundle export and evaluation. The binary in `main.rs` only parses arguments.
+//! Library side of `svit-export`, in its four jobs: the candle model (`model`), training
+//! (`train`: the loop, targets and losses, weight import), export (`export`: the ONNX writer, int8
+//! quantization, gate calibration, bundle writing) and COCO data (`coco`: I/O, training data,
+//! COCOeval, evaluating a bundle as the board runs it). The binary only parses arguments.
 
-pub mod bundle;
 pub mod coco;
-pub mod cocodata;
-pub mod cocoeval;
-pub mod eval;
-pub mod gatecal;
-pub mod import;
+pub mod export;
 pub mod model;
-pub mod onnx;
-pub mod quant;
-pub mod targets;
 pub mod train;

@@ -2,8 +2,8 @@
 //! target fraction at threshold 0.5 on the calibration images, and a bundle written from the
 //! calibrated model keeps the same tokens when the runtime (tract) runs it.
 
-use svit_export::bundle::{self, BundleSpec};
-use svit_export::gatecal::calibrate_gates;
+use svit_export::export::bundle::{self, BundleSpec};
+use svit_export::export::gatecal::calibrate_gates;
 use svit_runtime::{MinKeep, Model, Pruning, RunOptions};
 
 mod common;

@@ -4,8 +4,8 @@
 use candle_core::Device;
 use candle_nn::VarMap;
 use svit_export::model::{self, GateMode};
-use svit_export::targets::{self, Sample};
 use svit_export::train;
+use svit_export::train::targets::{self, Sample};
 mod common;
 use common::tiny_config;
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::temp_dir;
-use svit_export::bundle::{self, BundleSpec};
+use svit_export::export::bundle::{self, BundleSpec};
 use svit_export::train::{self, Checkpoint, Progress, Synthetic, TrainPlan};
 use svit_runtime::{Model, ModelConfig};
 

@@ -2,8 +2,8 @@
 //! and each int8 block graph, run by tract, stays close to the f32 block on real activations.
 
 use candle_core::{Device, Tensor};
-use svit_export::quant::{self, RangeMethod};
-use svit_export::targets::{MEAN, STD};
+use svit_export::export::quant::{self, RangeMethod};
+use svit_export::train::targets::{MEAN, STD};
 use tract_onnx::prelude::*;
 
 mod common;
@@ -40,7 +40,7 @@ fn int8_blocks_track_f32_on_real_activations() {
     let size = net.cfg.image_size;
     let calib = scenes(size, 7000, 16);
     let ranges = quant::calibrate(&net, &calib, RangeMethod::Percentile, 99.99, |_| {}).unwrap();
-    let graphs = quant::int8_blocks(&net, &ranges).unwrap();
+    let graphs = svit_export::export::onnx::int8::blocks(&net, &ranges).unwrap();
     // Held-out scene, pruned to K = 100 tokens as the runtime would hand a block.
     let x = tokens_of(&net, &scenes(size, 9000, 1)[0]);
     let mut x = x.narrow(1, 0, 100).unwrap().contiguous().unwrap();

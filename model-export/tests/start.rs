@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use common::{temp_dir, tiny_config};
-use svit_export::{import, model};
+use svit_export::model;
+use svit_export::train::import;
 use svit_runtime::ModelConfig;
 
 fn tensors(vm: &VarMap) -> HashMap<String, Tensor> {

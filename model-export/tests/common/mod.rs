@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use candle_core::Device;
-use svit_export::targets::normalise_into;
 use svit_export::train;
+use svit_export::train::targets::normalise_into;
 use svit_runtime::{DecodeOptions, ModelConfig};
 
 /// Decoding for tests that compare runs: boxes as regressed, so they show the head's output.

@@ -100,7 +100,7 @@ fn run_pass(
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let mut kept = vec![0f32; net.gates.len()];
     let mut margins = Vec::new();
-    for img in crate::quant::image_batches(images, net.cfg.image_size) {
+    for img in crate::export::quant::image_batches(images, net.cfg.image_size) {
         let out = net.forward(&img?, mode)?;
         for (k, pol) in kept.iter_mut().zip(&out.policies) {
             *k += pol.sum_all()?.to_scalar::<f32>()?;

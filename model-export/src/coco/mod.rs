@@ -1,6 +1,10 @@
 //! COCO-format JSON: instances (ground truth) and results, with COCO's compressed RLE masks,
 //! so pycocotools and every other COCO tool read what we write and we read what they write.
 
+pub mod cocoeval;
+pub mod data;
+pub mod eval;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::coco::Dataset;
-use crate::targets::Sample;
+use crate::train::targets::Sample;
 use crate::train::DataSource;
 
 pub struct CocoSource {

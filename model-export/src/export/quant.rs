@@ -343,24 +343,3 @@ pub fn calibrate(
         blocks,
     })
 }
-
-/// The int8 block graphs, a pair per block in order (`qkv_{i}.onnx` and `block_{i}.onnx` of
-/// the `int8/` precision, as `onnx::block_graphs` writes them; embed, gates and head stay f32:
-/// a small share of the work, and the head's outputs are what AP is measured on).
-pub fn int8_blocks(net: &Svit, ranges: &Ranges) -> Result<Vec<[Vec<u8>; 2]>> {
-    net.blocks
-        .iter()
-        .zip(&ranges.blocks)
-        .enumerate()
-        .map(|(bi, (block, r))| {
-            let folded = FoldedBlock::new(block, net.cfg.heads, r)?;
-            Ok(crate::onnx::block_graphs(
-                &format!("block_{bi}_int8"),
-                net.cfg.dim,
-                crate::onnx::INT8,
-                |w, x| w.block_int8_qkv(x, &folded, r),
-                |w, x, qkv| w.block_int8_attend(x, qkv, &folded, net.cfg.heads, r),
-            ))
-        })
-        .collect()
-}

@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use svit_runtime::{DecodeOptions, Model, Pruning, RunOptions};
 
+use crate::coco::cocoeval::{self, box_iou, mask_iou, Pair, Summary};
 use crate::coco::{Annotation, Dataset, ResultEntry, Segmentation};
-use crate::cocoeval::{self, box_iou, mask_iou, Pair, Summary};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalRun {

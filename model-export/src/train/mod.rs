@@ -1,5 +1,8 @@
 //! Training: dense first, then gated fine-tuning as SViT does it, with checkpoints and resume.
 
+pub mod import;
+pub mod targets;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -10,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use svit_runtime::ModelConfig;
 
 use crate::model::{self, GateMode, Svit};
-use crate::targets::{self, Sample, Targets};
+use targets::{Sample, Targets};
 
 /// Weight of the keep-ratio loss (SViT).
 pub const RATIO_WEIGHT: f64 = 4.0;
@@ -329,9 +332,9 @@ pub fn train(
     } else {
         match start {
             Start::Random => {}
-            Start::Deit(path) => crate::import::load_backbone(&mut vm, path, &plan.config)?,
+            Start::Deit(path) => crate::train::import::load_backbone(&mut vm, path, &plan.config)?,
             Start::Checkpoint(path) => {
-                crate::import::load_checkpoint(&mut vm, path)?;
+                crate::train::import::load_checkpoint(&mut vm, path)?;
             }
         }
     }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use svit_runtime::manifest::{sha256_hex, Defaults, InputSpec, Manifest, FORMAT_VERSION, MANIFEST};
 
 use crate::model::Svit;
-use crate::targets::{MEAN, STD};
+use crate::train::targets::{MEAN, STD};
 
 /// The `box_from_mask` a new bundle defaults to, chosen on the tuning scenes (README, "The demo
 /// bundle"); `svit-export eval --box-from-mask` measures others.
@@ -23,7 +23,7 @@ pub struct BundleSpec<'a> {
     /// Also write f16 stage graphs (`f16/`), for boards with fp16 arithmetic.
     pub f16: bool,
     /// Also write int8 stage graphs (`int8/`) quantized with these calibrated ranges.
-    pub int8: Option<&'a crate::quant::Ranges>,
+    pub int8: Option<&'a crate::export::quant::Ranges>,
     /// The manifest's default `min_keep` (default: 1/16 of the tokens in every gated block).
     pub min_keep: Option<svit_runtime::MinKeep>,
 }
@@ -76,7 +76,7 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
     // Blocks in int8 by file name; the other stages' int8 graphs are the f32 graphs themselves.
     let mut int8_blocks = std::collections::HashMap::new();
     if let Some(ranges) = spec.int8 {
-        for (b, graphs) in crate::quant::int8_blocks(net, ranges)?
+        for (b, graphs) in crate::export::onnx::int8::blocks(net, ranges)?
             .into_iter()
             .enumerate()
         {
@@ -88,13 +88,13 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
             }
         }
     }
-    for (name, bytes) in crate::onnx::export_all(net) {
+    for (name, bytes) in crate::export::onnx::export_all(net) {
         if name == "dense.onnx" {
             put(name, &bytes)?;
             continue;
         }
         if spec.f16 {
-            let half = crate::onnx::to_f16(&bytes).context("converting to f16")?;
+            let half = crate::export::onnx::f16::to_f16(&bytes).context("converting to f16")?;
             put(format!("f16/{name}"), &half)?;
         }
         if spec.int8.is_some() {
@@ -126,7 +126,7 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
                     "weights": "symmetric int8 per tensor (|w| max / 127), biases carried in extra weight rows",
                     "activations": "symmetric int8 per tensor, ranges calibrated on images",
                     "method": r.method,
-                    "percentile": (r.method == crate::quant::RangeMethod::Percentile)
+                    "percentile": (r.method == crate::export::quant::RangeMethod::Percentile)
                         .then_some((r.percentile as f64 * 1e4).round() / 1e4),
                     "calibration_images": r.images,
                     "int8_ops": "block linear layers (QLinearMatMul), attention logits (MatMulInteger), GELU (lookup table)",
