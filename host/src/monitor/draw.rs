@@ -1,14 +1,13 @@
 //! Drawing the monitor with ratatui: a title line, the board table, the selected board's
 //! detail (stages, latency sparkline, detections, health) and the event log.
 
-use hdrhistogram::Histogram;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table};
 use ratatui::Frame as TuiFrame;
 
-use super::{BoardView, Monitor, LOG_LINES};
+use super::{quantile_ms as ms, BoardView, Monitor, LOG_LINES};
 use crate::report::STAGES;
 
 impl Monitor {
@@ -105,14 +104,6 @@ impl Monitor {
                 .block(Block::default().borders(Borders::ALL).title("boards")),
             area,
         );
-    }
-}
-
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-    if h.is_empty() {
-        0.0
-    } else {
-        h.value_at_quantile(q) as f64 / 1000.0
     }
 }
 

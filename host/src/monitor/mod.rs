@@ -121,6 +121,15 @@ impl BoardView {
     }
 }
 
+/// Quantile `q` of a histogram of µs, in ms (0 when empty).
+pub fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
 fn push_bounded<T>(q: &mut VecDeque<T>, v: T, cap: usize) {
     if q.len() == cap {
         q.pop_front();
@@ -364,6 +373,37 @@ mod tests {
         assert!(s.contains("gone") && s.contains("disconnected"), "{s}");
         m.key('q');
         assert!(m.quit);
+    }
+
+    /// The monitor's total latency and summary.json's are one definition (decode included):
+    /// on the same records their p50 agree to the histogram's resolution (0.1%), and so to the
+    /// 0.1 ms the monitor shows.
+    #[test]
+    fn monitor_total_p50_is_the_summary_p50() {
+        let mut records = vec![rec(1, 0, EdgeMsg::Hello(hello("pi")))];
+        for seq in 0..41u64 {
+            let EdgeMsg::Frame(mut f) = EdgeMsg::Frame(frame(seq, 15 + (seq * 7 % 11) as u32))
+            else {
+                unreachable!()
+            };
+            // A JPEG camera: decoding is part of the total.
+            f.times.decode = 2_000 + 97 * (seq as u32 % 13);
+            records.push(rec(1, 100_000 * (seq + 1), EdgeMsg::Frame(f)));
+        }
+        for r in &mut records {
+            r.device = "pi".into();
+        }
+        let mut m = Monitor::default();
+        for r in &records {
+            m.record(r);
+        }
+        let monitor = quantile_ms(&m.boards[0].total, 0.5);
+        let summary = crate::report::summarize(&records).boards[0].total_ms.p50;
+        assert!(
+            (monitor - summary).abs() <= 1e-3 * summary,
+            "monitor {monitor} ms, summary.json {summary} ms"
+        );
+        assert_eq!(format!("{monitor:.1}"), format!("{summary:.1}"));
     }
 
     #[test]
