@@ -25,16 +25,27 @@ pub fn cpu_model() -> String {
     std::env::consts::ARCH.to_string()
 }
 
-pub fn run(
-    bundle: &Path,
-    precisions: &[String],
-    frames: usize,
-    warmup: usize,
-    thresholds: &[f32],
-    threads: &[usize],
-    min_keep: Option<svit_runtime::MinKeep>,
-    progress: &dyn Fn(&str),
-) -> Result<BenchReport> {
+/// What a bench sweeps: every precision, thread count and threshold, on the same frames.
+pub struct Sweep<'a> {
+    pub precisions: &'a [String],
+    pub frames: usize,
+    pub warmup: usize,
+    /// Empty: the dense pass and the bundle's threshold.
+    pub thresholds: &'a [f32],
+    pub threads: &'a [usize],
+    /// Default: the bundle's.
+    pub min_keep: Option<svit_runtime::MinKeep>,
+}
+
+pub fn run(bundle: &Path, sweep: &Sweep, progress: &dyn Fn(&str)) -> Result<BenchReport> {
+    let Sweep {
+        precisions,
+        frames,
+        warmup,
+        thresholds,
+        threads,
+        min_keep,
+    } = *sweep;
     let mut models: Vec<Model> = Vec::new();
     for p in precisions {
         let m = Model::load(bundle, p).with_context(|| format!("loading {}", bundle.display()))?;

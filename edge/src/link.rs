@@ -69,10 +69,9 @@ fn handshake(stream: &mut TcpStream, hello: &proto::Hello, key: Option<&[u8]>) -
 
 /// Our hello with a fresh nonce: one per handshake.
 pub fn fresh(hello: &proto::Hello) -> proto::Hello {
-    proto::Hello {
-        nonce: proto::auth::nonce(),
-        ..hello.clone()
-    }
+    let mut h = hello.clone();
+    h.nonce = proto::auth::nonce();
+    h
 }
 
 pub fn encode(msg: &EdgeMsg) -> Result<Vec<u8>> {

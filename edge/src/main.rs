@@ -204,16 +204,15 @@ fn main() -> Result<()> {
         } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
             let bar = indicatif::ProgressBar::new_spinner();
-            let report = bench::run(
-                &bundle,
-                &precision,
+            let sweep = bench::Sweep {
+                precisions: &precision,
                 frames,
                 warmup,
-                &thresholds,
-                &threads,
+                thresholds: &thresholds,
+                threads: &threads,
                 min_keep,
-                &|m| bar.set_message(m.to_string()),
-            )?;
+            };
+            let report = bench::run(&bundle, &sweep, &|m| bar.set_message(m.to_string()))?;
             bar.finish_and_clear();
             println!("cpu: {}", report.cpu);
             println!(

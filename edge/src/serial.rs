@@ -48,8 +48,8 @@ pub fn open(path: &str, baud: u32) -> Result<Box<dyn SerialPort>> {
 
 enum Phase {
     /// Saying hello until a host answers.
-    Hello {
-        hs: EdgeHandshake,
+    Greeting {
+        hs: Box<EdgeHandshake>,
         last_sent: Option<Instant>,
     },
     /// `host` is the nonce of the Hello that answered ours: a repeat of it (our hellos and its
@@ -71,8 +71,8 @@ pub fn serial_loop(
     let mut out = Outbox::new(q, stats);
     let mut dec = FrameDecoder::new(4096);
     let mut buf = [0u8; 1024];
-    let start = || Phase::Hello {
-        hs: EdgeHandshake::new(fresh(&hello), key.clone()),
+    let start = || Phase::Greeting {
+        hs: Box::new(EdgeHandshake::new(fresh(&hello), key.clone())),
         last_sent: None,
     };
     let mut phase = start();
@@ -105,7 +105,7 @@ pub fn serial_loop(
                     ctl.apply(&msg);
                     p
                 }
-                (Phase::Hello { mut hs, last_sent }, msg) => {
+                (Phase::Greeting { mut hs, last_sent }, msg) => {
                     let step = hs.on(msg);
                     match step.event {
                         Event::Admitted(h) => {
@@ -118,23 +118,23 @@ pub fn serial_loop(
                         // A knock: say hello now, unless we just did.
                         Event::Pending if !step.send.is_empty() => {
                             if last_sent.is_some_and(|t| t.elapsed() < Duration::from_millis(250)) {
-                                Phase::Hello { hs, last_sent }
+                                Phase::Greeting { hs, last_sent }
                             } else {
-                                Phase::Hello {
+                                Phase::Greeting {
                                     hs,
                                     last_sent: None,
                                 }
                             }
                         }
-                        Event::Pending => Phase::Hello { hs, last_sent },
+                        Event::Pending => Phase::Greeting { hs, last_sent },
                         // Control before the handshake is not from a host we know: ignored.
                         Event::Refused(HandshakeError::NotHello(_)) => {
-                            Phase::Hello { hs, last_sent }
+                            Phase::Greeting { hs, last_sent }
                         }
                         // A failed key check could answer an older hello of ours: keep asking.
                         Event::Refused(e) => {
                             tracing::warn!("host on {name}: {e}");
-                            Phase::Hello { hs, last_sent }
+                            Phase::Greeting { hs, last_sent }
                         }
                     }
                 }
@@ -144,7 +144,7 @@ pub fn serial_loop(
         if out.finished(&ctl) {
             // Give a host on the line a moment to take the rest, then report what is left.
             let since = *stop_seen.get_or_insert_with(Instant::now);
-            if matches!(phase, Phase::Hello { .. }) && since.elapsed() > Duration::from_secs(2) {
+            if matches!(phase, Phase::Greeting { .. }) && since.elapsed() > Duration::from_secs(2) {
                 let lost = out.abandon();
                 tracing::warn!(
                     "stopping with no host on {name}; {lost} queued messages not delivered"
@@ -153,7 +153,7 @@ pub fn serial_loop(
             }
         }
         match &mut phase {
-            Phase::Hello { hs, last_sent } => {
+            Phase::Greeting { hs, last_sent } => {
                 if last_sent.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     write_frame(&mut *port, &hs.hello(), &ctl)?;
                     *last_sent = Some(Instant::now());

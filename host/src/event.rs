@@ -9,6 +9,9 @@ use svit_protocol::HostMsg;
 
 use crate::record::Record;
 
+// Board events are nearly every event: boxing them would add an allocation per message to
+// make the rare key and tick smaller.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     Board(BoardEvent),
     /// A key pressed on the monitor's terminal.

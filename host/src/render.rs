@@ -114,8 +114,8 @@ pub fn render(
                 for y in y0..y1 {
                     for x in x0..x1 {
                         let p = img.get_pixel_mut(x as u32, y as u32);
-                        for k in 0..3 {
-                            p.0[k] = (p.0[k] as f32 * 0.55 + c[k] as f32 * 0.45) as u8;
+                        for (v, c) in p.0.iter_mut().zip(c) {
+                            *v = (*v as f32 * 0.55 + c as f32 * 0.45) as u8;
                         }
                     }
                 }

@@ -119,13 +119,14 @@ fn fit_pos_embed(src: &Tensor, cfg: &ModelConfig) -> Result<Tensor> {
             let (y0, x0) = (fy as usize, fx as usize);
             let (y1, x1) = ((y0 + 1).min(side - 1), (x0 + 1).min(side - 1));
             let (wy, wx) = (fy - y0 as f32, fx - x0 as f32);
-            for ch in 0..c {
-                let at = |yy: usize, xx: usize| v[yy * side + xx][ch];
+            let at = |yy: usize, xx: usize| v[yy * side + xx].iter().take(c);
+            let corners = at(y0, x0).zip(at(y0, x1)).zip(at(y1, x0)).zip(at(y1, x1));
+            for (((a, b), d), e) in corners {
                 out.push(
-                    at(y0, x0) * (1.0 - wy) * (1.0 - wx)
-                        + at(y0, x1) * (1.0 - wy) * wx
-                        + at(y1, x0) * wy * (1.0 - wx)
-                        + at(y1, x1) * wy * wx,
+                    a * (1.0 - wy) * (1.0 - wx)
+                        + b * (1.0 - wy) * wx
+                        + d * wy * (1.0 - wx)
+                        + e * wy * wx,
                 );
             }
         }

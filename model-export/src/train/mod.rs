@@ -252,10 +252,12 @@ fn vars_by(vm: &VarMap, gate: bool) -> Vec<Var> {
     named.into_iter().map(|(_, v)| v.clone()).collect()
 }
 
+/// After every checkpoint is written: the step and the model as saved (validation).
+pub type OnSaved<'a> = &'a mut dyn FnMut(usize, &Svit);
+
 pub struct Progress<'a> {
     pub on_step: &'a mut dyn FnMut(usize, &[f32; 6], f64),
-    /// After every checkpoint is written: the step and the model as saved (validation).
-    pub on_saved: Option<&'a mut dyn FnMut(usize, &Svit)>,
+    pub on_saved: Option<OnSaved<'a>>,
 }
 
 /// Where the weights of a new (not resumed) run come from.

@@ -59,8 +59,10 @@ pub fn build(cfg: &ModelConfig, batch: &[Sample]) -> Targets {
     let s = cfg.image_size;
     let (g8, g4) = (s / 8, s / 4);
     let nc = cfg.num_classes;
-    let mut t = Targets::default();
-    t.heat = vec![0f32; batch.len() * g8 * g8 * nc];
+    let mut t = Targets {
+        heat: vec![0f32; batch.len() * g8 * g8 * nc],
+        ..Default::default()
+    };
     for (b, sample) in batch.iter().enumerate() {
         assert_eq!(
             sample.size, s,
