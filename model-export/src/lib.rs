@@ -4,6 +4,9 @@
 //! COCOeval, evaluating a bundle as the board runs it). The binary only parses arguments.
 
 pub mod coco;
+pub mod error;
 pub mod export;
 pub mod model;
 pub mod train;
+
+pub use error::{Error, Result};

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 
 use crate::coco::Dataset;
 use crate::train::targets::Sample;
@@ -20,7 +20,7 @@ pub struct CocoSource {
 impl CocoSource {
     pub fn open(json: &Path, images: &Path, size: usize) -> Result<Self> {
         let ds = Dataset::load(json)?;
-        anyhow::ensure!(
+        crate::error::ensure!(
             !ds.images.is_empty(),
             "{}: no images listed",
             json.display()
@@ -48,7 +48,7 @@ impl CocoSource {
         let img = image::open(&path)
             .with_context(|| format!("reading image {}", path.display()))?
             .to_rgb8();
-        anyhow::ensure!(
+        crate::error::ensure!(
             img.width() as usize == info.width && img.height() as usize == info.height,
             "{}: is {}x{}, the COCO file says {}x{}",
             path.display(),
@@ -69,7 +69,7 @@ impl CocoSource {
         {
             let Some(seg) = &a.segmentation else { continue };
             let full = seg.to_mask(info.width, info.height).map_err(|e| {
-                anyhow::anyhow!("annotation {} in image {}: {e}", a.id, info.file_name)
+                crate::error::Error::Invalid(format!("annotation {} in image {}: {e}", a.id, info.file_name))
             })?;
             let mask = resize_nearest(&full, info.width, info.height, self.size);
             let area = mask.iter().filter(|&&m| m != 0).count();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use serde::Serialize;
 use svit_runtime::{DecodeOptions, Model, Pruning, RunOptions};
 
@@ -145,7 +145,7 @@ pub fn run(
             for a in anns {
                 let m = match &a.segmentation {
                     Some(s) => s.to_mask(w, h).map_err(|e| {
-                        anyhow::anyhow!("{}: annotation {}: {e}", spec.coco.display(), a.id)
+                        crate::error::Error::Invalid(format!("{}: annotation {}: {e}", spec.coco.display(), a.id))
                     })?,
                     None => vec![0; w * h],
                 };
@@ -337,7 +337,7 @@ pub fn score_results(
             anns.iter()
                 .map(|a| match &a.segmentation {
                     Some(s) => s.to_mask(w, h).map_err(|e| {
-                        anyhow::anyhow!("{}: annotation {}: {e}", gt_path.display(), a.id)
+                        crate::error::Error::Invalid(format!("{}: annotation {}: {e}", gt_path.display(), a.id))
                     }),
                     None => Ok(vec![0; w * h]),
                 })
@@ -350,7 +350,7 @@ pub fn score_results(
             let mask = match (&r.segmentation, segm) {
                 (Some(s), true) => Some(
                     s.to_mask(w, h)
-                        .map_err(|e| anyhow::anyhow!("result for image {}: {e}", info.id))?,
+                        .map_err(|e| crate::error::Error::Invalid(format!("result for image {}: {e}", info.id)))?,
                 ),
                 (None, true) => bail!("result for image {} has no segmentation", info.id),
                 _ => None,

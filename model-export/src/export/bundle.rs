@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use svit_runtime::manifest::{sha256_hex, Defaults, InputSpec, Manifest, FORMAT_VERSION, MANIFEST};
 
 use crate::model::Svit;
@@ -40,7 +40,7 @@ pub fn min_keep(
 
 pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
     let cfg = &net.cfg;
-    anyhow::ensure!(
+    crate::error::ensure!(
         spec.labels.len() == cfg.num_classes,
         "{} labels for {} classes",
         spec.labels.len(),

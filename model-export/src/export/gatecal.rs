@@ -7,7 +7,7 @@
 //! board than it did in training (block 5 of the first demo bundle: 148 of 256 tokens against a
 //! target of 90). The shift moves only the cut; the order of tokens within a gate is unchanged.
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, Context, Result};
 use candle_core::{Tensor, D};
 use candle_nn::VarMap;
 use serde::Serialize;

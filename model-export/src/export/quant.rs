@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, Context, Result};
 use candle_core::{Device, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 

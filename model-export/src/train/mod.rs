@@ -6,7 +6,7 @@ pub mod targets;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use serde::{Deserialize, Serialize};
@@ -281,7 +281,7 @@ pub fn train(
     ckpt_every: usize,
     mut progress: Progress,
 ) -> Result<CheckpointState> {
-    plan.config.validate().map_err(anyhow::Error::msg)?;
+    plan.config.validate().map_err(crate::Error::Invalid)?;
     let dev = Device::Cpu;
     let mut vm = VarMap::new();
     let net = model::build(&plan.config, &vm, &dev)?;

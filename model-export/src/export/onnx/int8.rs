@@ -1,7 +1,7 @@
 //! The int8 block graphs (QUANTIZATION.md): the writer's int8 forms of a block's two graphs,
 //! from the weights `quant` folds and the ranges it calibrates.
 
-use anyhow::Result;
+use crate::error::Result;
 
 use super::{attr_int, block_graphs, Writer, INT8};
 use crate::export::quant::{FoldedBlock, Mat, Ranges, SITES};
