@@ -11,12 +11,21 @@ use thiserror::Error;
 pub enum CodecError {
     #[error("JPEG: {0}")]
     Jpeg(String),
-    #[error("{len} bytes for a {width}x{height} YUYV frame")]
-    Yuyv {
+    #[error("{len} bytes for a {width}x{height} {packing:?} frame")]
+    Yuv422 {
         len: usize,
         width: usize,
         height: usize,
+        packing: Packing,
     },
+}
+
+/// The byte order of packed YUV 4:2:2: YUYV (USB cameras) or UYVY (Jetson YUV sensors, HDMI
+/// bridges).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packing {
+    Yuyv,
+    Uyvy,
 }
 
 /// A captured frame's pixels, as the camera gave them.
@@ -27,12 +36,13 @@ pub enum Pixels {
         height: usize,
     },
     Jpeg(Vec<u8>),
-    /// YUYV 4:2:2 rows of `stride` bytes (V4L2 cameras without MJPEG).
-    Yuyv {
+    /// Packed YUV 4:2:2 rows of `stride` bytes (V4L2 cameras without MJPEG).
+    Yuv422 {
         data: Vec<u8>,
         width: usize,
         height: usize,
         stride: usize,
+        packing: Packing,
     },
 }
 
@@ -58,13 +68,14 @@ pub fn decode_rgb(p: Pixels, mut buf: Vec<u8>) -> Result<(Vec<u8>, usize, usize)
             let (w, h) = decode_jpeg(&bytes, &mut buf)?;
             Ok((buf, w, h))
         }
-        Pixels::Yuyv {
+        Pixels::Yuv422 {
             data,
             width,
             height,
             stride,
+            packing,
         } => {
-            yuyv_to_rgb(&data, width, height, stride, &mut buf)?;
+            yuv422_to_rgb(&data, width, height, stride, packing, &mut buf)?;
             Ok((buf, width, height))
         }
     }
@@ -112,22 +123,29 @@ fn with_avi1_marker(jpeg: &[u8]) -> Vec<u8> {
     out
 }
 
-/// YUYV 4:2:2 (BT.601, limited range, as UVC cameras send it) -> interleaved RGB.
-pub fn yuyv_to_rgb(
+/// Packed YUV 4:2:2 (BT.601, limited range, as cameras send it) -> interleaved RGB.
+pub fn yuv422_to_rgb(
     src: &[u8],
     width: usize,
     height: usize,
     stride: usize,
+    packing: Packing,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
     let stride = stride.max(width * 2);
-    if width % 2 != 0 || src.len() < stride * (height - 1) + width * 2 {
-        return Err(CodecError::Yuyv {
+    if width % 2 != 0 || height == 0 || src.len() < stride * (height - 1) + width * 2 {
+        return Err(CodecError::Yuv422 {
             len: src.len(),
             width,
             height,
+            packing,
         });
     }
+    // Byte positions of Y0, U, Y1, V in each 4-byte group.
+    let [y0, u, y1, v] = match packing {
+        Packing::Yuyv => [0, 1, 2, 3],
+        Packing::Uyvy => [1, 0, 3, 2],
+    };
     out.clear();
     out.reserve(width * height * 3);
     // Fixed point, 8 fractional bits.
@@ -139,9 +157,9 @@ pub fn yuyv_to_rgb(
     };
     for row in src.chunks(stride).take(height) {
         for q in row[..width * 2].chunks_exact(4) {
-            let (u, v) = (q[1] as i32 - 128, q[3] as i32 - 128);
-            px(q[0] as i32, u, v, out);
-            px(q[2] as i32, u, v, out);
+            let (cu, cv) = (q[u] as i32 - 128, q[v] as i32 - 128);
+            px(q[y0] as i32, cu, cv, out);
+            px(q[y1] as i32, cu, cv, out);
         }
     }
     Ok(())

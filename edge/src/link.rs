@@ -25,7 +25,7 @@ pub fn stdout_loop(q: Arc<Queue<EdgeMsg>>, labels: Vec<String>) -> Result<()> {
                 .map(|d| serde_json::json!({"label": labels.get(d.class as usize), "score": d.score, "bbox": d.bbox}))
                 .collect();
             let line = serde_json::json!({
-                "seq": f.seq, "kept": f.kept, "gmacs": f.gmacs, "total_ms": f.times.total_us() as f64 / 1000.0,
+                "seq": f.seq, "kept": f.kept, "gmacs": f.gmacs, "total_ms": f.times.total_us() as f64 / 1000.0, "age_ms": f.age_ms,
                 "dropped": f.dropped_total, "detections": dets,
             });
             writeln!(out, "{line}")?;

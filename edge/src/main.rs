@@ -405,6 +405,9 @@ fn run(
     inf.join()
         .map_err(|_| anyhow::anyhow!("inference thread panicked"))??;
     sent?;
+    if let Some(why) = stats.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        anyhow::bail!("camera lost: {why}");
+    }
     tracing::info!(
         frames = stats.frames_done.load(Ordering::Relaxed),
         camera_errors = stats.camera_errors.load(Ordering::Relaxed),

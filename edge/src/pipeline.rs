@@ -158,6 +158,8 @@ pub struct Stats {
     pub camera_errors: AtomicU64,
     /// Frames the model failed on.
     pub inference_errors: AtomicU64,
+    /// Why the camera is gone for good, once it is: the run then ends with this error.
+    pub fatal: Mutex<Option<String>>,
     pub frames_done: AtomicU64,
     /// When the inference thread expects to want its next frame (µs since the Unix epoch);
     /// `u64::MAX` until it is ready for the first one.
@@ -170,6 +172,7 @@ impl Stats {
             dropped: Arc::default(),
             camera_errors: AtomicU64::new(0),
             inference_errors: AtomicU64::new(0),
+            fatal: Mutex::new(None),
             frames_done: AtomicU64::new(0),
             infer_free_at_us: AtomicU64::new(u64::MAX),
         }
@@ -243,6 +246,13 @@ pub fn capture_loop(
                 grab_us = ewma(grab_us, started.elapsed());
                 out.push(d);
             }
+            Err(SourceError::Gone(why)) => {
+                // For good: end the run with an error, so a service manager restarts it.
+                tracing::error!("camera lost: {why}");
+                *stats.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                ctl.stop.store(true, Ordering::Relaxed);
+                break;
+            }
             Err(e) => {
                 stats.camera_errors.fetch_add(1, Ordering::Relaxed);
                 taken_for = u64::MAX; // nothing was delivered: capture again for the same slot
@@ -284,6 +294,7 @@ pub fn infer_loop(
     stats.infer_free_at_us.store(now_us(), Ordering::Relaxed);
     while let Some(mut d) = input.pop() {
         let started = Instant::now();
+        let age_ms = now_us().saturating_sub(d.capture_us) as f32 / 1000.0;
         stats
             .infer_free_at_us
             .store(now_us() + infer_us as u64, Ordering::Relaxed);
@@ -311,6 +322,7 @@ pub fn infer_loop(
         let dropped = stats.dropped.load(Ordering::Relaxed);
         let t = Instant::now();
         let mut frame = to_wire(&o, seq, &d, threshold, dropped);
+        frame.age_ms = age_ms;
         frame.times.encode = t.elapsed().as_micros() as u32;
         out.push(proto::EdgeMsg::Frame(frame));
         let snapshot = ctl.snapshot.swap(false, Ordering::Relaxed);
@@ -373,6 +385,7 @@ pub fn to_wire(
     proto::Frame {
         seq,
         capture_us: d.capture_us,
+        age_ms: 0.0,
         width: d.width as u16,
         height: d.height as u16,
         times: proto::StageTimes {

@@ -32,9 +32,12 @@ pub fn open(path: &str, baud: u32) -> Result<Box<dyn SerialPort>> {
             use serialport::ErrorKind as K;
             let hint = match e.kind {
                 K::NoDevice | K::Io(std::io::ErrorKind::NotFound) => {
-                    "no such device: is the UART enabled (Raspberry Pi: `enable_uart=1` in \
-                     config.txt and the serial console off in raspi-config) or the adapter \
-                     plugged in?"
+                    "no such device. The header UART (GPIO14/15, pins 8/10) is: on a Pi 3/4 \
+                     /dev/serial0 (the mini UART ttyS0, or the PL011 ttyAMA0 with \
+                     `dtoverlay=disable-bt`), enabled by `enable_uart=1` in config.txt with the \
+                     serial console off in raspi-config; on a Pi 5 /dev/ttyAMA0 after \
+                     `dtparam=uart0=on`; on a Jetson a /dev/ttyTHS* (`ls /dev/ttyTHS*`, nvgetty \
+                     disabled). A USB adapter: is it plugged in (`ls /dev/ttyUSB* /dev/ttyACM*`)?"
                 }
                 K::Io(std::io::ErrorKind::PermissionDenied) => {
                     "permission denied: add the user to the `dialout` group \

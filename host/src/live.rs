@@ -241,6 +241,6 @@ impl Drop for Live {
 fn frame_line(device: &str, f: &svit_protocol::Frame) -> serde_json::Value {
     serde_json::json!({
         "device": device, "seq": f.seq, "detections": f.detections.len(),
-        "total_ms": crate::report::total_ms(f), "kept": f.kept, "gmacs": f.gmacs, "dropped": f.dropped_total,
+        "total_ms": crate::report::total_ms(f), "age_ms": f.age_ms, "kept": f.kept, "gmacs": f.gmacs, "dropped": f.dropped_total,
     })
 }

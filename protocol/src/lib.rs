@@ -142,8 +142,12 @@ pub struct Detection {
 pub struct Frame {
     /// Consecutive from 0 per edge run: a gap on the host is a frame lost on the way.
     pub seq: u64,
-    /// Capture time, microseconds since the Unix epoch (edge clock).
+    /// Capture time, microseconds since the Unix epoch (edge clock): the camera's own stamp
+    /// where it gives one (V4L2 buffers), else when the frame arrived.
     pub capture_us: u64,
+    /// From the capture time to the start of inference, ms: how old the frame was when the
+    /// model began on it.
+    pub age_ms: f32,
     pub width: u16,
     pub height: u16,
     pub times: StageTimes,
@@ -341,6 +345,7 @@ mod tests {
         EdgeMsg::Frame(Frame {
             seq: 42,
             capture_us: 1_700_000_000_000_000,
+            age_ms: 12.5,
             width: 256,
             height: 256,
             times: StageTimes {

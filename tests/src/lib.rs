@@ -139,6 +139,7 @@ pub fn board_frame(seq: u64) -> EdgeMsg {
     EdgeMsg::Frame(proto::Frame {
         seq,
         capture_us: seq * 33_333,
+        age_ms: 3.0,
         width: 256,
         height: 256,
         times: proto::StageTimes {

@@ -6,10 +6,10 @@
 
 pub mod arducam;
 pub mod files;
+mod source;
+pub mod stream;
 pub mod synthetic;
 pub mod v4l2;
-
-mod source;
 
 use std::path::Path;
 
@@ -18,6 +18,7 @@ pub use source::{Captured, FrameSource, Options, Pacer, SourceError};
 pub use svit_protocol::clock::now_us;
 
 use files::{Files, MjpegFile};
+use stream::StreamSource;
 use synthetic::Synthetic;
 
 fn is_video(path: &str) -> bool {
@@ -29,7 +30,7 @@ fn is_video(path: &str) -> bool {
 }
 
 /// Parses `--camera`: `synthetic`, `file:PATH`, `sim-arducam[:OPTS]`, `arducam[:OPTS]`,
-/// `v4l[:PATH,OPTS]`.
+/// `v4l[:PATH,OPTS]`, `sim-v4l[:OPTS]`, `exec:COMMAND`, `stdin`, `pipe:PATH`.
 /// `fps` paces the cameras that would otherwise run as fast as they can.
 pub fn open(
     spec: &str,
@@ -52,9 +53,15 @@ pub fn open(
         None if spec == "v4l" => v4l2::open("", fps),
         #[cfg(target_os = "linux")]
         Some(("v4l", opts)) => v4l2::open(opts, fps),
+        None if spec == "sim-v4l" => v4l2::open_sim("", fps),
+        Some(("sim-v4l", opts)) => v4l2::open_sim(opts, fps),
+        Some(("exec", command)) => Ok(Box::new(StreamSource::exec(command)?)),
+        None if spec == "stdin" => Ok(Box::new(StreamSource::stdin()?)),
+        Some(("pipe", path)) => Ok(Box::new(StreamSource::pipe(path)?)),
         _ => Err(SourceError::Config(format!(
             "unknown camera {spec:?}: use synthetic, file:PATH, sim-arducam[:OPTS], \
-             arducam[:spi=..,i2c=..,led=..] or v4l[:/dev/videoN,res=WxH,fps=N,format=mjpeg|yuyv]"
+             arducam[:spi=..,i2c=..,led=..], v4l[:/dev/videoN,res=WxH,fps=N,format=mjpeg|yuyv|uyvy], \
+             sim-v4l[:OPTS], exec:COMMAND (a program writing JPEG frames), stdin or pipe:PATH"
         ))),
     }
 }

@@ -26,6 +26,10 @@ pub enum SourceError {
     Camera(String),
     #[error("{0}")]
     Config(String),
+    /// The camera is gone for good (unplugged longer than allowed): the run ends with an
+    /// error, so a service manager restarts it.
+    #[error("camera lost: {0}")]
+    Gone(String),
 }
 
 pub struct Captured {

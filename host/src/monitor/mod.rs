@@ -285,6 +285,7 @@ mod tests {
         Frame {
             seq,
             capture_us: 0,
+            age_ms: 0.0,
             width: 256,
             height: 256,
             times: StageTimes {

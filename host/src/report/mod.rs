@@ -26,14 +26,14 @@ pub fn write(records: &[Record], out: &Path) -> Result<Summary> {
     let p = out.join("summary.json");
     std::fs::write(&p, serde_json::to_vec_pretty(&summary)?)
         .with_context(|| format!("writing {}", p.display()))?;
-    let mut csv = String::from("device,seq,recv_us,capture_us,total_ms,capture_ms,decode_ms,preprocess_ms,embed_ms,gates_ms,gather_scatter_ms,blocks_ms,head_ms,postprocess_ms,encode_ms,kept,gmacs,detections,dropped_total,threshold\n");
+    let mut csv = String::from("device,seq,recv_us,capture_us,total_ms,capture_ms,decode_ms,preprocess_ms,embed_ms,gates_ms,gather_scatter_ms,blocks_ms,head_ms,postprocess_ms,encode_ms,kept,gmacs,detections,dropped_total,threshold,age_ms\n");
     for r in records {
         if let EdgeMsg::Frame(f) = &r.msg {
             let t = &f.times;
             let kept: Vec<String> = f.kept.iter().map(|k| k.to_string()).collect();
             let _ = writeln!(
                 csv,
-                "{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{:.4},{},{},{}",
+                "{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{:.4},{},{},{},{:.3}",
                 r.device.replace(',', "_"),
                 f.seq,
                 r.recv_us,
@@ -53,7 +53,8 @@ pub fn write(records: &[Record], out: &Path) -> Result<Summary> {
                 f.gmacs,
                 f.detections.len(),
                 f.dropped_total,
-                f.threshold
+                f.threshold,
+                f.age_ms
             );
         }
     }

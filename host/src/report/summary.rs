@@ -32,6 +32,8 @@ pub struct BoardSummary {
     pub capture_ms: Pct,
     /// Per frame, decode + preprocess + postprocess + encode over inference (mean).
     pub outside_inference_fraction: f64,
+    /// How old frames were when inference began (camera capture time to inference start).
+    pub age_ms: Pct,
     /// Capture done -> frame recorded by the host. Both clocks must agree (one machine, or
     /// boards with NTP): only meaningful then.
     pub capture_to_recv_ms: Pct,
@@ -171,6 +173,12 @@ pub fn summarize(records: &[Record]) -> Summary {
                     .map(|(_, f)| outside_inference_ms(f) / inference_ms(f).max(1e-3))
                     .sum::<f64>()
                     / n,
+                age_ms: Pct::of(
+                    &frames
+                        .iter()
+                        .map(|(_, f)| f.age_ms as f64)
+                        .collect::<Vec<_>>(),
+                ),
                 capture_to_recv_ms: Pct::of(
                     &frames
                         .iter()

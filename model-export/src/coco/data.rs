@@ -69,7 +69,10 @@ impl CocoSource {
         {
             let Some(seg) = &a.segmentation else { continue };
             let full = seg.to_mask(info.width, info.height).map_err(|e| {
-                crate::error::Error::Invalid(format!("annotation {} in image {}: {e}", a.id, info.file_name))
+                crate::error::Error::Invalid(format!(
+                    "annotation {} in image {}: {e}",
+                    a.id, info.file_name
+                ))
             })?;
             let mask = resize_nearest(&full, info.width, info.height, self.size);
             let area = mask.iter().filter(|&&m| m != 0).count();

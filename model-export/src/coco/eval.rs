@@ -145,7 +145,11 @@ pub fn run(
             for a in anns {
                 let m = match &a.segmentation {
                     Some(s) => s.to_mask(w, h).map_err(|e| {
-                        crate::error::Error::Invalid(format!("{}: annotation {}: {e}", spec.coco.display(), a.id))
+                        crate::error::Error::Invalid(format!(
+                            "{}: annotation {}: {e}",
+                            spec.coco.display(),
+                            a.id
+                        ))
                     })?,
                     None => vec![0; w * h],
                 };
@@ -337,7 +341,11 @@ pub fn score_results(
             anns.iter()
                 .map(|a| match &a.segmentation {
                     Some(s) => s.to_mask(w, h).map_err(|e| {
-                        crate::error::Error::Invalid(format!("{}: annotation {}: {e}", gt_path.display(), a.id))
+                        crate::error::Error::Invalid(format!(
+                            "{}: annotation {}: {e}",
+                            gt_path.display(),
+                            a.id
+                        ))
                     }),
                     None => Ok(vec![0; w * h]),
                 })
@@ -348,10 +356,9 @@ pub fn score_results(
         let mut dets = Vec::new();
         for r in by_img.get(&info.id).map(Vec::as_slice).unwrap_or(&[]) {
             let mask = match (&r.segmentation, segm) {
-                (Some(s), true) => Some(
-                    s.to_mask(w, h)
-                        .map_err(|e| crate::error::Error::Invalid(format!("result for image {}: {e}", info.id)))?,
-                ),
+                (Some(s), true) => Some(s.to_mask(w, h).map_err(|e| {
+                    crate::error::Error::Invalid(format!("result for image {}: {e}", info.id))
+                })?),
                 (None, true) => bail!("result for image {} has no segmentation", info.id),
                 _ => None,
             };

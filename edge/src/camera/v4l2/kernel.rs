@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
-use super::device::{Caps, Device, Format};
+use super::device::{Caps, Device, Filled, Format};
 use crate::camera::SourceError;
 
 #[repr(C)]
@@ -50,6 +50,17 @@ union FormatUnion {
 struct FormatMsg {
     kind: u32,
     fmt: FormatUnion,
+}
+
+#[repr(C)]
+struct FmtDesc {
+    index: u32,
+    kind: u32,
+    flags: u32,
+    description: [u8; 32],
+    pixelformat: u32,
+    mbus_code: u32,
+    reserved: [u32; 3],
 }
 
 #[repr(C)]
@@ -113,6 +124,7 @@ struct StreamParm {
 const _: () = assert!(std::mem::size_of::<Capability>() == 104);
 const _: () = assert!(std::mem::size_of::<FormatMsg>() == 208);
 const _: () = assert!(std::mem::size_of::<RequestBuffers>() == 20);
+const _: () = assert!(std::mem::size_of::<FmtDesc>() == 64);
 const _: () = assert!(std::mem::size_of::<Buffer>() == 88);
 const _: () = assert!(std::mem::size_of::<StreamParm>() == 204);
 
@@ -123,6 +135,7 @@ const fn ioc(dir: u64, nr: u64, size: usize) -> u64 {
 const W: u64 = 1;
 const R: u64 = 2;
 const QUERYCAP: u64 = ioc(R, 0, std::mem::size_of::<Capability>());
+const ENUM_FMT: u64 = ioc(R | W, 2, std::mem::size_of::<FmtDesc>());
 const S_FMT: u64 = ioc(R | W, 5, std::mem::size_of::<FormatMsg>());
 const REQBUFS: u64 = ioc(R | W, 8, std::mem::size_of::<RequestBuffers>());
 const QUERYBUF: u64 = ioc(R | W, 9, std::mem::size_of::<Buffer>());
@@ -139,6 +152,8 @@ const CAP_VIDEO_CAPTURE: u32 = 0x1;
 const CAP_STREAMING: u32 = 0x0400_0000;
 const CAP_DEVICE_CAPS: u32 = 0x8000_0000;
 const BUF_FLAG_ERROR: u32 = 0x40;
+const BUF_FLAG_TIMESTAMP_MASK: u32 = 0xe000;
+const BUF_FLAG_TIMESTAMP_MONOTONIC: u32 = 0x2000;
 const CAP_TIMEPERFRAME: u32 = 0x1000;
 
 pub struct Kernel {
@@ -319,7 +334,7 @@ impl Device for Kernel {
         Ok(())
     }
 
-    fn next_frame(&mut self, out: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
+    fn dequeue(&mut self, timeout: Duration) -> io::Result<Option<Filled>> {
         let deadline = std::time::Instant::now() + timeout;
         let mut b: Buffer = zeroed();
         loop {
@@ -330,27 +345,63 @@ impl Device for Kernel {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
                     if left.is_zero() {
-                        return Err(io::ErrorKind::TimedOut.into());
+                        return Ok(None);
                     }
-                    self.wait_readable(left)?;
+                    match self.wait_readable(left) {
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(None),
+                        r => r?,
+                    }
                 }
                 Err(e) => return Err(e),
             }
         }
-        let (ptr, len) = *self
+        let len = self
             .maps
             .get(b.index as usize)
-            .ok_or_else(|| io::Error::other("the driver returned an unknown buffer"))?;
-        let used = (b.bytesused as usize).min(len);
-        out.clear();
-        // SAFETY: the mapping is `len` bytes long and the driver filled `used` of them.
-        out.extend_from_slice(unsafe { std::slice::from_raw_parts(ptr as *const u8, used) });
-        let corrupt = b.flags & BUF_FLAG_ERROR != 0;
-        self.ioctl(QBUF, &mut b)?;
-        if corrupt {
-            return Err(io::Error::other("the driver flagged the frame as corrupt"));
+            .ok_or_else(|| io::Error::other("the driver returned an unknown buffer"))?
+            .1;
+        let monotonic = b.flags & BUF_FLAG_TIMESTAMP_MASK == BUF_FLAG_TIMESTAMP_MONOTONIC;
+        let [sec, usec] = b.timestamp;
+        Ok(Some(Filled {
+            index: b.index,
+            bytes: (b.bytesused as usize).min(len),
+            timestamp_us: (monotonic && sec > 0).then(|| sec as u64 * 1_000_000 + usec as u64),
+            corrupt: b.flags & BUF_FLAG_ERROR != 0,
+        }))
+    }
+
+    fn data(&self, b: &Filled) -> &[u8] {
+        match self.maps.get(b.index as usize) {
+            // SAFETY: the mapping is `len` bytes long and `dequeue` capped `bytes` at it.
+            Some(&(ptr, len)) => unsafe {
+                std::slice::from_raw_parts(ptr as *const u8, b.bytes.min(len))
+            },
+            None => &[],
         }
-        Ok(())
+    }
+
+    fn requeue(&mut self, f: Filled) -> io::Result<()> {
+        let mut b: Buffer = zeroed();
+        b.index = f.index;
+        b.kind = BUF_TYPE_VIDEO_CAPTURE;
+        b.memory = MEMORY_MMAP;
+        self.ioctl(QBUF, &mut b)
+    }
+
+    fn formats(&mut self) -> io::Result<Vec<u32>> {
+        let mut out = Vec::new();
+        for index in 0..64 {
+            let mut d: FmtDesc = zeroed();
+            d.index = index;
+            d.kind = BUF_TYPE_VIDEO_CAPTURE;
+            match self.ioctl(ENUM_FMT, &mut d) {
+                Ok(()) => out.push(d.pixelformat),
+                // EINVAL: past the last format.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -359,10 +410,10 @@ impl Device for Kernel {
 #[test]
 fn ioctls_match_the_kernel_header() {
     assert_eq!(
-        [QUERYCAP, S_FMT, REQBUFS, QUERYBUF, QBUF, DQBUF, STREAMON, STREAMOFF, S_PARM],
+        [QUERYCAP, ENUM_FMT, S_FMT, REQBUFS, QUERYBUF, QBUF, DQBUF, STREAMON, STREAMOFF, S_PARM],
         [
-            0x80685600, 0xc0d05605, 0xc0145608, 0xc0585609, 0xc058560f, 0xc0585611, 0x40045612,
-            0x40045613, 0xc0cc5616
+            0x80685600, 0xc0405602, 0xc0d05605, 0xc0145608, 0xc0585609, 0xc058560f, 0xc0585611,
+            0x40045612, 0x40045613, 0xc0cc5616
         ]
     );
     use std::mem::offset_of;
@@ -373,8 +424,9 @@ fn ioctls_match_the_kernel_header() {
             offset_of!(Buffer, m),
             offset_of!(Buffer, length),
             offset_of!(FormatMsg, fmt),
+            offset_of!(FmtDesc, pixelformat),
         ],
-        [24, 56, 64, 72, 8]
+        [24, 56, 64, 72, 8, 44]
     );
 }
 
