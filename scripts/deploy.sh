@@ -6,16 +6,18 @@
 # Options:
 #   --host USER@BOARD      ssh destination (required)
 #   --bundle DIR           bundle to install (default models/demo)
-#   --camera SPEC          svit-edge --camera (default arducam:spi=/dev/spidev0.0,i2c=/dev/i2c-1)
+#   --camera SPEC          svit-edge --camera (default arducam: SPI /dev/spidev0.0 and the
+#                          board's header I2C bus, /dev/i2c-1 on a Pi, /dev/i2c-7 on a Jetson Orin)
 #   --connect HOST:PORT    host to stream to, or
 #   --listen ADDR:PORT     let the host dial the board (svit-host listen --board BOARD:PORT)
 #   --key FILE             pre-shared key file, copied to /etc/svit-edge/key (recommended)
-#   --glibc 2.31           link against an older glibc (JetPack 5 ships 2.31) with cargo-zigbuild
+#   --glibc 2.31           link against an older glibc with cargo-zigbuild (JetPack 5 ships 2.31;
+#                          JetPack 6, Ubuntu 22.04, ships 2.35 and needs it too)
 #   --dry-run              print what would run, touch nothing (the unit file is printed too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-host="" bundle="models/demo" camera="arducam:spi=/dev/spidev0.0,i2c=/dev/i2c-1" link="" key="" glibc="" dry=0
+host="" bundle="models/demo" camera="arducam" link="" key="" glibc="" dry=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --host) host="$2"; shift 2 ;;
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
     --key) key="$2"; shift 2 ;;
     --glibc) glibc="$2"; shift 2 ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "deploy: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

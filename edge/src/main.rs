@@ -2,6 +2,7 @@
 //! host (or JSON lines on stdout), and `bench`, the on-device latency profiler.
 
 mod bench;
+mod board;
 mod camera;
 mod codec;
 mod health;

@@ -35,7 +35,7 @@ fn dry_run_prints_the_unit_it_would_install() {
     assert!(out.contains("Restart=on-failure"));
     assert!(out.contains("SupplementaryGroups=spi i2c gpio video"));
     assert!(out.contains(
-        "ExecStart=/usr/local/bin/svit-edge run --bundle /opt/svit-edge/models/demo --camera arducam:spi=/dev/spidev0.0,i2c=/dev/i2c-1 --listen 0.0.0.0:7879 --key /etc/svit-edge/key"
+        "ExecStart=/usr/local/bin/svit-edge run --bundle /opt/svit-edge/models/demo --camera arducam --listen 0.0.0.0:7879 --key /etc/svit-edge/key"
     ), "{out}");
     assert!(
         !out.contains("@USER@") && !out.contains("@LINK@"),

@@ -155,7 +155,8 @@ pub fn open_sim(opts: &str, fps: Option<f32>) -> Result<Box<dyn FrameSource>, So
     )?))
 }
 
-/// `arducam[:spi=/dev/spidev0.0,i2c=/dev/i2c-1,led=GPIO22,res=WxH]` on a Linux board.
+/// `arducam[:spi=/dev/spidev0.0,i2c=/dev/i2c-1,led=GPIO22,res=WxH]` on a Linux board (the
+/// default I2C bus is the header's: 1 on a Pi, 7 on a Jetson Orin).
 #[cfg(target_os = "linux")]
 pub fn open_linux(opts: &str, fps: Option<f32>) -> Result<Box<dyn FrameSource>, SourceError> {
     use linux_embedded_hal::{spidev, Delay, I2cdev, SpidevDevice};
@@ -163,7 +164,9 @@ pub fn open_linux(opts: &str, fps: Option<f32>) -> Result<Box<dyn FrameSource>, 
     let o = Options::parse(opts, &["spi", "i2c", "led", "res", "quality"])?;
     let cfg = o.config(1000)?;
     let spi_path = o.get("spi").unwrap_or("/dev/spidev0.0");
-    let i2c_path = o.get("i2c").unwrap_or("/dev/i2c-1");
+    let i2c_path = o
+        .get("i2c")
+        .unwrap_or_else(|| crate::board::header_i2c(&crate::board::model()));
     check_node(spi_path, "spi", "SPI", "dtparam=spi=on")?;
     check_node(i2c_path, "i2c", "I2C", "dtparam=i2c_arm=on")?;
     let mut spi = SpidevDevice::open(spi_path)
