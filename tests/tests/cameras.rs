@@ -98,6 +98,22 @@ fn exec_reads_a_real_producer_and_restarts_it() {
     assert!(m < 70.0, "median age {m} ms at 60 fps: {f:?}");
 }
 
+/// Raw frames of a stated format and size (ffmpeg writing YUYV), as from a GStreamer pipeline
+/// without a JPEG encoder.
+#[test]
+fn exec_raw_reads_raw_yuyv_frames() {
+    if !has_ffmpeg() {
+        return;
+    }
+    let cmd = "exec-raw:yuyv,320x240:ffmpeg -loglevel error -re -f lavfi \
+               -i testsrc=size=320x240:rate=30 -pix_fmt yuyv422 -f rawvideo -";
+    let out = run(cmd, 10, None);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(frames(&out).len(), 10, "{log}");
+    assert!(log.contains("raw Yuyv 320x240"), "{log}");
+}
+
 /// A producer that does not exist is named with what the shell said, and retried (a camera
 /// tool may appear after boot) until the run is stopped.
 #[test]

@@ -18,7 +18,7 @@ pub use source::{Captured, FrameSource, Options, Pacer, SourceError};
 pub use svit_protocol::clock::now_us;
 
 use files::{Files, MjpegFile};
-use stream::StreamSource;
+use stream::{Framing, StreamSource};
 use synthetic::Synthetic;
 
 fn is_video(path: &str) -> bool {
@@ -55,13 +55,20 @@ pub fn open(
         Some(("v4l", opts)) => v4l2::open(opts, fps),
         None if spec == "sim-v4l" => v4l2::open_sim("", fps),
         Some(("sim-v4l", opts)) => v4l2::open_sim(opts, fps),
-        Some(("exec", command)) => Ok(Box::new(StreamSource::exec(command)?)),
+        Some(("exec", command)) => Ok(Box::new(StreamSource::exec(command, Framing::Jpeg)?)),
+        Some(("exec-raw", rest)) => {
+            let (framing, command) = rest.split_once(':').ok_or_else(|| {
+                SourceError::Config("exec-raw:FORMAT,WxH:COMMAND, e.g. exec-raw:yuyv,640x480:...".into())
+            })?;
+            Ok(Box::new(StreamSource::exec(command, Framing::parse_raw(framing)?)?))
+        }
         None if spec == "stdin" => Ok(Box::new(StreamSource::stdin()?)),
         Some(("pipe", path)) => Ok(Box::new(StreamSource::pipe(path)?)),
         _ => Err(SourceError::Config(format!(
             "unknown camera {spec:?}: use synthetic, file:PATH, sim-arducam[:OPTS], \
              arducam[:spi=..,i2c=..,led=..], v4l[:/dev/videoN,res=WxH,fps=N,format=mjpeg|yuyv|uyvy], \
-             sim-v4l[:OPTS], exec:COMMAND (a program writing JPEG frames), stdin or pipe:PATH"
+             sim-v4l[:OPTS], exec:COMMAND (a program writing JPEG frames), \
+             exec-raw:FORMAT,WxH:COMMAND, stdin or pipe:PATH"
         ))),
     }
 }

@@ -1,5 +1,6 @@
 //! Cameras that V4L2 cannot reach, as a stream of JPEG frames (MJPEG) from another program:
-//! `exec:COMMAND` runs it and reads its standard output (restarted with backoff when it
+//! `exec:COMMAND` runs it and reads its standard output (`exec-raw:FORMAT,WxH:COMMAND` for raw
+//! frames of a stated format and size) (restarted with backoff when it
 //! exits, saying why: its exit status and the last lines of its standard error), `stdin`
 //! reads ours, `pipe:PATH` a named pipe (reopened for the next writer). A reader thread splits
 //! the stream into frames with the project's JPEG marker scanner and keeps only the newest, so
@@ -28,6 +29,107 @@ pub const MAX_FRAME: usize = 8 << 20;
 
 /// Lines of a producer's standard error kept to say why it stopped.
 const STDERR_LINES: usize = 8;
+
+/// How frames follow each other in a stream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Framing {
+    /// JPEG images back to back (MJPEG), found by their markers.
+    Jpeg,
+    /// Raw frames of a stated format and size, back to back.
+    Raw {
+        format: RawFormat,
+        width: usize,
+        height: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RawFormat {
+    Yuyv,
+    Uyvy,
+    Rgb24,
+}
+
+impl Framing {
+    /// `yuyv,640x480` (also `uyvy`, `rgb24`): the raw framing `exec-raw:` takes.
+    pub fn parse_raw(spec: &str) -> Result<Self, SourceError> {
+        let bad = || {
+            SourceError::Config(format!(
+                "{spec:?} is not FORMAT,WIDTHxHEIGHT (format yuyv, uyvy or rgb24; e.g. yuyv,640x480)"
+            ))
+        };
+        let (f, size) = spec.split_once(',').ok_or_else(bad)?;
+        let format = match f {
+            "yuyv" => RawFormat::Yuyv,
+            "uyvy" => RawFormat::Uyvy,
+            "rgb24" => RawFormat::Rgb24,
+            _ => return Err(bad()),
+        };
+        let (width, height) = size
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+            .ok_or_else(bad)?;
+        let len = Framing::Raw {
+            format,
+            width,
+            height,
+        }
+        .frame_len();
+        if width == 0 || height == 0 || width % 2 != 0 || len > MAX_FRAME {
+            return Err(SourceError::Config(format!(
+                "{width}x{height}: raw frames need an even width and at most {MAX_FRAME} bytes"
+            )));
+        }
+        Ok(Framing::Raw {
+            format,
+            width,
+            height,
+        })
+    }
+
+    fn frame_len(&self) -> usize {
+        match *self {
+            Framing::Jpeg => 0,
+            Framing::Raw {
+                format: RawFormat::Rgb24,
+                width,
+                height,
+            } => width * height * 3,
+            Framing::Raw { width, height, .. } => width * height * 2,
+        }
+    }
+
+    fn pixels(&self, data: Vec<u8>) -> Pixels {
+        use crate::codec::Packing;
+        match *self {
+            Framing::Jpeg => Pixels::Jpeg(data),
+            Framing::Raw {
+                format: RawFormat::Rgb24,
+                width,
+                height,
+            } => Pixels::Rgb {
+                data,
+                width,
+                height,
+            },
+            Framing::Raw {
+                format,
+                width,
+                height,
+            } => Pixels::Yuv422 {
+                data,
+                width,
+                height,
+                stride: width * 2,
+                packing: if format == RawFormat::Yuyv {
+                    Packing::Yuyv
+                } else {
+                    Packing::Uyvy
+                },
+            },
+        }
+    }
+}
 
 #[derive(Default)]
 struct Slot {
@@ -71,9 +173,29 @@ impl Shared {
     }
 }
 
-/// Splits a byte stream into JPEG frames, publishing each complete one. Returns at the end of
-/// the stream, or when the source stops.
-fn split(mut r: impl Read, shared: &Shared) -> std::io::Result<()> {
+/// Splits a byte stream into frames, publishing each complete one. Returns at the end of the
+/// stream, or when the source stops.
+fn split(r: impl Read, shared: &Shared, framing: Framing) -> std::io::Result<()> {
+    match framing {
+        Framing::Jpeg => split_jpeg(r, shared),
+        raw => split_raw(r, shared, raw.frame_len()),
+    }
+}
+
+/// Raw frames of `len` bytes each.
+fn split_raw(mut r: impl Read, shared: &Shared, len: usize) -> std::io::Result<()> {
+    let mut frame = vec![0u8; len];
+    while !shared.stop.load(Ordering::Relaxed) {
+        match r.read_exact(&mut frame) {
+            Ok(()) => shared.publish(frame.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn split_jpeg(mut r: impl Read, shared: &Shared) -> std::io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(256 << 10);
     let mut chunk = vec![0u8; 64 << 10];
     while !shared.stop.load(Ordering::Relaxed) {
@@ -120,13 +242,14 @@ fn split(mut r: impl Read, shared: &Shared) -> std::io::Result<()> {
 
 pub struct StreamSource {
     shared: Arc<Shared>,
+    framing: Framing,
     what: String,
 }
 
 impl StreamSource {
     /// `exec:COMMAND`: runs `sh -c COMMAND` and reads its standard output, again after it
     /// exits (backoff 0.5 s doubling to 10 s; back to 0.5 s after a run of 10 s or more).
-    pub fn exec(command: &str) -> Result<Self, SourceError> {
+    pub fn exec(command: &str, framing: Framing) -> Result<Self, SourceError> {
         if command.trim().is_empty() {
             return Err(SourceError::Config(
                 "exec: needs a command, e.g. exec:rpicam-vid -t 0 --codec mjpeg -o -".into(),
@@ -136,11 +259,12 @@ impl StreamSource {
         let (sh, cmd) = (shared.clone(), command.to_string());
         std::thread::Builder::new()
             .name("exec-camera".into())
-            .spawn(move || run_producer(&cmd, &sh))
+            .spawn(move || run_producer(&cmd, &sh, framing))
             .map_err(|e| SourceError::Camera(format!("starting the reader: {e}")))?;
         Ok(StreamSource {
             shared,
-            what: format!("JPEG frames from `{command}`"),
+            framing,
+            what: format!("{} from `{command}`", describe(framing)),
         })
     }
 
@@ -176,7 +300,7 @@ impl StreamSource {
         std::thread::Builder::new()
             .name("stream-camera".into())
             .spawn(move || loop {
-                let res = open().and_then(|r| split(r, &sh));
+                let res = open().and_then(|r| split(r, &sh, Framing::Jpeg));
                 let why = match res {
                     Ok(()) => format!("{name} ended"),
                     Err(e) => format!("{name}: {e}"),
@@ -195,13 +319,25 @@ impl StreamSource {
             .map_err(|e| SourceError::Camera(format!("starting the reader: {e}")))?;
         Ok(StreamSource {
             shared,
+            framing: Framing::Jpeg,
             what: format!("JPEG frames from {what}"),
         })
     }
 }
 
+fn describe(framing: Framing) -> String {
+    match framing {
+        Framing::Jpeg => "JPEG frames".into(),
+        Framing::Raw {
+            format,
+            width,
+            height,
+        } => format!("raw {format:?} {width}x{height} frames"),
+    }
+}
+
 /// Runs the producer again and again until the source stops.
-fn run_producer(command: &str, shared: &Shared) {
+fn run_producer(command: &str, shared: &Shared, framing: Framing) {
     let mut backoff = Duration::from_millis(500);
     while !shared.stop.load(Ordering::Relaxed) {
         let started = Instant::now();
@@ -209,7 +345,7 @@ fn run_producer(command: &str, shared: &Shared) {
             Ok(mut child) => {
                 shared.child.store(child.id(), Ordering::Relaxed);
                 let tail = child.stderr.take().map(keep_tail);
-                let read = child.stdout.take().map(|o| split(o, shared));
+                let read = child.stdout.take().map(|o| split(o, shared, framing));
                 let _ = child.kill();
                 let status = child.wait();
                 shared.child.store(0, Ordering::Relaxed);
@@ -278,9 +414,9 @@ impl FrameSource for StreamSource {
         let deadline = t + Duration::from_secs(2);
         let mut s = self.shared.lock();
         loop {
-            if let Some((jpeg, capture_us)) = s.frame.take() {
+            if let Some((data, capture_us)) = s.frame.take() {
                 return Ok(Captured {
-                    pixels: Pixels::Jpeg(jpeg),
+                    pixels: self.framing.pixels(data),
                     capture_us,
                     capture_time: t.elapsed(),
                 });
@@ -347,7 +483,7 @@ mod tests {
         data.extend(std::iter::repeat_n(0x11u8, MAX_FRAME + 10));
         data.extend(jpeg(2));
         let shared = Shared::default();
-        split(Trickle(data, 0), &shared).unwrap();
+        split(Trickle(data, 0), &shared, Framing::Jpeg).unwrap();
         let s = shared.lock();
         assert_eq!(s.received, 2, "two complete frames");
         assert!(s.skipped_bytes >= MAX_FRAME as u64, "{}", s.skipped_bytes);
@@ -368,7 +504,7 @@ mod tests {
         let f = jpeg_file(&dir);
         // One frame, then the producer dies with a message.
         let cmd = format!("cat {}; echo 'sensor lost' >&2; exit 3", f.display());
-        let mut src = StreamSource::exec(&cmd).unwrap();
+        let mut src = StreamSource::exec(&cmd, Framing::Jpeg).unwrap();
         let first = src.capture().unwrap();
         assert!(matches!(first.pixels, Pixels::Jpeg(ref j) if j == &jpeg(3)));
         // The next frame comes from the restarted producer (after its backoff).
@@ -386,13 +522,13 @@ mod tests {
 
     #[test]
     fn a_command_that_does_not_exist_is_named_with_its_stderr() {
-        let mut src = StreamSource::exec("no-such-camera-tool --mjpeg").unwrap();
+        let mut src = StreamSource::exec("no-such-camera-tool --mjpeg", Framing::Jpeg).unwrap();
         let e = src.capture().err().unwrap().to_string();
         assert!(
             e.contains("no-such-camera-tool") && e.contains("not found"),
             "the error names the command and what the shell said: {e}"
         );
-        assert!(StreamSource::exec("  ").is_err());
+        assert!(StreamSource::exec("  ", Framing::Jpeg).is_err());
     }
 
     #[test]
@@ -417,5 +553,30 @@ mod tests {
             .unwrap();
         assert!(e.to_string().contains("mkfifo"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod raw_tests {
+    use super::*;
+    use crate::codec::to_rgb;
+
+    #[test]
+    fn raw_frames_of_a_stated_size_are_read_and_bad_specs_named() {
+        let f = Framing::parse_raw("uyvy,4x2").unwrap();
+        // Two frames of 4x2 UYVY (16 bytes each), then a torn third.
+        let mut data = vec![128u8, 16, 128, 16].repeat(4);
+        data.extend(vec![128u8, 235, 128, 235].repeat(4));
+        data.extend([1, 2, 3]);
+        let shared = Shared::default();
+        split(std::io::Cursor::new(data), &shared, f).unwrap();
+        let (frame, _) = shared.lock().frame.take().unwrap();
+        assert_eq!(shared.lock().received, 2);
+        let (rgb, w, h) = to_rgb(f.pixels(frame)).unwrap();
+        assert_eq!((w, h), (4, 2));
+        assert!(rgb.iter().all(|&v| v == 255), "Y 235 is white: {rgb:?}");
+        for bad in ["yuyv", "bayer,640x480", "yuyv,641x480", "rgb24,99999x99999"] {
+            assert!(Framing::parse_raw(bad).is_err(), "{bad}");
+        }
     }
 }
