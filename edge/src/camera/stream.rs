@@ -565,8 +565,8 @@ mod raw_tests {
     fn raw_frames_of_a_stated_size_are_read_and_bad_specs_named() {
         let f = Framing::parse_raw("uyvy,4x2").unwrap();
         // Two frames of 4x2 UYVY (16 bytes each), then a torn third.
-        let mut data = vec![128u8, 16, 128, 16].repeat(4);
-        data.extend(vec![128u8, 235, 128, 235].repeat(4));
+        let mut data = [128u8, 16, 128, 16].repeat(4);
+        data.extend([128u8, 235, 128, 235].repeat(4));
         data.extend([1, 2, 3]);
         let shared = Shared::default();
         split(std::io::Cursor::new(data), &shared, f).unwrap();
