@@ -188,18 +188,20 @@ pub fn encode_jpeg(
     Ok(out)
 }
 
+/// Synthetic scene `i` (seed `seed`) as a 64x64 JPEG, for tests of the frame paths.
+#[cfg(test)]
+pub fn test_jpeg(seed: u64, i: u64) -> Vec<u8> {
+    let s = svit_scenes::generate(&svit_scenes::SceneConfig::square(64), seed, i);
+    encode_jpeg(&s.rgb, 64, 64, 80).expect("encodable")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn mjpeg_videos_split_into_their_frames() {
-        let jpegs: Vec<Vec<u8>> = (0..3)
-            .map(|i| {
-                let s = svit_scenes::generate(&svit_scenes::SceneConfig::square(64), 9, i);
-                encode_jpeg(&s.rgb, 64, 64, 80).unwrap()
-            })
-            .collect();
+        let jpegs: Vec<Vec<u8>> = (0..3).map(|i| test_jpeg(9, i)).collect();
         // Noise between frames, an FF D9 inside a comment segment, a torn last frame.
         let mut video = b"junk".to_vec();
         video.extend(&jpegs[0]);

@@ -147,16 +147,11 @@ impl FrameSource for MjpegFile {
 #[cfg(test)]
 mod tests {
     use super::super::open;
-    use crate::codec::{encode_jpeg, to_rgb};
+    use crate::codec::{test_jpeg, to_rgb};
 
     #[test]
     fn mjpeg_video_files_play_their_frames_in_a_loop() {
-        let jpegs: Vec<Vec<u8>> = (0..3)
-            .map(|i| {
-                let s = svit_scenes::generate(&svit_scenes::SceneConfig::square(64), 9, i);
-                encode_jpeg(&s.rgb, 64, 64, 80).unwrap()
-            })
-            .collect();
+        let jpegs: Vec<Vec<u8>> = (0..3).map(|i| test_jpeg(9, i)).collect();
         let mut video = b"junk".to_vec();
         for j in &jpegs {
             video.extend(j);

@@ -456,11 +456,10 @@ impl Drop for StreamSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{encode_jpeg, to_rgb};
+    use crate::codec::{test_jpeg, to_rgb};
 
     fn jpeg(i: u64) -> Vec<u8> {
-        let s = svit_scenes::generate(&svit_scenes::SceneConfig::square(64), 5, i);
-        encode_jpeg(&s.rgb, 64, 64, 80).unwrap()
+        test_jpeg(5, i)
     }
 
     /// Delivers `data` in small reads, as a pipe does.

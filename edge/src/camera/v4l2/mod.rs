@@ -308,12 +308,12 @@ pub fn open(spec: &str, fps: Option<f32>) -> Result<Box<dyn FrameSource>, Source
 /// `format` asked (default MJPEG and YUYV) at `res` (default 640x480), at `fps` (default 30).
 pub fn open_sim(spec: &str, fps: Option<f32>) -> Result<Box<dyn FrameSource>, SourceError> {
     let opts = Options::parse(spec, &OPTIONS)?;
-    let mut cam = sim::SimCamera::new(&match opts.get("format") {
-        None => vec![PixelFormat::Mjpeg, PixelFormat::Yuyv],
-        Some(f) => vec![PixelFormat::parse(f)
-            .ok_or_else(|| SourceError::Config(format!("format={f}: use mjpeg, yuyv or uyvy")))?],
-    });
     let wanted = Wanted::parse("sim-v4l", &opts, fps)?;
+    let offers = match opts.get("format") {
+        Some(_) => wanted.formats.clone(),
+        None => vec![PixelFormat::Mjpeg, PixelFormat::Yuyv],
+    };
+    let mut cam = sim::SimCamera::new(&offers);
     cam.size = (wanted.width, wanted.height);
     cam.fps = wanted.fps as f64;
     Ok(Box::new(V4lSource::start(cam, "sim-v4l", &opts, fps)?))
