@@ -21,7 +21,7 @@ impl Monitor {
         .areas(f.area());
         f.render_widget(
             Paragraph::new(format!(
-                "svit-host: {} board(s)   j/k select  +/- threshold  d dense  [/] keep ratio  t threshold again  p pause  r resume  s snapshot  q quit",
+                "svit-host: {} board(s)   j/k board  +/- threshold  d dense  [/] keep ratio  t threshold  p/r pause/resume  s snapshot  q quit",
                 self.boards.len()
             ))
             .style(Style::default().add_modifier(Modifier::BOLD)),
