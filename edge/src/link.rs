@@ -26,6 +26,7 @@ pub fn stdout_loop(q: Arc<Queue<EdgeMsg>>, labels: Vec<String>) -> Result<()> {
                 .collect();
             let line = serde_json::json!({
                 "seq": f.seq, "kept": f.kept, "gmacs": f.gmacs, "total_ms": f.times.total_us() as f64 / 1000.0, "age_ms": f.age_ms,
+                "threshold": f.threshold, "budget_ms": f.budget_ms,
                 "dropped": f.dropped_total, "detections": dets,
             });
             writeln!(out, "{line}")?;

@@ -3,6 +3,7 @@
 
 mod bench;
 mod board;
+mod budget;
 mod camera;
 mod codec;
 mod health;
@@ -19,6 +20,20 @@ use clap::{Parser, Subcommand};
 use svit_runtime::{Manifest, Model};
 
 use pipeline::{Control, Queue, Stats};
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum BudgetPrefer {
+    Default,
+    Dense,
+}
+
+/// A budget or rate: a positive, finite number.
+fn positive_ms(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -39,10 +54,12 @@ enum Cmd {
         #[arg(long, default_value = "models/demo")]
         bundle: PathBuf,
         /// Camera: `synthetic`, `file:PATH` (an image, a folder of images or an .mjpeg video,
-        /// looping),
-        /// `sim-arducam[:res=320x240,stall-every=N,corrupt-every=N]` (the ArduCAM driver on a
-        /// simulated module), `arducam[:spi=/dev/spidev0.0,i2c=/dev/i2c-1,led=GPIO22,res=320x240]`
-        /// or `v4l[:/dev/video0,res=640x480,fps=30,format=mjpeg|yuyv]` (USB and CSI cameras).
+        /// looping), `sim-arducam[:res=320x240,stall-every=N,corrupt-every=N]` (the ArduCAM
+        /// driver on a simulated module), `arducam[:spi=/dev/spidev0.0,i2c=/dev/i2c-1,
+        /// led=GPIO22,res=320x240]`, `v4l[:/dev/video0,res=640x480,fps=30,format=mjpeg|yuyv|uyvy,
+        /// gone=30]` (USB cameras, YUV bridges), `sim-v4l[:res=..,fps=..,format=..]` (a simulated
+        /// V4L2 camera), `exec:COMMAND` (a program writing MJPEG, e.g. rpicam-vid),
+        /// `exec-raw:yuyv,640x480:COMMAND`, `stdin` or `pipe:PATH`.
         #[arg(long, default_value = "synthetic")]
         camera: String,
         /// Host to stream to (HOST:PORT). Without it or --listen, one JSON line per frame goes
@@ -66,6 +83,17 @@ enum Cmd {
         /// Pruning threshold (0 = dense); defaults to the bundle's.
         #[arg(long)]
         threshold: Option<f32>,
+        /// Hold the p95 of total latency at or under this many ms by steering each frame's
+        /// pruning (never less than --threshold's, unless --budget-prefer dense).
+        #[arg(long, value_parser = positive_ms, conflicts_with = "target_fps")]
+        budget_ms: Option<f32>,
+        /// The same as a frame rate: --budget-ms 1000/F.
+        #[arg(long, value_parser = positive_ms)]
+        target_fps: Option<f32>,
+        /// With a budget, what spare time buys: `default` (the bundle's pruning, no less) or
+        /// `dense` (denser passes, down to dense).
+        #[arg(long, value_enum, default_value = "default")]
+        budget_prefer: BudgetPrefer,
         /// The fewest tokens a gated block keeps (default: the bundle's); lower prunes more.
         /// `96`, or `48..128` for a floor rising from the first gated block to the last.
         #[arg(long)]
@@ -143,6 +171,9 @@ fn main() -> Result<()> {
             baud,
             frames,
             threshold,
+            budget_ms,
+            target_fps,
+            budget_prefer,
             min_keep,
             score_threshold,
             fps,
@@ -153,6 +184,7 @@ fn main() -> Result<()> {
             key,
         } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
+            let budget = budget_ms.or(target_fps.map(|f| 1000.0 / f));
             let sink = match (connect, listen, serial) {
                 (Some(addr), _, _) => Sink::Tcp(link::Peer::Connect(addr)),
                 (None, None, Some(path)) => Sink::Serial(serial::open(&path, baud)?),
@@ -188,6 +220,7 @@ fn main() -> Result<()> {
                 precision,
                 key,
                 thumbs,
+                (budget, budget_prefer == BudgetPrefer::Dense),
             )
         }
         Cmd::Bench {
@@ -300,6 +333,7 @@ fn run(
     precision: String,
     key: Option<Vec<u8>>,
     thumbs: Option<std::time::Duration>,
+    (budget, prefer_dense): (Option<f32>, bool),
 ) -> Result<()> {
     let threads = threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
@@ -320,6 +354,7 @@ fn run(
         decode,
         max_frames: frames,
         thumbnail_every: thumbs,
+        prefer_dense,
     };
     let cfg = model.config().clone();
     let src = camera::open(&camera, cfg.image_size, fps)
@@ -335,6 +370,10 @@ fn run(
     let ctl = Arc::new(Control::new(
         threshold.unwrap_or(model.manifest.defaults.threshold),
     ));
+    if let Some(b) = budget {
+        tracing::info!("latency budget {b:.1} ms (p95 of the total)");
+        ctl.apply(&svit_protocol::HostMsg::SetBudget(Some(b)));
+    }
     let stats = Arc::new(Stats::new());
     // One decoded frame waiting is enough: a newer one replaces it.
     let decoded = Arc::new(Queue::counting_into(1, stats.dropped.clone()));

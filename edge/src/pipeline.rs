@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use svit_protocol as proto;
 use svit_runtime::{DecodeOptions, FrameOutput, MinKeep, Model, Prepared, Pruning, RunOptions};
 
+use crate::budget::Budget;
 use crate::camera::{now_us, FrameSource, SourceError};
 use crate::codec::{decode_rgb, encode_jpeg};
 
@@ -97,6 +98,8 @@ pub struct Control {
     pub threshold_bits: AtomicU32,
     /// f32 bits of the fixed keep ratio; 0 = use the threshold.
     pub ratio_bits: AtomicU32,
+    /// f32 bits of the latency budget, ms; 0 = none.
+    pub budget_bits: AtomicU32,
     pub paused: AtomicBool,
     pub snapshot: AtomicBool,
     /// Set by a signal or the frame limit: the loops drain what is queued and exit.
@@ -108,6 +111,7 @@ impl Control {
         Control {
             threshold_bits: AtomicU32::new(threshold.to_bits()),
             ratio_bits: AtomicU32::new(0),
+            budget_bits: AtomicU32::new(0),
             paused: AtomicBool::new(false),
             snapshot: AtomicBool::new(false),
             stop: Arc::new(AtomicBool::new(false)),
@@ -115,6 +119,9 @@ impl Control {
     }
     pub fn threshold(&self) -> f32 {
         f32::from_bits(self.threshold_bits.load(Ordering::Relaxed))
+    }
+    pub fn budget_ms(&self) -> Option<f32> {
+        Some(f32::from_bits(self.budget_bits.load(Ordering::Relaxed))).filter(|b| *b > 0.0)
     }
     pub fn apply(&self, msg: &proto::HostMsg) {
         match msg {
@@ -127,6 +134,10 @@ impl Control {
                     .map(|r| r.min(1.0))
                     .unwrap_or(0.0);
                 self.ratio_bits.store(v.to_bits(), Ordering::Relaxed)
+            }
+            proto::HostMsg::SetBudget(b) => {
+                let v = b.filter(|b| b.is_finite() && *b > 0.0).unwrap_or(0.0);
+                self.budget_bits.store(v.to_bits(), Ordering::Relaxed)
             }
             proto::HostMsg::Pause => self.paused.store(true, Ordering::Relaxed),
             proto::HostMsg::Resume => self.paused.store(false, Ordering::Relaxed),
@@ -275,6 +286,9 @@ pub struct InferConfig {
     pub decode: DecodeOptions,
     pub max_frames: Option<u64>,
     pub thumbnail_every: Option<Duration>,
+    /// With a budget (`Control::budget_ms`): steer below the bundle's threshold too, towards
+    /// dense, when time allows (`--budget-prefer dense`).
+    pub prefer_dense: bool,
 }
 
 /// Inference thread body: runs the model on the newest decoded frame, converts to wire frames.
@@ -288,6 +302,7 @@ pub fn infer_loop(
     cfg: InferConfig,
 ) -> anyhow::Result<()> {
     let mut st = model.new_state(cfg.threads)?;
+    let mut budget: Option<Budget> = None;
     let mut last_thumb: Option<Instant> = None;
     let mut seq = 0u64;
     let mut infer_us = 0.0f64; // per-frame work of this thread, smoothed
@@ -299,7 +314,18 @@ pub fn infer_loop(
             .infer_free_at_us
             .store(now_us() + infer_us as u64, Ordering::Relaxed);
         let ratio = f32::from_bits(ctl.ratio_bits.load(Ordering::Relaxed));
-        let threshold = ctl.threshold();
+        // With a budget the controller picks the threshold; the host's is the least pruning.
+        let low = if cfg.prefer_dense {
+            0.0
+        } else {
+            ctl.threshold()
+        };
+        match (ctl.budget_ms(), budget.as_mut()) {
+            (None, _) => budget = None,
+            (Some(ms), Some(b)) if b.budget_ms == ms => b.set_low(low),
+            (Some(ms), _) => budget = Some(Budget::new(ms, low)),
+        }
+        let threshold = budget.as_ref().map_or(ctl.threshold(), Budget::threshold);
         // Threshold 0 runs dense (gates skipped), as `bench` and `eval` measure it.
         let pruning = if ratio > 0.0 {
             Pruning::Ratio(ratio)
@@ -323,6 +349,12 @@ pub fn infer_loop(
         let t = Instant::now();
         let mut frame = to_wire(&o, seq, &d, threshold, dropped);
         frame.age_ms = age_ms;
+        if let Some(b) = budget.as_mut() {
+            frame.budget_ms = Some(b.budget_ms);
+            if let Some(warning) = b.observe(frame.times.total_us() as f32 / 1000.0) {
+                tracing::warn!("{warning}");
+            }
+        }
         frame.times.encode = t.elapsed().as_micros() as u32;
         out.push(proto::EdgeMsg::Frame(frame));
         let snapshot = ctl.snapshot.swap(false, Ordering::Relaxed);
@@ -422,5 +454,6 @@ pub fn to_wire(
         gmacs: o.gmacs as f32,
         dropped_total,
         threshold,
+        budget_ms: None,
     }
 }

@@ -162,6 +162,8 @@ pub struct Frame {
     /// replaced it in a full queue). The same count as [`Health::dropped_total`].
     pub dropped_total: u64,
     pub threshold: f32,
+    /// The latency budget the board steers its pruning to (`--budget-ms`), if it has one.
+    pub budget_ms: Option<f32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Schema)]
@@ -223,6 +225,8 @@ pub enum HostMsg {
     SetThreshold(f32),
     /// Fixed keep ratio at every gated block (`None` goes back to the threshold).
     SetKeepRatio(Option<f32>),
+    /// Steer pruning to hold this latency budget, ms (`None`: the fixed threshold again).
+    SetBudget(Option<f32>),
     Pause,
     Resume,
     Snapshot,
@@ -371,6 +375,7 @@ mod tests {
             gmacs: 0.4,
             dropped_total: 2,
             threshold: 0.5,
+            budget_ms: None,
         })
     }
 

@@ -267,6 +267,7 @@ pub fn host_kind(m: &HostMsg) -> &'static str {
         HostMsg::Auth(_) => "auth",
         HostMsg::SetThreshold(_) => "set-threshold",
         HostMsg::SetKeepRatio(_) => "set-keep-ratio",
+        HostMsg::SetBudget(_) => "set-budget",
         HostMsg::Pause => "pause",
         HostMsg::Resume => "resume",
         HostMsg::Snapshot => "snapshot",

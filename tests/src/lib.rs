@@ -156,6 +156,7 @@ pub fn board_frame(seq: u64) -> EdgeMsg {
         gmacs: 0.35,
         dropped_total: 0,
         threshold: 0.5,
+        budget_ms: None,
     })
 }
 

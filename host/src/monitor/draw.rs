@@ -21,7 +21,7 @@ impl Monitor {
         .areas(f.area());
         f.render_widget(
             Paragraph::new(format!(
-                "svit-host: {} board(s)   j/k board  +/- threshold  d dense  [/] keep ratio  t threshold  p/r pause/resume  s snapshot  q quit",
+                "svit-host: {} board(s)   j/k board  +/- thr  d dense  [/] ratio  t thr  </> budget  n no budget  p/r pause  s snap  q quit",
                 self.boards.len()
             ))
             .style(Style::default().add_modifier(Modifier::BOLD)),
@@ -40,8 +40,8 @@ impl Monitor {
 
     fn draw_table(&self, f: &mut TuiFrame, area: Rect) {
         let header = Row::new([
-            "board", "state", "fps", "p50 ms", "p95 ms", "p99 ms", "kept", "thr", "dropped",
-            "missing", "temp", "throttle",
+            "board", "state", "fps", "p50 ms", "p95 ms", "p99 ms", "kept", "thr", "budget",
+            "dropped", "missing", "temp", "throttle",
         ])
         .style(Style::default().add_modifier(Modifier::BOLD));
         let rows = self.boards.iter().enumerate().map(|(i, b)| {
@@ -73,6 +73,9 @@ impl Monitor {
                 } else {
                     "-".into()
                 }),
+                Cell::from(b.budget_ms.map_or("-".into(), |ms| {
+                    format!("{ms:.0}ms {:.0}%", 100.0 * b.budget_hit_rate())
+                })),
                 Cell::from(b.dropped_on_board.to_string()),
                 Cell::from(b.missing.to_string()),
                 Cell::from(temp),
@@ -93,6 +96,7 @@ impl Monitor {
             Constraint::Length(7),
             Constraint::Length(5),
             Constraint::Length(4),
+            Constraint::Length(10),
             Constraint::Length(8),
             Constraint::Length(8),
             Constraint::Length(5),

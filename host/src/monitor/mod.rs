@@ -35,6 +35,10 @@ pub struct BoardView {
     pub threshold: f32,
     /// The fixed keep ratio this monitor last set (frames do not carry it).
     pub keep_ratio: Option<f32>,
+    /// The board's latency budget, as its last frame said, and whether the recent frames held
+    /// it.
+    pub budget_ms: Option<f32>,
+    budget_recent: VecDeque<bool>,
     pub paused: bool,
 }
 
@@ -62,6 +66,8 @@ impl BoardView {
             health: None,
             hello,
             keep_ratio: None,
+            budget_ms: None,
+            budget_recent: VecDeque::new(),
             paused: false,
         }
     }
@@ -76,6 +82,14 @@ impl BoardView {
         self.last_seq = Some(f.seq);
         self.dropped_on_board = f.dropped_total;
         self.threshold = f.threshold;
+        if f.budget_ms != self.budget_ms {
+            self.budget_recent.clear();
+        }
+        self.budget_ms = f.budget_ms;
+        if let Some(b) = f.budget_ms {
+            let held = f.times.total_us() as f32 / 1000.0 <= b;
+            push_bounded(&mut self.budget_recent, held, HISTORY);
+        }
         push_bounded(&mut self.recv_times, recv_us, HISTORY);
         let st = stage_us(f);
         for (h, v) in self.stages.iter_mut().zip(st) {
@@ -114,6 +128,12 @@ impl BoardView {
             }
             _ => 0.0,
         }
+    }
+
+    /// The fraction of the recent frames (under the current budget) that held it.
+    pub fn budget_hit_rate(&self) -> f64 {
+        let n = self.budget_recent.len().max(1) as f64;
+        self.budget_recent.iter().filter(|&&h| h).count() as f64 / n
     }
 
     pub fn kept_now(&self) -> f64 {
@@ -219,7 +239,7 @@ impl Monitor {
                 self.selected = (self.selected + n.max(1) - 1) % n.max(1);
                 None
             }
-            '+' | '-' | 'd' | '[' | ']' | 't' | 'p' | 'r' | 's' => {
+            '+' | '-' | 'd' | '[' | ']' | 't' | '<' | '>' | 'n' | 'p' | 'r' | 's' => {
                 let b = self.boards.get_mut(self.selected).filter(|b| b.connected)?;
                 let cur = b.threshold;
                 // Tenths, so repeated presses land on round values.
@@ -240,6 +260,15 @@ impl Monitor {
                         b.keep_ratio = None;
                         HostMsg::SetKeepRatio(None)
                     }
+                    // A latency budget 10% tighter or looser, from the board's p95 at first.
+                    '<' | '>' => {
+                        let from = b
+                            .budget_ms
+                            .unwrap_or_else(|| quantile_ms(&b.total, 0.95) as f32);
+                        let f = if c == '<' { 0.9 } else { 1.1 };
+                        HostMsg::SetBudget(Some((from * f * 10.0).round().max(1.0) / 10.0))
+                    }
+                    'n' => HostMsg::SetBudget(None),
                     'p' => {
                         b.paused = true;
                         HostMsg::Pause
@@ -318,6 +347,7 @@ mod tests {
             gmacs: 0.3,
             dropped_total: 2,
             threshold: 0.5,
+            budget_ms: None,
         }
     }
 
@@ -422,5 +452,25 @@ mod tests {
         }
         assert_eq!(m.boards[0].keep_ratio, Some(0.1), "the ratio stops at 0.1");
         assert_eq!(m.key('t'), Some((1, HostMsg::SetKeepRatio(None))));
+    }
+
+    #[test]
+    fn budget_is_shown_with_its_hit_rate_and_keys_set_it() {
+        let mut m = Monitor::default();
+        m.connected(1, hello("pi"));
+        for seq in 0..10u64 {
+            let EdgeMsg::Frame(mut f) = EdgeMsg::Frame(frame(seq, if seq < 8 { 15 } else { 25 }))
+            else {
+                unreachable!()
+            };
+            f.budget_ms = Some(20.0);
+            m.record(&rec(1, seq * 100_000, EdgeMsg::Frame(f)));
+        }
+        assert!((m.boards[0].budget_hit_rate() - 0.8).abs() < 1e-9);
+        let s = screen(&m);
+        assert!(s.contains("20ms 80%"), "{s}");
+        assert_eq!(m.key('<'), Some((1, HostMsg::SetBudget(Some(18.0)))));
+        assert_eq!(m.key('>'), Some((1, HostMsg::SetBudget(Some(22.0)))));
+        assert_eq!(m.key('n'), Some((1, HostMsg::SetBudget(None))));
     }
 }

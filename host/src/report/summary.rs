@@ -32,6 +32,10 @@ pub struct BoardSummary {
     pub capture_ms: Pct,
     /// Per frame, decode + preprocess + postprocess + encode over inference (mean).
     pub outside_inference_fraction: f64,
+    /// The board's latency budget (its last frame's), and the fraction of the frames run
+    /// under a budget whose total held it.
+    pub budget_ms: Option<f32>,
+    pub budget_hit_rate: Option<f64>,
     /// How old frames were when inference began (camera capture time to inference start).
     pub age_ms: Pct,
     /// Capture done -> frame recorded by the host. Both clocks must agree (one machine, or
@@ -173,6 +177,17 @@ pub fn summarize(records: &[Record]) -> Summary {
                     .map(|(_, f)| outside_inference_ms(f) / inference_ms(f).max(1e-3))
                     .sum::<f64>()
                     / n,
+                budget_ms: frames.last().and_then(|(_, f)| f.budget_ms),
+                budget_hit_rate: {
+                    let under: Vec<bool> = frames
+                        .iter()
+                        .filter_map(|(_, f)| {
+                            f.budget_ms.map(|b| f.times.total_us() as f32 / 1000.0 <= b)
+                        })
+                        .collect();
+                    (!under.is_empty())
+                        .then(|| under.iter().filter(|&&h| h).count() as f64 / under.len() as f64)
+                },
                 age_ms: Pct::of(
                     &frames
                         .iter()
