@@ -60,6 +60,21 @@ $EDGE bench --bundle "$BUNDLE" --frames 200 --warmup 20 --thresholds 0,0.3,0.5,0
 python3 scripts/ort_bench.py "$BUNDLE" "$OUT/ort_bench.json" --frames 200 --warmup 20 --threads 1,2 \
   --keep-faster "$OUT/ort_bench.before.json" > /dev/null
 
+# What a latency budget costs: the controller over 200 scenes at multiples of the default
+# pruned p50 (f32, one thread), each frame's time predicted from the bench just measured.
+THR=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["defaults"]["threshold"])' "$BUNDLE/manifest.json")
+P50=$(python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(next(c["total_ms"]["p50"] for c in b["configs"] if c["precision"] == "f32" and c["threads"] == 1 and c["mode"] == "pruned" and abs(c["threshold"] - float(sys.argv[2])) < 1e-6))' "$OUT/bench.json" "$THR")
+BUDGETS=$(python3 -c "print(','.join(f'{$P50 * x:.2f}' for x in (0.75, 0.9, 1.0, 1.25)))")
+rm -rf "$OUT/budget" && mkdir -p "$OUT/budget"
+$EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val --limit 200 \
+  --precision f32 --thresholds "$THR" --budget-ms "$BUDGETS" --latency-model "$OUT/bench.json" \
+  --json "$OUT/budget/eval.json"
+python3 - "$OUT/budget/eval.json" "$P50" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1])); doc["default_p50_ms"] = float(sys.argv[2])
+json.dump(doc, open(sys.argv[1], "w"), indent=1)
+PY
+
 # Pruning harder: the same bundle with min_keep 16 (1/16 of the tokens) instead of its default
 # (nothing to compare when that is its default).
 rm -rf "$OUT/min-keep-16"

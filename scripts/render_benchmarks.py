@@ -169,6 +169,28 @@ if os.path.exists(ortp):
         for e, pr, thr, ms in rows:
             p(f"| {th} | {e} | {pr} | {thr:.1f} | {ms:.2f} | {ref / ms:.2f}x |")
 
+budget = os.path.join(d, "budget", "eval.json")
+if os.path.exists(budget):
+    bev = json.load(open(budget))
+    p("\n## What a latency budget costs (`svit-export eval --budget-ms --latency-model bench.json`)\n")
+    p("`svit-edge run --budget-ms`'s controller run over the first 200 validation scenes in order, each "
+      "frame's total predicted from the bench above (f32, 1 thread: the fixed stages' means and the "
+      "block time against kept tokens). Budgets are multiples of the default pruned p50 from that bench; "
+      "the controller holds the p95 of the total at 0.9 of the budget, never pruning less than the "
+      "bundle's threshold. Hit rate: frames whose predicted total held the budget. The first row is the "
+      "bundle's threshold without a budget.\n")
+    p("| budget ms | x default p50 | hit rate | predicted p95 ms | mean threshold | box AP | mask AP | kept fraction |")
+    p("|---|---|---|---|---|---|---|---|")
+    p50 = bev.get("default_p50_ms")
+    for r in bev["runs"]:
+        if r.get("budget_ms") is None:
+            if abs(r["threshold"] - 0.5) < 1e-6:
+                p(f"| - | - | - | - | {r['threshold']:.2f} | {r['box_ap']:.2f} | {r['mask_ap']:.2f} | {r['kept_fraction']:.3f} |")
+            continue
+        x = f"{r['budget_ms'] / p50:.2f}x" if p50 else "-"
+        p(f"| {r['budget_ms']:.1f} | {x} | {100 * r['budget_hit_rate']:.0f}% | {r['predicted_p95_ms']:.2f} | "
+          f"{r['threshold']:.2f} | {r['box_ap']:.2f} | {r['mask_ap']:.2f} | {r['kept_fraction']:.3f} |")
+
 pipe = os.path.join(d, "pipeline", "summary.json")
 if os.path.exists(pipe):
     ps = json.load(open(pipe))

@@ -3,7 +3,6 @@
 
 mod bench;
 mod board;
-mod budget;
 mod camera;
 mod codec;
 mod health;

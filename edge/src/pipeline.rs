@@ -8,9 +8,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use svit_protocol as proto;
+use svit_runtime::budget::Budget;
 use svit_runtime::{DecodeOptions, FrameOutput, MinKeep, Model, Prepared, Pruning, RunOptions};
 
-use crate::budget::Budget;
 use crate::camera::{now_us, FrameSource, SourceError};
 use crate::codec::{decode_rgb, encode_jpeg};
 

@@ -6,6 +6,7 @@
 pub mod coco;
 pub mod error;
 pub mod export;
+pub mod latency;
 pub mod model;
 pub mod train;
 

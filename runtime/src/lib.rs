@@ -3,6 +3,7 @@
 //!
 //! Architecture invariant: this crate knows nothing of the wire protocol, tokio or cameras.
 
+pub mod budget;
 pub mod config;
 pub mod crew;
 pub mod error;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
+use svit_export::latency::LatencyModel;
 use svit_runtime::MinKeep;
 
 #[derive(clap::Args)]
@@ -37,42 +38,47 @@ pub struct Args {
     /// Threads that share each image's stages, as on the board (`svit-edge run --threads`).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Latency budgets (ms) to run `svit-edge run --budget-ms`'s controller at over the images,
+    /// each frame's time predicted by --latency-model: what a budget costs in accuracy.
+    #[arg(long, value_delimiter = ',', requires = "latency_model")]
+    pub budget_ms: Vec<f32>,
+    /// A board's `svit-edge bench --json` output: its block time against kept tokens.
+    #[arg(long)]
+    pub latency_model: Option<PathBuf>,
+    /// The bench configuration's thread count to take the latency model from.
+    #[arg(long, default_value_t = 1)]
+    pub latency_threads: u32,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    eval(
-        a.bundle,
-        a.coco,
-        a.images,
-        a.thresholds,
-        a.min_keep,
-        a.precision,
-        (a.score_threshold, a.box_from_mask),
-        a.json,
-        a.limit,
-        a.threads,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn eval(
-    bundle: PathBuf,
-    coco_json: PathBuf,
-    images: PathBuf,
-    thresholds: Vec<f32>,
-    min_keep: Option<MinKeep>,
-    precision: String,
-    (score_threshold, box_from_mask): (f32, Option<f32>),
-    json: Option<PathBuf>,
-    limit: Option<usize>,
-    threads: usize,
-) -> Result<()> {
+    let Args {
+        bundle,
+        coco: coco_json,
+        images,
+        thresholds,
+        min_keep,
+        precision,
+        score_threshold,
+        box_from_mask,
+        json,
+        limit,
+        threads,
+        budget_ms,
+        latency_model,
+        latency_threads,
+    } = a;
+    if budget_ms.iter().any(|b| !b.is_finite() || *b <= 0.0) {
+        bail!("--budget-ms takes positive numbers of milliseconds");
+    }
     if box_from_mask.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
         bail!("--box-from-mask must be between 0 and 1");
     }
     let model = svit_runtime::Model::load(&bundle, &precision)
         .with_context(|| format!("loading bundle {}", bundle.display()))?;
     let thresholds = model.manifest.defaults.compared_thresholds(&thresholds);
+    let latency = latency_model
+        .map(|p| LatencyModel::from_bench(&p, &model.precision, latency_threads))
+        .transpose()?;
     // COCO results files go beside the summary JSON, or under runs/eval without one.
     let results_dir = match json.as_ref().and_then(|j| j.parent()) {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -89,6 +95,8 @@ fn eval(
         results_dir: &results_dir,
         limit,
         threads,
+        budgets: &budget_ms,
+        latency: latency.as_ref(),
     };
     let bar = ProgressBar::new(0);
     let runs = svit_export::coco::eval::run(&model, &spec, |done, total| {
@@ -97,12 +105,23 @@ fn eval(
     })?;
     bar.finish_and_clear();
     println!(
-        "{:>9} {:>9} {:>7} {:>7} {:>9} {:>9} {:>6} {:>6}",
-        "threshold", "precision", "box AP", "mask AP", "box AP50", "mask AP50", "kept", "GMACs"
+        "{:>9} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9} {:>6} {:>6}",
+        "budget",
+        "threshold",
+        "precision",
+        "box AP",
+        "mask AP",
+        "box AP50",
+        "mask AP50",
+        "kept",
+        "GMACs"
     );
     for r in &runs {
+        let budget = r.budget_ms.map_or("-".into(), |b| {
+            format!("{b:.1}ms {:.0}%", 100.0 * r.budget_hit_rate.unwrap_or(0.0))
+        });
         println!(
-            "{:>9.2} {:>9} {:>7.2} {:>7.2} {:>9.2} {:>9.2} {:>6.3} {:>6.3}",
+            "{budget:>9} {:>9.2} {:>9} {:>7.2} {:>7.2} {:>9.2} {:>9.2} {:>6.3} {:>6.3}",
             r.threshold,
             r.precision,
             r.box_ap,

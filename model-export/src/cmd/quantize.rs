@@ -138,6 +138,8 @@ fn quantize(a: &super::bundle::Args, q: &Quantize) -> Result<()> {
             results_dir: &results_dir,
             limit: Some(q.check_limit),
             threads: 1,
+            budgets: &[],
+            latency: None,
         };
         let bar = ProgressBar::new(0).with_message(format!("checking {precision}"));
         let runs = svit_export::coco::eval::run(model, &spec, |done, total| {

@@ -320,6 +320,8 @@ impl Validation {
             results_dir: &self.dir,
             limit: Some(self.limit),
             threads: 1,
+            budgets: &[],
+            latency: None,
         };
         let runs = svit_export::coco::eval::run(&model, &spec, |_, _| {})?;
         let mut log = std::fs::OpenOptions::new()

@@ -4,16 +4,24 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::error::{bail, Context, Result};
 use serde::Serialize;
+use svit_runtime::budget::Budget;
 use svit_runtime::{DecodeOptions, Model, Pruning, RunOptions};
 
 use crate::coco::cocoeval::{self, box_iou, mask_iou, Pair, Summary};
 use crate::coco::{Annotation, Dataset, ResultEntry, Segmentation};
+use crate::error::{bail, Context, Result};
+use crate::latency::LatencyModel;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalRun {
+    /// The run's threshold (with a budget: the mean of the thresholds the controller chose).
     pub threshold: f32,
+    /// With a budget: the budget, the fraction of images whose predicted total held it, and
+    /// the p95 of the predicted totals (ms).
+    pub budget_ms: Option<f32>,
+    pub budget_hit_rate: Option<f64>,
+    pub predicted_p95_ms: Option<f64>,
     pub precision: String,
     pub box_ap: f64,
     pub mask_ap: f64,
@@ -54,6 +62,16 @@ pub struct EvalSpec<'a> {
     pub limit: Option<usize>,
     /// Threads a frame is shared among (as on the board).
     pub threads: usize,
+    /// Latency budgets to run the controller at, each over every image, with the board's
+    /// latency model (`latency`) predicting each frame's time.
+    pub budgets: &'a [f32],
+    pub latency: Option<&'a LatencyModel>,
+}
+
+/// How a run picks each image's pruning: one threshold, or the budget controller.
+enum Steering {
+    Threshold(f32),
+    Budget(Budget),
 }
 
 /// Class index of the bundle -> category id of the data set, matched by name.
@@ -99,21 +117,32 @@ pub fn run(
         .with_context(|| format!("creating {}", spec.results_dir.display()))?;
     let mut state = model.new_state(spec.threads)?;
     let mut runs = Vec::new();
-    let total = images.len() * spec.thresholds.len();
+    if !spec.budgets.is_empty() && spec.latency.is_none() {
+        bail!("a budget needs the board's latency model (--latency-model bench.json)");
+    }
+    let default_threshold = model.manifest.defaults.threshold;
+    let steerings: Vec<Steering> = spec
+        .thresholds
+        .iter()
+        .map(|&t| Steering::Threshold(t))
+        .chain(
+            spec.budgets
+                .iter()
+                .map(|&b| Steering::Budget(Budget::new(b, default_threshold))),
+        )
+        .collect();
+    let total = images.len() * steerings.len();
     let mut done = 0;
-    for &thr in spec.thresholds {
+    for mut steer in steerings {
         let min_keep = spec.min_keep.unwrap_or(model.manifest.defaults.min_keep);
-        let pruning = Pruning::at(thr, min_keep);
-        let opts = RunOptions {
-            pruning,
-            decode: DecodeOptions {
-                score_threshold: spec.score_threshold,
-                max_detections: 100,
-                box_from_mask: spec
-                    .box_from_mask
-                    .unwrap_or(model.manifest.defaults.box_from_mask),
-            },
+        let decode = DecodeOptions {
+            score_threshold: spec.score_threshold,
+            max_detections: 100,
+            box_from_mask: spec
+                .box_from_mask
+                .unwrap_or(model.manifest.defaults.box_from_mask),
         };
+        let (mut thr_sum, mut predicted) = (0.0f64, Vec::new());
         let mut box_pairs: BTreeMap<(u64, u64), Pair> = BTreeMap::new();
         let mut mask_pairs: BTreeMap<(u64, u64), Pair> = BTreeMap::new();
         let (mut res_bbox, mut res_segm) = (Vec::new(), Vec::new());
@@ -134,9 +163,23 @@ pub fn run(
                     info.height
                 );
             }
+            let thr = match &steer {
+                Steering::Threshold(t) => *t,
+                Steering::Budget(b) => b.threshold(),
+            };
+            thr_sum += thr as f64;
+            let opts = RunOptions {
+                pruning: Pruning::at(thr, min_keep),
+                decode,
+            };
             let out = model
                 .run_rgb(&mut state, img.as_raw(), w, h, &opts)
                 .with_context(|| format!("running the bundle on {}", path.display()))?;
+            if let (Steering::Budget(b), Some(lat)) = (&mut steer, spec.latency) {
+                let ms = lat.predict(&out.kept, thr > 0.0);
+                predicted.push(ms);
+                b.observe(ms as f32);
+            }
             kept_sum += out.kept_fraction(model.config().tokens());
             gmacs_sum += out.gmacs;
             // Ground truth of this image, per category, with decoded masks.
@@ -199,12 +242,19 @@ pub fn run(
         }
         let b = cocoeval::evaluate(&box_pairs, &all_cats);
         let m = cocoeval::evaluate(&mask_pairs, &all_cats);
-        let tag = format!("t{thr:.2}");
+        let n = images.len() as f64;
+        let (threshold, budget_ms) = match &steer {
+            Steering::Threshold(t) => (*t, None),
+            Steering::Budget(b) => ((thr_sum / n) as f32, Some(b.budget_ms)),
+        };
+        let tag = match budget_ms {
+            None => format!("t{threshold:.2}"),
+            Some(b) => format!("budget{b:.1}"),
+        };
         let results_bbox = spec.results_dir.join(format!("results_bbox_{tag}.json"));
         let results_segm = spec.results_dir.join(format!("results_segm_{tag}.json"));
         write_results(&results_bbox, &res_bbox, false)?;
         write_results(&results_segm, &res_segm, true)?;
-        let n = images.len() as f64;
         let per_class = ds
             .categories
             .iter()
@@ -215,8 +265,17 @@ pub fn run(
                 mask_ap,
             })
             .collect();
+        predicted.sort_by(f64::total_cmp);
         runs.push(EvalRun {
-            threshold: thr,
+            threshold,
+            budget_ms,
+            budget_hit_rate: budget_ms
+                .map(|b| predicted.iter().filter(|&&p| p <= b as f64).count() as f64 / n),
+            predicted_p95_ms: budget_ms.and_then(|_| {
+                predicted
+                    .get((predicted.len() * 95).div_ceil(100).saturating_sub(1))
+                    .copied()
+            }),
             precision: model.precision.clone(),
             box_ap: b.ap,
             mask_ap: m.ap,

@@ -1,5 +1,5 @@
-//! `--budget-ms B` (or `--target-fps F`): the pruning of each frame steered so that the p95 of
-//! total latency stays at or under the budget, pruning no more than the bundle's default when
+//! A latency budget (`svit-edge run --budget-ms`, `svit-export eval --budget-ms`): the pruning
+//! of each frame steered so that the p95 of total latency stays at or under the budget, pruning no more than the bundle's default when
 //! the budget allows (or, with `--budget-prefer dense`, spending spare time on denser passes).
 //!
 //! The gate threshold is what is steered: a higher threshold keeps fewer tokens, so a frame
