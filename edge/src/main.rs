@@ -54,10 +54,11 @@ enum Cmd {
         bundle: PathBuf,
         /// Camera: `synthetic`, `file:PATH` (an image, a folder of images or an .mjpeg video,
         /// looping), `sim-arducam[:res=320x240,stall-every=N,corrupt-every=N]` (the ArduCAM
-        /// driver on a simulated module), `arducam[:spi=/dev/spidev0.0,i2c=/dev/i2c-1,
-        /// led=GPIO22,res=320x240]`, `v4l[:/dev/video0,res=640x480,fps=30,format=mjpeg|yuyv|uyvy,
-        /// gone=30]` (USB cameras, YUV bridges), `sim-v4l[:res=..,fps=..,format=..]` (a simulated
-        /// V4L2 camera), `exec:COMMAND` (a program writing MJPEG, e.g. rpicam-vid),
+        /// driver on a simulated module),
+        /// `arducam[:spi=/dev/spidev0.0,i2c=/dev/i2c-1,led=GPIO22,res=320x240]`,
+        /// `v4l[:/dev/video0,res=640x480,fps=30,format=mjpeg|yuyv|uyvy,gone=30]` (USB cameras,
+        /// YUV bridges), `sim-v4l[:res=..,fps=..,format=..]` (a simulated V4L2 camera),
+        /// `exec:COMMAND` (a program writing MJPEG, e.g. rpicam-vid),
         /// `exec-raw:yuyv,640x480:COMMAND`, `stdin` or `pipe:PATH`.
         #[arg(long, default_value = "synthetic")]
         camera: String,
