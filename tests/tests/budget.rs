@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output, Stdio};
 
-use svit_e2e::{bin, workspace};
+use svit_e2e::{bin, summary, tmp, workspace};
 
 fn run(args: &[&str]) -> Output {
     Command::new(bin("svit-edge"))
@@ -68,4 +68,39 @@ fn a_zero_or_negative_budget_is_refused() {
             "{bad}"
         );
     }
+}
+
+/// The host records the budget a board steers to: summary.json has its hit rate and the
+/// report plots the steering.
+#[test]
+fn the_report_shows_the_budget_and_its_hit_rate() {
+    let dir = tmp("budget");
+    let rec = dir.join("run.svrec");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut host = Command::new(bin("svit-host"))
+        .args(["listen", &addr, "--quiet", "--duration", "60", "--record"])
+        .arg(&rec)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = run(&["--frames", "15", "--budget-ms", "1000", "--connect", &addr]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    svit_e2e::signal(&host, "-TERM");
+    assert!(host.wait().unwrap().success());
+    let s = summary(&rec, &dir.join("report"));
+    let b = &s["boards"][0];
+    assert_eq!(b["budget_ms"], 1000.0, "{s}");
+    assert_eq!(b["budget_hit_rate"], 1.0, "{s}");
+    assert!(dir.join("report/budget.svg").exists());
 }

@@ -382,6 +382,48 @@ pub fn write(records: &[Record], summary: &Summary, out: &Path) -> Result<Vec<St
         save("temperature.svg", c.finish())?;
     }
 
+    // Steering under a latency budget: each frame's threshold and its total over the budget
+    // (1 = at the budget), for the boards that ran with one.
+    let steered: Vec<(String, Vec<(f64, f64)>, Vec<(f64, f64)>)> = frames
+        .iter()
+        .filter(|(_, v)| v.iter().any(|(_, f)| f.budget_ms.is_some()))
+        .map(|(d, v)| {
+            let at = |r: &Record| (r.recv_us - t0) as f64 / 1e6;
+            let thr = v.iter().map(|(r, f)| (at(r), f.threshold as f64)).collect();
+            let load = v
+                .iter()
+                .filter_map(|(r, f)| Some((at(r), total_ms(f) / f.budget_ms? as f64)))
+                .collect();
+            (d.to_string(), thr, load)
+        })
+        .collect();
+    if !steered.is_empty() {
+        let xmax = max_of(steered.iter().flat_map(|s| s.1.iter().map(|p| p.0))).max(1.0);
+        let ymax = max_of(steered.iter().flat_map(|s| s.2.iter().map(|p| p.1))).max(1.2);
+        let mut c = Chart::new(
+            "Steering to the latency budget: threshold, and total / budget",
+            "s",
+            "threshold; total / budget",
+            (0.0, xmax),
+            (0.0, ymax * 1.05),
+        );
+        let mut legend = Vec::new();
+        for (i, (d, thr, load)) in steered.iter().enumerate() {
+            c.line(thr, COLOURS[(2 * i) % COLOURS.len()]);
+            c.line(load, COLOURS[(2 * i + 1) % COLOURS.len()]);
+            legend.push(format!("{d} threshold"));
+            legend.push(format!("{d} total / budget"));
+        }
+        // The legend colours series by position.
+        c.line(
+            &[(0.0, 1.0), (xmax, 1.0)],
+            COLOURS[legend.len() % COLOURS.len()],
+        );
+        legend.push("the budget".into());
+        c.legend(&legend);
+        save("budget.svg", c.finish())?;
+    }
+
     // Kept fraction per block.
     let per_block: Vec<Vec<(f64, f64)>> = frames
         .iter()
