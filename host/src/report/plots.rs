@@ -384,7 +384,8 @@ pub fn write(records: &[Record], summary: &Summary, out: &Path) -> Result<Vec<St
 
     // Steering under a latency budget: each frame's threshold and its total over the budget
     // (1 = at the budget), for the boards that ran with one.
-    let steered: Vec<(String, Vec<(f64, f64)>, Vec<(f64, f64)>)> = frames
+    type Series = Vec<(f64, f64)>;
+    let steered: Vec<(String, Series, Series)> = frames
         .iter()
         .filter(|(_, v)| v.iter().any(|(_, f)| f.budget_ms.is_some()))
         .map(|(d, v)| {
