@@ -137,8 +137,6 @@ struct Slot {
     frame: Option<(Vec<u8>, u64)>,
     /// Frames received so far.
     received: u64,
-    /// Frames replaced by a newer one before capture took them (the producer ran ahead).
-    replaced: u64,
     /// Bytes skipped: garbage, or frames over `MAX_FRAME`.
     skipped_bytes: u64,
     /// Why no frame comes now (the producer's last exit), for errors.
@@ -165,9 +163,8 @@ impl Shared {
     fn publish(&self, frame: Vec<u8>) {
         let mut s = self.lock();
         s.received += 1;
-        if s.frame.replace((frame, now_us())).is_some() {
-            s.replaced += 1;
-        }
+        // A frame capture has not taken yet is replaced: the newest wins.
+        s.frame = Some((frame, now_us()));
         s.status = None;
         self.ready.notify_all();
     }
