@@ -8,14 +8,22 @@
 #                                    (and models/next-ckpt/gated), to commit, so a fresh clone
 #                                    resumes where this machine stopped
 #
+#   RUN=camera SCENES=camera DENSE_STEPS=4000 scripts/train_next.sh
+#                                    the same two phases on camera-style scenes (natural-image
+#                                    backgrounds, perspective, blur, noise, JPEG, empty scenes), in
+#                                    runs/camera and runs/camera-gated, snapshots in
+#                                    models/camera-ckpt
+#
 # runs/ is not in git; models/next-ckpt is, while a run is under way. A fresh clone resumes
 # from the snapshot (the optimiser's moments start again from zero, a small cost every resume
 # already pays).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dense=runs/next
-gated=runs/next-gated
-snap=models/next-ckpt
+run=${RUN:-next}
+dense=runs/$run
+gated=runs/$run-gated
+snap=models/$run-ckpt
+scenes=(--scenes "${SCENES:-plain}")
 bin=${SVIT_EXPORT:-target/debug/svit-export}
 
 if [ "${1:-}" = snapshot ]; then
@@ -46,7 +54,7 @@ phase() { # run dir, snapshot dir, start weights, seed, train flags...
   fi
   local start=(--from "$weights" --seed "$seed")
   [ -f "$run/state.json" ] && start=(--resume)
-  "$bin" train --out "$run" "${start[@]}" "$@" \
+  "$bin" train --out "$run" "${start[@]}" "${scenes[@]}" "$@" \
     --val-coco data/val/instances.json --val-every 500 --val-limit 200 --ckpt-every 50
 }
 

@@ -35,13 +35,14 @@ fn deit_tiny_trains_exports_and_runs() {
         gate_init_keep: 0.9,
         warmup: 1,
         seed: 5,
+        style: svit_scenes::Style::Camera,
     };
     let dir = temp_dir("deit-tiny");
     let ckpt = Checkpoint {
         dir: dir.join("ckpt"),
     };
     let mut data = Synthetic {
-        cfg: svit_scenes::SceneConfig::square(320),
+        cfg: svit_scenes::SceneConfig::camera(320),
         seed: 5,
     };
     let mut seen = Vec::new();

@@ -5,6 +5,12 @@
 //! its own integer RNG and no floating-point function whose result could differ between libms
 //! in a way that moves a mask pixel (only `sin`/`cos`/`atan2`/`sqrt` of moderate arguments,
 //! which every libm we target rounds correctly enough for binary masks).
+//!
+//! Two styles: `Plain`, the flat backdrops the first demo models learned on, and `Camera`
+//! (`camera.rs`), what a board's camera sees: natural-image backgrounds, a printed sheet at an
+//! angle, blur, noise, JPEG, and scenes with no shape at all.
+
+mod camera;
 
 /// The object classes, in label order.
 pub const CLASSES: [&str; 6] = ["circle", "square", "triangle", "star", "ring", "cross"];
@@ -55,6 +61,20 @@ pub struct SceneConfig {
     pub max_size: f32,
     /// An object less visible than this after occlusion makes the layout be drawn again.
     pub min_visible: f32,
+    pub style: Style,
+    /// Camera style: the fraction of scenes with no object at all (hard negatives).
+    pub empty_fraction: f32,
+}
+
+/// What the scenes look like around the shapes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Style {
+    /// Smooth gradients with low-frequency clutter (the first demo models' data).
+    #[default]
+    Plain,
+    /// Natural-image backgrounds, perspective, camera blur, noise and JPEG, empty scenes.
+    Camera,
 }
 
 impl SceneConfig {
@@ -67,6 +87,24 @@ impl SceneConfig {
             min_size: (size as f32 * 0.07).max(10.0),
             max_size: size as f32 * 0.45,
             min_visible: 0.45,
+            style: Style::Plain,
+            empty_fraction: 0.0,
+        }
+    }
+
+    /// `square` in the camera style, one scene in eight empty.
+    pub fn camera(size: usize) -> Self {
+        SceneConfig {
+            style: Style::Camera,
+            empty_fraction: 0.125,
+            ..Self::square(size)
+        }
+    }
+
+    pub fn with_style(size: usize, style: Style) -> Self {
+        match style {
+            Style::Plain => Self::square(size),
+            Style::Camera => Self::camera(size),
         }
     }
 }
@@ -108,12 +146,18 @@ pub fn generate(cfg: &SceneConfig, seed: u64, index: u64) -> Scene {
     let mut rng = Rng::new(seed.wrapping_mul(0x1000_0000_01B3).wrapping_add(index));
     let (w, h) = (cfg.width, cfg.height);
     let mut rgb = vec![0f32; w * h * 3];
-    background(&mut rng, w, h, &mut rgb);
+    let camera = cfg.style == Style::Camera;
+    if camera {
+        camera::background(&mut rng, w, h, &mut rgb);
+    } else {
+        gradient_background(&mut rng, w, h, &mut rgb);
+    }
+    let empty = camera && rng.f32() < cfg.empty_fraction;
 
     // Draw layouts until every object is visible enough; bounded so a tiny canvas cannot spin.
     let mut owner = vec![u8::MAX; w * h];
     let mut placed = Vec::new();
-    for attempt in 0..50 {
+    for attempt in 0..if empty { 0 } else { 50 } {
         let n = rng.int(cfg.min_objects, cfg.max_objects.max(cfg.min_objects));
         let n = if attempt > 25 { n.div_ceil(2) } else { n };
         placed = (0..n).map(|_| place(&mut rng, cfg)).collect::<Vec<_>>();
@@ -155,7 +199,16 @@ pub fn generate(cfg: &SceneConfig, seed: u64, index: u64) -> Scene {
             }
         }
     }
-    distractors(&mut rng, w, h, &mut rgb, &owner);
+    if camera {
+        camera::clutter(&mut rng, w, h, &mut rgb, &owner);
+        if rng.f32() < 0.35 {
+            let mut table = vec![0f32; w * h * 3];
+            camera::background(&mut rng, w, h, &mut table);
+            camera::perspective(&mut rng, w, h, &mut rgb, &mut owner, &table);
+        }
+    } else {
+        distractors(&mut rng, w, h, &mut rgb, &owner);
+    }
 
     let objects = placed
         .iter()
@@ -175,11 +228,14 @@ pub fn generate(cfg: &SceneConfig, seed: u64, index: u64) -> Scene {
         })
         .collect();
 
-    let noise = rng.range(0.0, 0.04);
-    let rgb = rgb
-        .iter()
-        .map(|&v| ((v + noise * rng.normal()).clamp(0.0, 1.0) * 255.0).round() as u8)
-        .collect();
+    let rgb = if camera {
+        camera::camera(&mut rng, w, h, rgb)
+    } else {
+        let noise = rng.range(0.0, 0.04);
+        rgb.iter()
+            .map(|&v| ((v + noise * rng.normal()).clamp(0.0, 1.0) * 255.0).round() as u8)
+            .collect()
+    };
     Scene {
         width: w,
         height: h,
@@ -301,7 +357,7 @@ fn raster(p: &Placed, w: usize, h: usize, mut f: impl FnMut(usize)) {
     }
 }
 
-fn background(rng: &mut Rng, w: usize, h: usize, rgb: &mut [f32]) {
+fn gradient_background(rng: &mut Rng, w: usize, h: usize, rgb: &mut [f32]) {
     let a = vivid(rng).map(|c| c * 0.6 + 0.1);
     let b = vivid(rng).map(|c| c * 0.6 + 0.1);
     let dir = rng.range(0.0, std::f32::consts::TAU);
@@ -423,5 +479,36 @@ mod tests {
         }
         assert!(seen.iter().all(|&n| n > 5), "{seen:?}");
         assert!(small > 10 && large > 10, "small {small} large {large}");
+    }
+
+    #[test]
+    fn camera_scenes_keep_exact_masks_and_include_empty_ones() {
+        let cfg = SceneConfig::camera(128);
+        let (mut empty, mut objects) = (0, 0);
+        for i in 0..64 {
+            let s = generate(&cfg, 11, i);
+            assert_eq!(
+                s.rgb,
+                generate(&cfg, 11, i).rgb,
+                "scene {i} is not deterministic"
+            );
+            empty += s.objects.is_empty() as usize;
+            let mut cover = vec![0u8; 128 * 128];
+            for o in &s.objects {
+                objects += 1;
+                assert_eq!(o.area, o.mask.iter().map(|&m| m as usize).sum::<usize>());
+                assert!(o.area >= 12, "scene {i}: an object of {} pixels", o.area);
+                assert_eq!(o.bbox, mask_bbox(&o.mask, 128, 128));
+                for (c, m) in cover.iter_mut().zip(&o.mask) {
+                    *c += m;
+                }
+            }
+            assert!(cover.iter().all(|&c| c <= 1), "masks overlap in scene {i}");
+        }
+        // One in eight is asked for: 8 expected of 64.
+        assert!((2..=16).contains(&empty), "{empty} empty scenes of 64");
+        assert!(objects > 150, "{objects} objects in 64 scenes");
+        let plain = generate(&SceneConfig::square(128), 11, 0);
+        assert_ne!(plain.rgb, generate(&cfg, 11, 0).rgb);
     }
 }

@@ -16,15 +16,19 @@ pub struct Args {
     pub seed: u64,
     #[arg(long, default_value_t = 256)]
     pub size: usize,
+    /// Look of the scenes (`camera`: natural-image backgrounds, perspective, blur, noise,
+    /// JPEG, one scene in eight empty).
+    #[arg(long, value_enum, default_value = "plain")]
+    pub style: super::train::SceneStyle,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    data(a.out, a.scenes, a.seed, a.size)
+    let cfg = svit_scenes::SceneConfig::with_style(a.size, a.style.into());
+    data(a.out, a.scenes, a.seed, &cfg)
 }
 
-fn data(out: PathBuf, scenes: u64, seed: u64, size: usize) -> Result<()> {
+fn data(out: PathBuf, scenes: u64, seed: u64, cfg: &svit_scenes::SceneConfig) -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let cfg = svit_scenes::SceneConfig::square(size);
     let bar = ProgressBar::new(scenes);
     let mut ds = coco::Dataset {
         images: Vec::new(),
@@ -39,7 +43,7 @@ fn data(out: PathBuf, scenes: u64, seed: u64, size: usize) -> Result<()> {
             .collect(),
     };
     for i in 0..scenes {
-        let s = svit_scenes::generate(&cfg, seed, i);
+        let s = svit_scenes::generate(cfg, seed, i);
         let file_name = format!("{i:06}.png");
         let path = out.join(&file_name);
         image::save_buffer(

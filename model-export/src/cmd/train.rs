@@ -17,6 +17,22 @@ pub enum Preset {
     DeitTiny,
 }
 
+/// `svit_scenes::Style` on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SceneStyle {
+    Plain,
+    Camera,
+}
+
+impl From<SceneStyle> for svit_scenes::Style {
+    fn from(s: SceneStyle) -> Self {
+        match s {
+            SceneStyle::Plain => svit_scenes::Style::Plain,
+            SceneStyle::Camera => svit_scenes::Style::Camera,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Checkpoint directory (model.safetensors, state.json, dense.safetensors).
@@ -58,6 +74,11 @@ pub struct Args {
     /// Default: 1, or the run's own seed when resuming.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Look of the synthetic scenes: `plain` backdrops, or `camera` (natural-image
+    /// backgrounds, perspective, blur, noise, JPEG, empty scenes). Default: plain, or the
+    /// run's own when resuming.
+    #[arg(long, value_enum)]
+    pub scenes: Option<SceneStyle>,
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
@@ -108,6 +129,7 @@ pub fn run(a: Args) -> Result<()> {
         distill,
         gate_init_keep,
         seed,
+        scenes,
         resume,
         init,
         from,
@@ -144,9 +166,13 @@ pub fn run(a: Args) -> Result<()> {
         labels.len(),
     )?;
     let seed = train_seed(&out, resumed.as_ref().map(|p| p.seed), seed);
+    let style = scenes
+        .map(svit_scenes::Style::from)
+        .or(resumed.as_ref().map(|p| p.style))
+        .unwrap_or_default();
     let mut source: Box<dyn train::DataSource> = match coco {
         None => Box::new(train::Synthetic {
-            cfg: svit_scenes::SceneConfig::square(config.image_size),
+            cfg: svit_scenes::SceneConfig::with_style(config.image_size, style),
             seed,
         }),
         Some(json) => {
@@ -170,6 +196,7 @@ pub fn run(a: Args) -> Result<()> {
         gate_init_keep,
         warmup: 200,
         seed,
+        style,
     };
     let total = (dense_steps + gated_steps) as u64;
     let bar = ProgressBar::new(total).with_style(

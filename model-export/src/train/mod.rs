@@ -37,6 +37,9 @@ pub struct TrainPlan {
     pub gate_init_keep: f64,
     pub warmup: usize,
     pub seed: u64,
+    /// Look of the synthetic scenes (runs from before styles were plain).
+    #[serde(default)]
+    pub style: svit_scenes::Style,
 }
 
 /// What `state.json` beside the weights records, so `--resume` continues where it stopped.
