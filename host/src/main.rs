@@ -8,6 +8,7 @@ mod record;
 mod render;
 mod report;
 mod session;
+mod web;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -65,6 +66,8 @@ enum Cmd {
         /// Speed of the --serial lines.
         #[arg(long, default_value_t = 921_600)]
         baud: u32,
+        #[command(flatten)]
+        http: HttpArgs,
     },
     /// The whole system on this machine, no hardware: this host plus two local svit-edge
     /// processes (the ArduCAM driver on a simulated module, and the synthetic camera) on the
@@ -77,6 +80,9 @@ enum Cmd {
         seconds: f64,
         #[arg(long, default_value = "runs/demo-report")]
         out: PathBuf,
+        /// Where the live web view listens (`off`: none).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: String,
     },
     /// Play a recording back as the JSON lines `listen` prints, at recorded speed or as fast
     /// as possible, then print the summary table.
@@ -118,6 +124,53 @@ enum Cmd {
     },
 }
 
+/// The web view: live page, JSON API, /metrics, websocket.
+#[derive(clap::Args)]
+struct HttpArgs {
+    /// Serve the live web view, JSON API and Prometheus /metrics here, e.g. 127.0.0.1:8080
+    /// (off by default). Off loopback, controls need --http-token.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// File holding the bearer token controls must present (`Authorization: Bearer ...`).
+    #[arg(long, value_name = "FILE", requires = "http")]
+    http_token: Option<PathBuf>,
+    /// Websocket updates per second per board, for each client.
+    #[arg(long, default_value_t = 10.0, requires = "http")]
+    ws_rate: f64,
+}
+
+impl HttpArgs {
+    fn options(self, recording: Option<&std::path::Path>) -> Result<Option<web::Options>> {
+        let Some(addr) = self.http else {
+            return Ok(None);
+        };
+        let token = self
+            .http_token
+            .map(|p| {
+                let t = std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading the --http-token file {}", p.display()))?;
+                let t = t.trim().to_string();
+                anyhow::ensure!(
+                    t.len() >= 16,
+                    "{}: a token of at least 16 characters, please",
+                    p.display()
+                );
+                Ok(t)
+            })
+            .transpose()?;
+        anyhow::ensure!(
+            self.ws_rate > 0.0 && self.ws_rate.is_finite(),
+            "--ws-rate must be a positive number of updates per second"
+        );
+        Ok(Some(web::Options {
+            addr,
+            token,
+            ws_rate: self.ws_rate,
+            recording: recording.map(|p| p.to_path_buf()),
+        }))
+    }
+}
+
 fn main() -> Result<()> {
     svit_protocol::process::init_tracing(Some(&live::SCREEN_TAKEN));
     match Cli::parse().cmd {
@@ -132,6 +185,7 @@ fn main() -> Result<()> {
             boards,
             serial,
             baud,
+            http,
         } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
             let script = match (quiet, summary_every) {
@@ -144,13 +198,26 @@ fn main() -> Result<()> {
                 serial,
                 baud,
             };
-            listen(&addr, record, duration, max_boards, script, key, reach)
+            let web = http.options(record.as_deref())?;
+            let listener = TcpListener::bind(&addr).with_context(|| format!("binding {addr}"))?;
+            tracing::info!("listening on {}", listener.local_addr()?);
+            let opts = session::Options {
+                record: record.as_deref(),
+                duration,
+                max_boards,
+                script,
+                key,
+                reach,
+                web,
+            };
+            listen(listener, opts)
         }
         Cmd::Demo {
             bundle,
             seconds,
             out,
-        } => demo(&bundle, seconds, &out),
+            http,
+        } => demo(&bundle, seconds, &out, &http),
         Cmd::Render {
             recording,
             frame,
@@ -194,33 +261,15 @@ fn main() -> Result<()> {
     }
 }
 
-fn listen(
-    addr: &str,
-    record: Option<PathBuf>,
-    duration: Option<f64>,
-    max_boards: u32,
-    script: live::Script,
-    key: Option<Vec<u8>>,
-    reach: session::Outbound,
-) -> Result<()> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-    tracing::info!("listening on {}", listener.local_addr()?);
+fn listen(listener: TcpListener, opts: session::Options) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     svit_protocol::process::stop_on_signals(stop.clone());
-    let opts = session::Options {
-        record: record.as_deref(),
-        duration,
-        max_boards,
-        script,
-        key,
-        reach,
-    };
     let kept = session::run(listener, opts, stop)?;
     report::print_table(&report::summarize(&kept));
     Ok(())
 }
 
-fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path) -> Result<()> {
+fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path, http: &str) -> Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
     let addr = listener.local_addr()?.to_string();
     let edge = std::env::current_exe()?.with_file_name("svit-edge");
@@ -260,6 +309,20 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path) -> Result
     let stop = Arc::new(AtomicBool::new(false));
     svit_protocol::process::stop_on_signals(stop.clone());
     let rec = out.join("demo.svrec");
+    let web = match http {
+        "off" => None,
+        a => Some(web::Options {
+            addr: a
+                .parse()
+                .with_context(|| format!("--http {a}: not an address (IP:PORT or off)"))?,
+            token: None,
+            ws_rate: 10.0,
+            recording: Some(rec.clone()),
+        }),
+    };
+    if let Some(w) = &web {
+        println!("live view: http://{}/", w.addr);
+    }
     let opts = session::Options {
         record: Some(&rec),
         duration: Some(seconds),
@@ -272,6 +335,7 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path) -> Result
         },
         key: None,
         reach: session::Outbound::default(),
+        web,
     };
     let kept = session::run(listener, opts, stop);
     for c in &mut children {

@@ -78,6 +78,24 @@ pub fn render(
             None
         }
     });
+    let (img, legend) = draw(frame, jpeg, hello, block)?;
+    img.save(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(Rendered {
+        width: img.width(),
+        height: img.height(),
+        legend,
+    })
+}
+
+/// A frame's thumbnail with the kept tokens of `block` (default: the last), masks, boxes and
+/// labels drawn on it; and a legend line per detection.
+pub fn draw(
+    frame: &Frame,
+    jpeg: &[u8],
+    hello: Option<&Hello>,
+    block: Option<usize>,
+) -> Result<(image::RgbImage, Vec<String>)> {
     let mut img = image::load_from_memory(jpeg)
         .context("decoding the thumbnail")?
         .to_rgb8();
@@ -151,13 +169,7 @@ pub fn render(
             d.bbox.map(|v| v.round())
         ));
     }
-    img.save(out)
-        .with_context(|| format!("writing {}", out.display()))?;
-    Ok(Rendered {
-        width: w as u32,
-        height: h as u32,
-        legend,
-    })
+    Ok((img, legend))
 }
 
 /// 3x5 pixel glyphs (rows top to bottom, 3 bits each, MSB left) for labels: letters (either

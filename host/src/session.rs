@@ -37,11 +37,15 @@ pub struct Options<'a> {
     pub script: live::Script,
     pub key: Option<Vec<u8>>,
     pub reach: Outbound,
+    /// The web view (`--http`), if on.
+    pub web: Option<crate::web::Options>,
 }
 
 /// Runs the session until `stop`, the duration, or the quit key; returns the hellos and the
 /// most recent frames (for the table printed at exit).
-pub fn run(listener: TcpListener, opts: Options, stop: Arc<AtomicBool>) -> Result<Vec<Record>> {
+pub fn run(listener: TcpListener, mut opts: Options, stop: Arc<AtomicBool>) -> Result<Vec<Record>> {
+    // Bound first: a taken port is an error before any board is accepted.
+    let mut web = opts.web.take().map(crate::web::start).transpose()?;
     let (tx, rx) = mpsc::sync_channel::<Event>(4096);
     start_links(listener, &opts, &tx, &stop);
     spawn_clock(tx.clone(), stop.clone());
@@ -89,6 +93,9 @@ pub fn run(listener: TcpListener, opts: Options, stop: Arc<AtomicBool>) -> Resul
         }
         actions.extend(kept.on(&ev)?);
         actions.extend(live.on(&ev)?);
+        if let Some(w) = web.as_mut() {
+            actions.extend(w.on(&ev)?);
+        }
         let mut quit = ending;
         for a in actions {
             match a {

@@ -68,8 +68,17 @@ pub fn greet(s: &mut TcpStream) -> proto::Hello {
 pub fn read_messages(
     s: &mut TcpStream,
     timeout: Duration,
-    mut until: impl FnMut(&EdgeMsg) -> bool,
+    until: impl FnMut(&EdgeMsg) -> bool,
 ) -> (Vec<EdgeMsg>, usize) {
+    read_as(s, timeout, until)
+}
+
+/// `read_messages` for either direction: a board reads `HostMsg`s with it.
+pub fn read_as<T: serde::de::DeserializeOwned>(
+    s: &mut TcpStream,
+    timeout: Duration,
+    mut until: impl FnMut(&T) -> bool,
+) -> (Vec<T>, usize) {
     let deadline = Instant::now() + timeout;
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("socket");
@@ -91,7 +100,7 @@ pub fn read_messages(
             }
             Err(_) => break,
         };
-        for msg in dec.frames::<EdgeMsg>(&buf[..n]) {
+        for msg in dec.frames::<T>(&buf[..n]) {
             let Ok(msg) = msg else {
                 errors += 1;
                 continue;
@@ -210,4 +219,106 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// An HTTP/1.1 answer: status, headers (lower-cased names), body.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// One HTTP request on a fresh connection (`Connection: close`, read to the end). Enough for
+/// the tests: the server under test is axum, not this.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> HttpAnswer {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    // The server may answer (413) before reading all of a large body.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP header in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let mut body = raw[end + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    HttpAnswer {
+        status,
+        headers: head,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 4 + size..];
+    }
+    out
+}
+
+/// Polls `f` every 100 ms until it gives `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether a program is installed; says so on stderr when not (the test then skips).
+pub fn has_tool(program: &str, version_arg: &str, package: &str) -> bool {
+    let found = Command::new(program)
+        .arg(version_arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!("{program} not installed: skipping (apt-get install {package})");
+    }
+    found
 }

@@ -45,13 +45,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// CI installs it (.ci/run); a developer machine may lack it.
 fn has_ffmpeg() -> bool {
-    let found = Command::new("ffmpeg").arg("-version").output().is_ok();
-    if !found {
-        // CI installs it (.ci/run); a developer machine may lack it.
-        eprintln!("ffmpeg not installed: skipping (apt-get install ffmpeg)");
-    }
-    found
+    svit_e2e::has_tool("ffmpeg", "-version", "ffmpeg")
 }
 
 /// A V4L2 camera at 60 fps, faster than inference here: every frame is the newest one the

@@ -1,0 +1,249 @@
+//! The HTTP side: pages (embedded, no CDN), the JSON API, `/metrics`, and controls behind the
+//! access rule (open on loopback without a token; otherwise `Authorization: Bearer TOKEN`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use svit_protocol::HostMsg;
+
+use super::Shared;
+
+/// Request bodies are a few bytes of JSON.
+const MAX_BODY: usize = 4096;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(include_str!("page.html")) }))
+        .route(
+            "/boards/{name}",
+            get(|| async { Html(include_str!("board.html")) }),
+        )
+        .route("/api/boards", get(boards))
+        .route("/api/boards/{name}", get(board))
+        .route("/api/boards/{name}/latest.jpg", get(latest))
+        .route("/api/boards/{name}/{action}", post(control))
+        .route("/api/recording", get(recording))
+        .route("/metrics", get(metrics))
+        .route("/ws", get(super::ws::handler))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
+}
+
+/// An error answer: the status and a JSON `{"error": ...}` saying what was wrong.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn unknown(shared: &Shared, name: &str) -> ApiError {
+    let names = shared.state().names();
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no board named {name:?}; boards: {names:?}"),
+    )
+}
+
+async fn boards(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(s.state().boards(svit_protocol::clock::now_us()))
+}
+
+async fn board(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    let detail = s.state().detail(&name, svit_protocol::clock::now_us());
+    match detail {
+        Some(d) => Json(d).into_response(),
+        None => unknown(&s, &name).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Block {
+    block: Option<usize>,
+}
+
+async fn latest(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Query(q): Query<Block>,
+) -> Result<Response, ApiError> {
+    let drawn = s.state().latest_jpeg(&name, q.block);
+    match drawn {
+        Some(Ok(jpeg)) => Ok(([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response()),
+        Some(Err(e)) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("drawing the thumbnail of {name}: {e:#}"),
+        )),
+        None if s.state().view(&name).is_some() => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no thumbnail from {name} yet (svit-edge run --thumbnail-every N)"),
+        )),
+        None => Err(unknown(&s, &name)),
+    }
+}
+
+async fn recording(State(s): State<Arc<Shared>>) -> Result<impl IntoResponse, ApiError> {
+    let path = s.recording.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "not recording (svit-host listen --record FILE)".into(),
+        )
+    })?;
+    let size = std::fs::metadata(path).map(|m| m.len()).ok();
+    let records = s.state().records;
+    Ok(Json(serde_json::json!({
+        "path": path.display().to_string(),
+        "size": size,
+        "records": records,
+    })))
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let text = s.metrics().encode();
+    ([(header::CONTENT_TYPE, svit_metrics::CONTENT_TYPE)], text)
+}
+
+/// The access rule for controls.
+fn authorize(s: &Shared, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+    let refuse = |why: &str| {
+        tracing::warn!("control from {peer} refused: {why}");
+        Err(ApiError(StatusCode::UNAUTHORIZED, why.to_string()))
+    };
+    match &s.token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match given {
+                None => {
+                    refuse("controls need `Authorization: Bearer TOKEN` (the --http-token file)")
+                }
+                Some(g)
+                    if bool::from(subtle::ConstantTimeEq::ct_eq(
+                        g.as_bytes(),
+                        token.as_bytes(),
+                    )) =>
+                {
+                    Ok(())
+                }
+                Some(_) => refuse("wrong bearer token"),
+            }
+        }
+        None if s.loopback => Ok(()),
+        None => {
+            refuse("controls are off: this web view serves beyond loopback without --http-token")
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Threshold {
+    threshold: f32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Dense {
+    dense: bool,
+}
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("malformed request body: {e}"),
+        )
+    })
+}
+
+/// `POST /api/boards/NAME/{threshold,dense,pause,resume,snapshot}`: the control messages the
+/// terminal monitor's keys send.
+async fn control(
+    State(s): State<Arc<Shared>>,
+    Path((name, action)): Path<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, peer)?;
+    let mut st = s.state();
+    let Some(b) = st.mon.boards.iter_mut().find(|b| b.hello.device == name) else {
+        drop(st);
+        return Err(unknown(&s, &name));
+    };
+    if !b.connected {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{name} is not connected"),
+        ));
+    }
+    let msg = match action.as_str() {
+        "threshold" => {
+            let t = body::<Threshold>(&bytes)?.threshold;
+            if !(0.0..=1.0).contains(&t) {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("threshold {t} is outside [0, 1]"),
+                ));
+            }
+            HostMsg::SetThreshold(t)
+        }
+        "dense" => match body::<Dense>(&bytes)?.dense {
+            true => HostMsg::SetThreshold(0.0),
+            false => HostMsg::SetThreshold(b.hello.model.threshold),
+        },
+        "pause" => {
+            b.paused = true;
+            HostMsg::Pause
+        }
+        "resume" => {
+            b.paused = false;
+            HostMsg::Resume
+        }
+        "snapshot" => HostMsg::Snapshot,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no control {other:?}; controls: threshold, dense, pause, resume, snapshot"
+                ),
+            ))
+        }
+    };
+    let conn = b.conn;
+    let sent = format!("{msg:?}");
+    st.mon.note(format!("{name}: web sent {sent}"));
+    drop(st);
+    let queued = s
+        .controls
+        .lock()
+        .map_err(|_| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "control queue poisoned".into(),
+            )
+        })?
+        .send((conn, msg));
+    if queued.is_err() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session is ending".into(),
+        ));
+    }
+    tracing::info!("{peer}: {name} {sent}");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "board": name, "sent": sent })),
+    )
+        .into_response())
+}
