@@ -7,6 +7,7 @@ mod camera;
 mod codec;
 mod health;
 mod link;
+mod metrics;
 mod pipeline;
 mod serial;
 
@@ -121,6 +122,10 @@ enum Cmd {
         /// Pre-shared key file: only a host holding the same key gets frames or may send control.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Serve this board's figures for Prometheus at http://ADDR/metrics (as the host's
+        /// `/metrics` names them), e.g. 0.0.0.0:9464.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Profile latency per stage: dense vs pruned, thresholds and thread counts, same frames.
     Bench {
@@ -182,6 +187,7 @@ fn main() -> Result<()> {
             precision,
             thumbnail_every,
             key,
+            metrics,
         } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
             let budget = budget_ms.or(target_fps.map(|f| 1000.0 / f));
@@ -221,6 +227,7 @@ fn main() -> Result<()> {
                 key,
                 thumbs,
                 (budget, budget_prefer == BudgetPrefer::Dense),
+                metrics,
             )
         }
         Cmd::Bench {
@@ -334,6 +341,7 @@ fn run(
     key: Option<Vec<u8>>,
     thumbs: Option<std::time::Duration>,
     (budget, prefer_dense): (Option<f32>, bool),
+    metrics: Option<std::net::SocketAddr>,
 ) -> Result<()> {
     let threads = threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
@@ -346,6 +354,20 @@ fn run(
     if let Some(s) = score_threshold {
         decode.score_threshold = s;
     }
+    let stats = Arc::new(Stats::new());
+    let hello = edge_hello(&model.manifest, name);
+    let exporter = metrics
+        .map(|addr| {
+            let tokens = model.config().tokens() as u16;
+            metrics::serve(
+                addr,
+                &hello.device,
+                &model.manifest.name,
+                tokens,
+                stats.clone(),
+            )
+        })
+        .transpose()?;
     let infer = pipeline::InferConfig {
         threads,
         min_keep: min_keep.map_or(model.manifest.defaults.min_keep, |k| {
@@ -355,6 +377,7 @@ fn run(
         max_frames: frames,
         thumbnail_every: thumbs,
         prefer_dense,
+        metrics: exporter,
     };
     let cfg = model.config().clone();
     let src = camera::open(&camera, cfg.image_size, fps)
@@ -374,7 +397,6 @@ fn run(
         tracing::info!("latency budget {b:.1} ms (p95 of the total)");
         ctl.apply(&svit_protocol::HostMsg::SetBudget(Some(b)));
     }
-    let stats = Arc::new(Stats::new());
     // One decoded frame waiting is enough: a newer one replaces it.
     let decoded = Arc::new(Queue::counting_into(1, stats.dropped.clone()));
     // Two buffers circulate: one being filled, one being run; the queue bounds any surplus.
@@ -417,7 +439,6 @@ fn run(
             .name("infer".into())
             .spawn(move || pipeline::infer_loop(m, i, sp, o, c, s, infer))?
     };
-    let hello = edge_hello(&model.manifest, name);
     let sent = match sink {
         Sink::Stdout => link::stdout_loop(outgoing.clone(), model.manifest.labels.clone()),
         Sink::Tcp(peer) => link::tcp_loop(

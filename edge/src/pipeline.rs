@@ -289,6 +289,8 @@ pub struct InferConfig {
     /// With a budget (`Control::budget_ms`): steer below the bundle's threshold too, towards
     /// dense, when time allows (`--budget-prefer dense`).
     pub prefer_dense: bool,
+    /// `--metrics`: each frame is folded into the board's Prometheus figures.
+    pub metrics: Option<Arc<crate::metrics::Exporter>>,
 }
 
 /// Inference thread body: runs the model on the newest decoded frame, converts to wire frames.
@@ -356,6 +358,9 @@ pub fn infer_loop(
             }
         }
         frame.times.encode = t.elapsed().as_micros() as u32;
+        if let Some(m) = &cfg.metrics {
+            m.frame(&frame);
+        }
         out.push(proto::EdgeMsg::Frame(frame));
         let snapshot = ctl.snapshot.swap(false, Ordering::Relaxed);
         let due = cfg

@@ -89,6 +89,28 @@ fn scene_jpeg() -> Vec<u8> {
     out
 }
 
+/// `promtool check metrics` (Prometheus's own linter) passes the exposition, where installed.
+fn promtool_check(text: &str) {
+    if !has_tool("promtool", "--version", "prometheus") {
+        return;
+    }
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn board_frames(http_addr: &str, name: &str) -> Option<u64> {
     let boards = http(http_addr, "GET", "/api/boards", &[], b"").json();
     boards
@@ -213,23 +235,7 @@ fn the_api_serves_boards_takes_controls_and_refuses_bad_requests() {
     ] {
         assert!(text.contains(line), "no `{line}` in /metrics:\n{text}");
     }
-    if has_tool("promtool", "--version", "prometheus") {
-        let mut p = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        let out = p.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    promtool_check(&text);
 
     let r = http(&web, "GET", "/api/recording", &[], b"").json();
     assert!(r["records"].as_u64().unwrap() >= 41, "{r}");
@@ -434,4 +440,54 @@ fn the_live_page_shows_every_board_and_its_detections() {
     drop(boards);
     signal(&h, "-TERM");
     h.wait().unwrap();
+}
+
+/// `svit-edge run --metrics`: a board scraped directly, with the host's names.
+#[test]
+fn a_board_serves_its_own_metrics() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut edge = Command::new(bin("svit-edge"))
+        .args([
+            "run",
+            "--camera",
+            "synthetic",
+            "--fps",
+            "20",
+            "--frames",
+            "2000",
+        ])
+        .args(["--name", "scraped", "--metrics", &addr, "--bundle"])
+        .arg(workspace().join("models/demo"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let frames = |text: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("svit_frames_total{board=\"scraped\"} "))?
+            .parse()
+            .ok()
+    };
+    let text = wait_for(
+        Duration::from_secs(120),
+        "frames in the board's metrics",
+        || {
+            let t = TcpStream::connect(&addr)
+                .ok()
+                .map(|_| http(&addr, "GET", "/metrics", &[], b"").text())?;
+            (frames(&t)? >= 3).then_some(t)
+        },
+    );
+    assert!(
+        text.contains("svit_stage_duration_seconds_bucket{le="),
+        "{text}"
+    );
+    assert!(
+        text.contains("svit_kept_fraction{board=\"scraped\"}"),
+        "{text}"
+    );
+    assert_eq!(http(&addr, "GET", "/", &[], b"").status, 404);
+    promtool_check(&text);
+    signal(&edge, "-TERM");
+    edge.wait().unwrap();
 }
