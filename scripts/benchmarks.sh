@@ -93,10 +93,11 @@ $EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val
 
 # The whole pipeline on this machine: two boards (ArduCAM driver on the simulated module, and
 # the synthetic camera) paced at 10 fps, so the link is free; per-stage times from the recording.
-target/debug/svit-host demo --bundle "$BUNDLE" --seconds 30 --out "$OUT/pipeline" > /dev/null
+target/debug/svit-host demo --bundle "$BUNDLE" --seconds 30 --out "$OUT/pipeline" --http off > /dev/null
 
 # Host: 16 simulated boards x 30 frames/s.
 scripts/host_load.sh > /dev/null
+scripts/web_load.sh > /dev/null
 
 python3 scripts/render_benchmarks.py "$OUT" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"

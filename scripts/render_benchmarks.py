@@ -214,3 +214,14 @@ if os.path.exists(load):
     p(f"{l['boards']} simulated boards (`svit-loadgen`, real TCP and protocol) at {l['fps_per_board']} frames/s each "
       f"for {l['seconds']} s, thumbnails off, recording on: {l['frames_sent']} frames sent, "
       f"{l['frames_recorded']} recorded, {l['missing']} missing; the host used {l['host_cpu_cores']:.3f} CPU cores.")
+web = os.path.join(d, "web_load.json")
+if os.path.exists(web):
+    w = json.load(open(web))
+    p("\n## Web view under load (`scripts/web_load.sh`)\n")
+    p(f"The same {w['boards']} boards x {w['fps_per_board']} frames/s for {w['seconds']} s into a host with "
+      f"`--http`, the live page open in headless Chromium and `/metrics` scraped every second: "
+      f"{w['frames_sent']} frames sent, {w['frames_recorded']} recorded, {w['missing']} missing; the host used "
+      f"{w['host_cpu_cores']:.3f} CPU cores (baseline: the run above, without the web view). The page drew "
+      f"{w['page_updates']} updates (10 per board per second at most); capture on the board to drawn "
+      f"on the page, loopback and one clock: p50 {w['capture_to_page_p50_ms']} ms, p90 "
+      f"{w['capture_to_page_p90_ms']} ms.")

@@ -90,6 +90,19 @@ fn scene_jpeg() -> Vec<u8> {
 }
 
 /// `promtool check metrics` (Prometheus's own linter) passes the exposition, where installed.
+#[test]
+fn the_shipped_prometheus_config_is_valid() {
+    if has_tool("promtool", "--version", "prometheus") {
+        let st = Command::new("promtool")
+            .args(["check", "config"])
+            .arg(workspace().join("deploy/prometheus/prometheus.yml"))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
 fn promtool_check(text: &str) {
     if !has_tool("promtool", "--version", "prometheus") {
         return;
@@ -236,6 +249,20 @@ fn the_api_serves_boards_takes_controls_and_refuses_bad_requests() {
         assert!(text.contains(line), "no `{line}` in /metrics:\n{text}");
     }
     promtool_check(&text);
+    // The shipped Grafana dashboard asks only for metrics the host exposes.
+    let dash =
+        std::fs::read_to_string(workspace().join("deploy/grafana/svit-dashboard.json")).unwrap();
+    let names: Vec<&str> = dash
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("svit_"))
+        .collect();
+    assert!(names.len() >= 8, "{names:?}");
+    for n in names {
+        assert!(
+            text.contains(&format!("{n}{{")),
+            "the dashboard's {n} is not in /metrics"
+        );
+    }
 
     let r = http(&web, "GET", "/api/recording", &[], b"").json();
     assert!(r["records"].as_u64().unwrap() >= 41, "{r}");

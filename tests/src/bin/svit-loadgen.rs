@@ -36,7 +36,12 @@ fn main() {
                 let start = Instant::now();
                 let mut seq = 0u64;
                 while start.elapsed().as_secs_f64() < secs {
-                    let bytes = proto::encode(&board_frame(seq), proto::MAX_FRAME).unwrap();
+                    let mut frame = board_frame(seq);
+                    // Captured now, so capture-to-host and capture-to-browser latencies are real.
+                    if let proto::EdgeMsg::Frame(f) = &mut frame {
+                        f.capture_us = proto::clock::now_us();
+                    }
+                    let bytes = proto::encode(&frame, proto::MAX_FRAME).unwrap();
                     if s.write_all(&bytes).is_err() {
                         break;
                     }
