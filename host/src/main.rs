@@ -4,10 +4,12 @@ mod event;
 mod link;
 mod live;
 mod monitor;
+mod mqtt;
 mod record;
 mod render;
 mod report;
 mod session;
+mod view;
 mod web;
 
 use std::net::TcpListener;
@@ -32,6 +34,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once at start: the size of the largest subcommand's options costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Accept boards and print one JSON line per frame (and a summary table at the end).
@@ -68,6 +72,8 @@ enum Cmd {
         baud: u32,
         #[command(flatten)]
         http: HttpArgs,
+        #[command(flatten)]
+        mqtt: MqttArgs,
     },
     /// The whole system on this machine, no hardware: this host plus two local svit-edge
     /// processes (the ArduCAM driver on a simulated module, and the synthetic camera) on the
@@ -139,6 +145,47 @@ struct HttpArgs {
     ws_rate: f64,
 }
 
+/// The MQTT bridge: detections, stats, availability, events, Home Assistant discovery.
+#[derive(clap::Args)]
+struct MqttArgs {
+    /// Publish every board to this broker, mqtt://[USER:PASS@]HOST[:PORT] (README, "A fleet
+    /// on MQTT"); controls come back on PREFIX/BOARD/set/{threshold,pause,resume,snapshot}.
+    #[arg(long, value_name = "URL")]
+    mqtt: Option<String>,
+    /// First topic level.
+    #[arg(long, default_value = "svit", requires = "mqtt")]
+    mqtt_prefix: String,
+    /// QoS of the per-frame detections (stats and events go at 0).
+    #[arg(long, default_value_t = 1, requires = "mqtt")]
+    mqtt_qos: u8,
+    /// Home Assistant's discovery prefix (`off`: no discovery).
+    #[arg(long, default_value = "homeassistant", requires = "mqtt")]
+    ha_discovery: String,
+    /// Seconds between stats messages.
+    #[arg(long, default_value_t = 5.0, requires = "mqtt")]
+    mqtt_stats_every: f64,
+}
+
+impl MqttArgs {
+    fn options(self) -> Result<Option<mqtt::Options>> {
+        let Some(url) = self.mqtt else {
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            !self.mqtt_prefix.is_empty() && !self.mqtt_prefix.contains(['+', '#']),
+            "--mqtt-prefix {:?}: a topic without wildcards",
+            self.mqtt_prefix
+        );
+        Ok(Some(mqtt::Options {
+            url,
+            prefix: self.mqtt_prefix,
+            qos: self.mqtt_qos,
+            discovery: (self.ha_discovery != "off").then_some(self.ha_discovery),
+            stats_every: Duration::from_secs_f64(self.mqtt_stats_every.max(0.5)),
+        }))
+    }
+}
+
 impl HttpArgs {
     fn options(self, recording: Option<&std::path::Path>) -> Result<Option<web::Options>> {
         let Some(addr) = self.http else {
@@ -186,6 +233,7 @@ fn main() -> Result<()> {
             serial,
             baud,
             http,
+            mqtt,
         } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
             let script = match (quiet, summary_every) {
@@ -199,6 +247,7 @@ fn main() -> Result<()> {
                 baud,
             };
             let web = http.options(record.as_deref())?;
+            let mqtt = mqtt.options()?;
             let listener = TcpListener::bind(&addr).with_context(|| format!("binding {addr}"))?;
             tracing::info!("listening on {}", listener.local_addr()?);
             let opts = session::Options {
@@ -209,6 +258,7 @@ fn main() -> Result<()> {
                 key,
                 reach,
                 web,
+                mqtt,
             };
             listen(listener, opts)
         }
@@ -336,6 +386,7 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path, http: &st
         key: None,
         reach: session::Outbound::default(),
         web,
+        mqtt: None,
     };
     let kept = session::run(listener, opts, stop);
     for c in &mut children {

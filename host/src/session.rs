@@ -39,6 +39,8 @@ pub struct Options<'a> {
     pub reach: Outbound,
     /// The web view (`--http`), if on.
     pub web: Option<crate::web::Options>,
+    /// The MQTT bridge (`--mqtt`), if on.
+    pub mqtt: Option<crate::mqtt::Options>,
 }
 
 /// Runs the session until `stop`, the duration, or the quit key; returns the hellos and the
@@ -46,6 +48,7 @@ pub struct Options<'a> {
 pub fn run(listener: TcpListener, mut opts: Options, stop: Arc<AtomicBool>) -> Result<Vec<Record>> {
     // Bound first: a taken port is an error before any board is accepted.
     let mut web = opts.web.take().map(crate::web::start).transpose()?;
+    let mut bridge = opts.mqtt.take().map(crate::mqtt::start).transpose()?;
     let (tx, rx) = mpsc::sync_channel::<Event>(4096);
     start_links(listener, &opts, &tx, &stop);
     spawn_clock(tx.clone(), stop.clone());
@@ -96,6 +99,9 @@ pub fn run(listener: TcpListener, mut opts: Options, stop: Arc<AtomicBool>) -> R
         if let Some(w) = web.as_mut() {
             actions.extend(w.on(&ev)?);
         }
+        if let Some(b) = bridge.as_mut() {
+            actions.extend(b.on(&ev)?);
+        }
         let mut quit = ending;
         for a in actions {
             match a {
@@ -114,6 +120,9 @@ pub fn run(listener: TcpListener, mut opts: Options, stop: Arc<AtomicBool>) -> R
     }
     drop(live);
     stop.store(true, Ordering::Relaxed);
+    if let Some(b) = bridge {
+        b.close();
+    }
     if let Some(r) = recorder {
         r.close()?;
     }

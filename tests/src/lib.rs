@@ -322,3 +322,47 @@ pub fn has_tool(program: &str, version_arg: &str, package: &str) -> bool {
     }
     found
 }
+
+/// A simulated board on a real socket: hello, the host's answer, then whatever the test sends.
+pub struct SimBoard(pub TcpStream);
+
+impl SimBoard {
+    pub fn connect(port: u16, name: &str) -> SimBoard {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(&proto::encode(&board_hello(name), proto::MAX_FRAME).unwrap())
+            .unwrap();
+        let (answer, _) = read_as::<HostMsg>(&mut s, Duration::from_secs(10), |_| true);
+        assert!(
+            matches!(answer.first(), Some(HostMsg::Hello(_))),
+            "{answer:?}"
+        );
+        SimBoard(s)
+    }
+    pub fn send(&mut self, msg: &EdgeMsg) {
+        self.0
+            .write_all(&proto::encode(msg, proto::MAX_FRAME).unwrap())
+            .unwrap();
+    }
+    /// Frames `from..to`, each followed by a thumbnail (a real JPEG of a test scene).
+    pub fn stream(&mut self, from: u64, to: u64) {
+        let jpeg = scene_jpeg();
+        for seq in from..to {
+            self.send(&board_frame(seq));
+            self.send(&EdgeMsg::Thumbnail(proto::Thumbnail {
+                seq,
+                jpeg: jpeg.clone(),
+            }));
+        }
+    }
+}
+
+pub fn scene_jpeg() -> Vec<u8> {
+    let img = image::open(workspace().join("tests/data/scene0.png"))
+        .unwrap()
+        .to_rgb8();
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+        .encode_image(&img)
+        .unwrap();
+    out
+}

@@ -8,10 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use svit_e2e::{
-    bin, board_frame, board_hello, has_tool, http, read_as, signal, summary, tmp, wait_for,
-    workspace,
-};
+use svit_e2e::{bin, has_tool, http, read_as, signal, summary, tmp, wait_for, workspace, SimBoard};
 use svit_protocol::{self as proto, EdgeMsg, HostMsg};
 
 fn free_port() -> u16 {
@@ -43,50 +40,6 @@ fn host(port: u16, http: &str, rec: &Path, log: &Path, extra: &[&str]) -> Child 
         TcpStream::connect(http.replace("0.0.0.0", "127.0.0.1")).ok()
     });
     child
-}
-
-/// A simulated board on a real socket: hello, the host's answer, then whatever the test sends.
-struct Board(TcpStream);
-
-impl Board {
-    fn connect(port: u16, name: &str) -> Board {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(&proto::encode(&board_hello(name), proto::MAX_FRAME).unwrap())
-            .unwrap();
-        let (answer, _) = read_as::<HostMsg>(&mut s, Duration::from_secs(10), |_| true);
-        assert!(
-            matches!(answer.first(), Some(HostMsg::Hello(_))),
-            "{answer:?}"
-        );
-        Board(s)
-    }
-    fn send(&mut self, msg: &EdgeMsg) {
-        self.0
-            .write_all(&proto::encode(msg, proto::MAX_FRAME).unwrap())
-            .unwrap();
-    }
-    /// Frames `from..to`, each followed by a thumbnail (a real JPEG of a test scene).
-    fn stream(&mut self, from: u64, to: u64) {
-        let jpeg = scene_jpeg();
-        for seq in from..to {
-            self.send(&board_frame(seq));
-            self.send(&EdgeMsg::Thumbnail(proto::Thumbnail {
-                seq,
-                jpeg: jpeg.clone(),
-            }));
-        }
-    }
-}
-
-fn scene_jpeg() -> Vec<u8> {
-    let img = image::open(workspace().join("tests/data/scene0.png"))
-        .unwrap()
-        .to_rgb8();
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
-        .encode_image(&img)
-        .unwrap();
-    out
 }
 
 /// `promtool check metrics` (Prometheus's own linter) passes the exposition, where installed.
@@ -140,7 +93,7 @@ fn the_api_serves_boards_takes_controls_and_refuses_bad_requests() {
     let (port, web) = (free_port(), format!("127.0.0.1:{}", free_port()));
     let (rec, log) = (dir.0.join("rec.svrec"), dir.0.join("host.log"));
     let mut h = host(port, &web, &rec, &log, &[]);
-    let mut board = Board::connect(port, "bench-a");
+    let mut board = SimBoard::connect(port, "bench-a");
     board.stream(0, 20);
     board.send(&EdgeMsg::Health(proto::Health {
         cpu_temp_c: Some(61.5),
@@ -300,7 +253,7 @@ fn controls_need_the_token_and_are_off_beyond_loopback_without_one() {
         &log,
         &["--http-token", token_file.to_str().unwrap()],
     );
-    let mut board = Board::connect(port, "locked");
+    let mut board = SimBoard::connect(port, "locked");
     board.stream(0, 3);
     wait_for(Duration::from_secs(20), "the board in the API", || {
         board_frames(&web, "locked")
@@ -333,7 +286,7 @@ fn controls_need_the_token_and_are_off_beyond_loopback_without_one() {
         &log,
         &[],
     );
-    let mut board = Board::connect(port, "open");
+    let mut board = SimBoard::connect(port, "open");
     board.stream(0, 3);
     let web = format!("127.0.0.1:{web_port}");
     wait_for(Duration::from_secs(20), "the board in the API", || {
@@ -417,7 +370,7 @@ fn the_live_page_shows_every_board_and_its_detections() {
     let boards: Vec<_> = names
         .iter()
         .map(|n| {
-            let mut b = Board::connect(port, n);
+            let mut b = SimBoard::connect(port, n);
             b.stream(0, 5);
             b
         })

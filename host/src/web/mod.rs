@@ -2,7 +2,7 @@
 //! Prometheus and a websocket of per-frame updates, served by axum on its own tokio runtime.
 //!
 //! It is one more `event::Consumer`: the session loop hands it every event; it folds them into
-//! `state::State` and `svit_metrics::Metrics` behind short locks, and offers each frame's update
+//! `crate::view::State` and `svit_metrics::Metrics` behind short locks, and offers each frame's update
 //! to a broadcast channel that never waits (a client that falls behind loses updates, collection
 //! and recording never stall). Controls from the page come back as `Action::Control` at the
 //! next event (ticks come ten times a second), as the terminal monitor's keys do.
@@ -20,7 +20,6 @@ use tokio::sync::broadcast;
 use crate::event::{Action, BoardEvent, Consumer, Event};
 
 mod routes;
-mod state;
 mod ws;
 
 /// Updates buffered for websocket clients before a slow one starts losing them.
@@ -46,7 +45,7 @@ pub struct Pushed {
 
 /// What the server's handlers share with the session loop.
 pub struct Shared {
-    state: Mutex<state::State>,
+    state: Mutex<crate::view::State>,
     metrics: Mutex<Metrics>,
     updates: broadcast::Sender<Arc<Pushed>>,
     controls: Mutex<Sender<(u32, HostMsg)>>,
@@ -57,7 +56,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn state(&self) -> MutexGuard<'_, state::State> {
+    fn state(&self) -> MutexGuard<'_, crate::view::State> {
         // A handler that panicked while holding the lock left consistent-enough figures.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

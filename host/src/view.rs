@@ -1,7 +1,7 @@
-//! What the web view knows of each board, folded from the session's events: the terminal
-//! monitor's per-board figures (`monitor::Monitor`, bounded histograms and rings) plus what a
-//! page draws: the latest thumbnail with its frame, a minute of once-a-second samples and the
-//! recent kept fraction of each gated block. Everything here is bounded per board.
+//! What the web view and the MQTT bridge show of each board, folded from the session's events:
+//! the terminal monitor's per-board figures (`monitor::Monitor`, bounded histograms and rings)
+//! plus the latest thumbnail with its frame, a minute of once-a-second samples and the recent
+//! kept fraction of each gated block. Everything here is bounded per board.
 
 use std::collections::{HashMap, VecDeque};
 

@@ -1,0 +1,222 @@
+//! The host's MQTT bridge against a real Mosquitto (Debian's `mosquitto`, started here on a
+//! free loopback port) with its own command-line clients: topics and payloads, retained
+//! availability and Home Assistant discovery, the control round trip, the last will, and
+//! clear errors for a bad URL or an unreachable broker.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use svit_e2e::{bin, has_tool, read_as, signal, tmp, wait_for, SimBoard};
+use svit_protocol::HostMsg;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Mosquitto broker for one test, stopped when dropped.
+struct Broker {
+    port: u16,
+    child: Child,
+}
+
+impl Broker {
+    fn start() -> Option<Broker> {
+        // Debian puts the broker in /usr/sbin, outside a user's PATH.
+        let exe = ["/usr/sbin/mosquitto", "mosquitto"]
+            .into_iter()
+            .find(|p| Command::new(p).arg("-h").output().is_ok());
+        if !has_tool("mosquitto_sub", "--help", "mosquitto-clients") || exe.is_none() {
+            eprintln!("mosquitto not installed: skipping (apt-get install mosquitto)");
+            return None;
+        }
+        let port = free_port();
+        let child = Command::new(exe?)
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        wait_for(Duration::from_secs(10), "mosquitto to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Some(Broker { port, child })
+    }
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+    /// `mosquitto_sub -v` on `topics` into `out` for `secs` seconds.
+    fn subscribe(&self, topics: &[&str], secs: u32, out: &Path) -> Child {
+        // Line-buffered: the file is read while it runs.
+        let mut c = Command::new("stdbuf");
+        c.args(["-oL", "mosquitto_sub", "-p", &self.port.to_string(), "-v"])
+            .args(["-W", &secs.to_string()]);
+        for t in topics {
+            c.args(["-t", t]);
+        }
+        c.stdout(std::fs::File::create(out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+    /// The retained message on `topic`, if any (waits up to 3 s).
+    fn retained(&self, topic: &str) -> String {
+        let out = Command::new("mosquitto_sub")
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-t",
+                topic,
+                "-C",
+                "1",
+                "-W",
+                "3",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+    fn publish(&self, topic: &str, payload: &str) {
+        let st = Command::new("mosquitto_pub")
+            .args(["-p", &self.port.to_string(), "-t", topic, "-m", payload])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn host(broker: &Broker, port: u16, log: &Path) -> Child {
+    let child = Command::new(bin("svit-host"))
+        .args(["listen", &format!("127.0.0.1:{port}"), "--quiet"])
+        .args(["--mqtt", &broker.url(), "--mqtt-stats-every", "1"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "the host to listen", || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    child
+}
+
+fn lines<'a>(text: &'a str, topic: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(topic)?.strip_prefix(' '))
+        .collect()
+}
+
+#[test]
+fn the_host_bridges_boards_to_mosquitto_and_takes_controls() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let dir = tmp("mqtt-bridge");
+    let (port, log, seen) = (free_port(), dir.0.join("host.log"), dir.0.join("sub.txt"));
+    let mut sub = broker.subscribe(&["svit/#", "homeassistant/#"], 25, &seen);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut h = host(&broker, port, &log);
+    // A name that is not one topic level: escaped.
+    let mut board = SimBoard::connect(port, "desk/pi #1");
+    board.stream(0, 12);
+
+    broker.publish("svit/desk_pi__1/set/threshold", "0.35");
+    let (got, _) = read_as::<HostMsg>(&mut board.0, Duration::from_secs(10), |_| true);
+    assert_eq!(
+        got.first(),
+        Some(&HostMsg::SetThreshold(0.35)),
+        "the control round trip"
+    );
+    broker.publish("svit/desk_pi__1/set/threshold", "lots");
+    broker.publish("svit/desk_pi__1/set/reboot", "");
+    wait_for(Duration::from_secs(10), "a stats message", || {
+        let t = std::fs::read_to_string(&seen).ok()?;
+        (!lines(&t, "svit/desk_pi__1/stats").is_empty()).then_some(())
+    });
+    assert_eq!(broker.retained("svit/desk_pi__1/availability"), "online");
+    assert_eq!(broker.retained("svit/bridge/availability"), "online");
+    let number = broker.retained("homeassistant/number/svit_desk_pi__1/threshold/config");
+    let number: serde_json::Value = serde_json::from_str(&number).expect("retained discovery");
+    assert_eq!(number["command_topic"], "svit/desk_pi__1/set/threshold");
+    assert_eq!(number["device"]["name"], "desk/pi #1");
+
+    // A clean stop marks the board offline (retained).
+    signal(&h, "-TERM");
+    assert!(h.wait().unwrap().success());
+    assert_eq!(broker.retained("svit/desk_pi__1/availability"), "offline");
+    let _ = sub.kill();
+    let _ = sub.wait();
+
+    let t = std::fs::read_to_string(&seen).unwrap();
+    let dets = lines(&t, "svit/desk_pi__1/detections");
+    assert_eq!(dets.len(), 12, "one message per frame at QoS 1");
+    for (i, d) in dets.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(d).unwrap();
+        assert_eq!(v["seq"], i as u64);
+        assert_eq!(v["detections"].as_array().unwrap().len(), 10);
+        assert_eq!(v["detections"][0]["label"], "c0");
+        assert_eq!(v["detections"][0]["box"].as_array().unwrap().len(), 4);
+    }
+    let stats: serde_json::Value =
+        serde_json::from_str(lines(&t, "svit/desk_pi__1/stats")[0]).unwrap();
+    assert_eq!(stats["frames"], 12);
+    assert_eq!(stats["counts"]["c0"], 2, "{stats}");
+    let events = lines(&t, "svit/desk_pi__1/events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("\"change\":\"entered\"") && e.contains("\"label\":\"c3\"")),
+        "{events:?}"
+    );
+    assert!(lines(&t, "homeassistant/sensor/svit_desk_pi__1/count_c5/config").len() == 1);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("\"lots\" is not a number"), "{logged}");
+    assert!(logged.contains("no control \"reboot\""), "{logged}");
+}
+
+#[test]
+fn the_last_will_marks_the_bridge_offline_and_bad_brokers_are_named() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let dir = tmp("mqtt-will");
+    let port = free_port();
+    let mut h = host(&broker, port, &dir.0.join("host.log"));
+    let _board = SimBoard::connect(port, "cam");
+    wait_for(Duration::from_secs(10), "the bridge online", || {
+        (broker.retained("svit/bridge/availability") == "online").then_some(())
+    });
+    signal(&h, "-KILL");
+    let _ = h.wait();
+    wait_for(Duration::from_secs(30), "the last will", || {
+        (broker.retained("svit/bridge/availability") == "offline").then_some(())
+    });
+
+    let start = |url: &str| {
+        Command::new(bin("svit-host"))
+            .args(["listen", "127.0.0.1:0", "--quiet", "--mqtt", url])
+            .output()
+            .unwrap()
+    };
+    let out = start("broker.lan:1883");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected mqtt://"));
+    let out = start(&format!("mqtt://127.0.0.1:{}", free_port()));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("MQTT broker 127.0.0.1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
