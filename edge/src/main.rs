@@ -8,6 +8,7 @@ mod codec;
 mod health;
 mod link;
 mod metrics;
+mod mqtt;
 mod pipeline;
 mod serial;
 
@@ -78,6 +79,12 @@ enum Cmd {
         /// Serial line speed (both ends must agree).
         #[arg(long, default_value_t = 921_600)]
         baud: u32,
+        /// Publish straight to an MQTT broker instead, mqtt://[USER:PASS@]HOST[:PORT], on
+        /// PREFIX/NAME/wire (hosts take it with `svit-host listen --mqtt-subscribe URL`).
+        #[arg(long, value_name = "URL", conflicts_with_all = ["connect", "listen", "serial"])]
+        mqtt: Option<String>,
+        #[arg(long, default_value = "svit", requires = "mqtt")]
+        mqtt_prefix: String,
         /// Stop after this many frames.
         #[arg(long)]
         frames: Option<u64>,
@@ -174,6 +181,8 @@ fn main() -> Result<()> {
             listen,
             serial,
             baud,
+            mqtt,
+            mqtt_prefix,
             frames,
             threshold,
             budget_ms,
@@ -192,6 +201,10 @@ fn main() -> Result<()> {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
             let budget = budget_ms.or(target_fps.map(|f| 1000.0 / f));
             let sink = match (connect, listen, serial) {
+                _ if mqtt.is_some() => Sink::Mqtt(mqtt::Target {
+                    broker: svit_mqtt::Broker::parse(mqtt.as_deref().unwrap_or_default())?,
+                    prefix: mqtt_prefix,
+                }),
                 (Some(addr), _, _) => Sink::Tcp(link::Peer::Connect(addr)),
                 (None, None, Some(path)) => Sink::Serial(serial::open(&path, baud)?),
                 (None, Some(addr), _) => {
@@ -323,6 +336,7 @@ enum Sink {
     Stdout,
     Tcp(link::Peer),
     Serial(Box<dyn serialport::SerialPort>),
+    Mqtt(mqtt::Target),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -450,6 +464,9 @@ fn run(
             stats.clone(),
         )
         .map(|_| ()),
+        Sink::Mqtt(target) => {
+            mqtt::mqtt_loop(target, outgoing.clone(), hello, ctl.clone(), stats.clone()).map(|_| ())
+        }
         Sink::Serial(port) => serial::serial_loop(
             port,
             outgoing.clone(),

@@ -70,6 +70,12 @@ enum Cmd {
         /// Speed of the --serial lines.
         #[arg(long, default_value_t = 921_600)]
         baud: u32,
+        /// Also take boards that publish to this MQTT broker (`svit-edge run --mqtt URL`).
+        #[arg(long, value_name = "URL")]
+        mqtt_subscribe: Option<String>,
+        /// With --mqtt-subscribe: only these boards (topic levels; MQTT wildcards allowed).
+        #[arg(long = "mqtt-board", default_value = "+", requires = "mqtt_subscribe")]
+        mqtt_boards: Vec<String>,
         #[command(flatten)]
         http: HttpArgs,
         #[command(flatten)]
@@ -152,8 +158,8 @@ struct MqttArgs {
     /// on MQTT"); controls come back on PREFIX/BOARD/set/{threshold,pause,resume,snapshot}.
     #[arg(long, value_name = "URL")]
     mqtt: Option<String>,
-    /// First topic level.
-    #[arg(long, default_value = "svit", requires = "mqtt")]
+    /// First topic level (of --mqtt and --mqtt-subscribe).
+    #[arg(long, default_value = "svit")]
     mqtt_prefix: String,
     /// QoS of the per-frame detections (stats and events go at 0).
     #[arg(long, default_value_t = 1, requires = "mqtt")]
@@ -232,6 +238,8 @@ fn main() -> Result<()> {
             boards,
             serial,
             baud,
+            mqtt_subscribe,
+            mqtt_boards,
             http,
             mqtt,
         } => {
@@ -241,10 +249,16 @@ fn main() -> Result<()> {
                 (false, Some(s)) => live::Script::Summary(s),
                 (false, None) => live::Script::Lines,
             };
+            let prefix = mqtt.mqtt_prefix.clone();
             let reach = session::Outbound {
                 dial: boards,
                 serial,
                 baud,
+                mqtt: mqtt_subscribe.map(|url| link::mqtt::Subscribe {
+                    url,
+                    prefix,
+                    boards: mqtt_boards,
+                }),
             };
             let web = http.options(record.as_deref())?;
             let mqtt = mqtt.options()?;

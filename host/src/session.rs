@@ -28,6 +28,8 @@ pub struct Outbound {
     /// Serial ports with a board on the other end.
     pub serial: Vec<String>,
     pub baud: u32,
+    /// Boards that publish to a broker (`svit-edge run --mqtt`).
+    pub mqtt: Option<link::mqtt::Subscribe>,
 }
 
 pub struct Options<'a> {
@@ -50,6 +52,9 @@ pub fn run(listener: TcpListener, mut opts: Options, stop: Arc<AtomicBool>) -> R
     let mut web = opts.web.take().map(crate::web::start).transpose()?;
     let mut bridge = opts.mqtt.take().map(crate::mqtt::start).transpose()?;
     let (tx, rx) = mpsc::sync_channel::<Event>(4096);
+    if let Some(sub) = opts.reach.mqtt.take() {
+        link::mqtt::start(sub, tx.clone(), stop.clone())?;
+    }
     start_links(listener, &opts, &tx, &stop);
     spawn_clock(tx.clone(), stop.clone());
     let live = live::Live::new(opts.script)?;

@@ -1,7 +1,8 @@
-//! Board links: TCP (`tcp`: accepted, or dialled to boards that listen) and serial lines
-//! (`serial`). Each link runs the protocol's handshake (`svit_protocol::session`) and turns
+//! Board links: TCP (`tcp`: accepted, or dialled to boards that listen), serial lines
+//! (`serial`) and boards on an MQTT broker (`mqtt`). Each link runs the protocol's handshake (`svit_protocol::session`) and turns
 //! what a board sends into `BoardEvent`s for the session loop.
 
+pub mod mqtt;
 pub mod serial;
 pub mod tcp;
 

@@ -10,14 +10,12 @@
 //! once a minute.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use rumqttc::{
-    Client, Connection, Event as MqttEvent, LastWill, MqttOptions, Outgoing, Packet, QoS,
-};
+use anyhow::Result;
 use serde_json::json;
+use svit_mqtt::{Client, LastWill, Note, QoS};
 use svit_protocol::{EdgeMsg, HostMsg};
 
 use crate::event::{Action, BoardEvent, Consumer, Event};
@@ -42,52 +40,6 @@ pub struct Options {
     pub stats_every: Duration,
 }
 
-struct Broker {
-    host: String,
-    port: u16,
-    login: Option<(String, String)>,
-}
-
-fn parse_url(url: &str) -> Result<Broker> {
-    let bad = || format!("--mqtt {url:?}: expected mqtt://[USER:PASS@]HOST[:PORT]");
-    let rest = url.strip_prefix("mqtt://").with_context(bad)?;
-    let (login, hostport) = match rest.rsplit_once('@') {
-        Some((l, h)) => {
-            let (u, p) = l.split_once(':').with_context(bad)?;
-            (Some((u.to_string(), p.to_string())), h)
-        }
-        None => (None, rest),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().ok().with_context(bad)?),
-        None => (hostport, 1883),
-    };
-    if host.is_empty() || host.contains('/') {
-        bail!(bad());
-    }
-    Ok(Broker {
-        host: host.to_string(),
-        port,
-        login,
-    })
-}
-
-fn qos(q: u8) -> Result<QoS> {
-    match q {
-        0 => Ok(QoS::AtMostOnce),
-        1 => Ok(QoS::AtLeastOnce),
-        2 => Ok(QoS::ExactlyOnce),
-        _ => bail!("MQTT QoS {q}: 0, 1 or 2"),
-    }
-}
-
-/// What the bridge's network thread tells the session side.
-enum Note {
-    /// (Re)connected: subscribe and publish the retained state again.
-    Connected,
-    Publish(String, Vec<u8>),
-}
-
 pub struct Bridge {
     client: Client,
     notes: Receiver<Note>,
@@ -103,45 +55,21 @@ pub struct Bridge {
 /// Connects (an unreachable broker or refused login is an error now), then runs the network on
 /// a thread.
 pub fn start(opts: Options) -> Result<Bridge> {
-    let broker = parse_url(&opts.url)?;
-    let frames_qos = qos(opts.qos)?;
-    let mut mo = MqttOptions::new(
-        format!("svit-host-{}", std::process::id()),
-        broker.host.clone(),
-        broker.port,
-    );
-    mo.set_keep_alive(Duration::from_secs(10));
-    mo.set_max_packet_size(1 << 20, 1 << 20);
-    mo.set_last_will(LastWill::new(
+    let broker = svit_mqtt::Broker::parse(&opts.url)?;
+    let frames_qos = svit_mqtt::qos(opts.qos)?;
+    let will = LastWill::new(
         topics::bridge_availability(&opts.prefix),
         "offline",
         QoS::AtLeastOnce,
         true,
-    ));
-    if let Some((u, p)) = &broker.login {
-        mo.set_credentials(u, p);
-    }
-    let (client, mut conn) = Client::new(mo, QUEUE);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match conn.recv_timeout(left) {
-            Ok(Ok(MqttEvent::Incoming(Packet::ConnAck(_)))) => break,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => bail!("MQTT broker {}:{}: {e}", broker.host, broker.port),
-            Err(_) => bail!(
-                "MQTT broker {}:{}: no answer in 10 s",
-                broker.host,
-                broker.port
-            ),
-        }
-    }
+    );
+    let id = format!("svit-host-{}", std::process::id());
+    let (client, conn) = svit_mqtt::connect(&broker, &id, Some(will), QUEUE)?;
     tracing::info!("MQTT: connected to {}:{}", broker.host, broker.port);
     let (tx, notes) = mpsc::channel();
-    let _ = tx.send(Note::Connected);
     let network = std::thread::Builder::new()
         .name("mqtt".into())
-        .spawn(move || network(conn, tx))?;
+        .spawn(move || svit_mqtt::network(conn, |n| tx.send(n).is_ok()))?;
     Ok(Bridge {
         client,
         notes,
@@ -153,41 +81,6 @@ pub fn start(opts: Options) -> Result<Bridge> {
         network,
         opts,
     })
-}
-
-/// Drives the connection; rumqttc reconnects when polled again after an error.
-fn network(mut conn: Connection, tx: Sender<Note>) {
-    let mut backoff = Duration::from_millis(500);
-    let mut last_log: Option<Instant> = None;
-    for ev in conn.iter() {
-        let note = match ev {
-            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!("MQTT: reconnected");
-                backoff = Duration::from_millis(500);
-                Some(Note::Connected)
-            }
-            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                Some(Note::Publish(p.topic.to_string(), p.payload.to_vec()))
-            }
-            // `close`: everything queued before it has gone out.
-            Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
-            Ok(_) => None,
-            Err(e) => {
-                if last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                    tracing::warn!("MQTT: {e}; retrying (logged at most once a minute)");
-                    last_log = Some(Instant::now());
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                None
-            }
-        };
-        if let Some(n) = note {
-            if tx.send(n).is_err() {
-                return;
-            }
-        }
-    }
 }
 
 impl Bridge {
@@ -492,17 +385,5 @@ mod tests {
             d.observe(counts(&[("ring", 1)])),
             vec![("ring".into(), 0, 1), ("star".into(), 2, 0)]
         );
-    }
-
-    #[test]
-    fn broker_urls() {
-        let b = parse_url("mqtt://u:p@broker.lan:1884").unwrap();
-        assert_eq!((b.host.as_str(), b.port), ("broker.lan", 1884));
-        assert_eq!(b.login, Some(("u".into(), "p".into())));
-        assert_eq!(parse_url("mqtt://10.0.0.2").unwrap().port, 1883);
-        for bad in ["broker:1883", "mqtt://", "mqtt://h:port", "mqtt://u@h"] {
-            let e = parse_url(bad).err().expect(bad).to_string();
-            assert!(e.contains("expected mqtt://"), "{e}");
-        }
     }
 }

@@ -1,36 +1,14 @@
-//! Topic names and Home Assistant discovery configurations: what a subscriber sees.
-//!
-//! A board's name becomes one topic level: characters other than ASCII letters, digits, `-`
-//! and `_` (MQTT's `+`, `#` and `/` among them) are replaced by `_`.
+//! Topic names and Home Assistant discovery configurations: what a subscriber sees. A board's
+//! name becomes one topic level (`svit_mqtt::escape`).
 
 use serde_json::{json, Value};
-
-pub fn escape(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.is_empty() {
-        "_".into()
-    } else {
-        s
-    }
-}
 
 /// `PREFIX/bridge/availability`: the host's own, set offline by its last will.
 pub fn bridge_availability(prefix: &str) -> String {
     format!("{prefix}/bridge/availability")
 }
 
-pub fn board(prefix: &str, board: &str, leaf: &str) -> String {
-    format!("{prefix}/{}/{leaf}", escape(board))
-}
+pub use svit_mqtt::{escape, topic as board};
 
 /// Retained discovery configurations for one board: (topic, payload). Sensors read the stats
 /// message; the threshold is a number entity that writes `set/threshold`.
@@ -122,16 +100,4 @@ pub fn discovery(
         ));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_that_are_not_one_topic_level_are_escaped() {
-        assert_eq!(escape("pi-desk_2"), "pi-desk_2");
-        assert_eq!(escape("a/b+c#d e"), "a_b_c_d_e");
-        assert_eq!(escape(""), "_");
-    }
 }
