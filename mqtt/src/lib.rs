@@ -178,7 +178,7 @@ mod tests {
         assert_eq!(b.login, Some(("u".into(), "p".into())));
         assert_eq!(Broker::parse("mqtt://10.0.0.2").unwrap().port, 1883);
         for bad in ["broker:1883", "mqtt://", "mqtt://h:port", "mqtt://u@h"] {
-            let e = Broker::parse(bad).err().expect(bad).to_string();
+            let e = Broker::parse(bad).expect_err(bad).to_string();
             assert!(e.contains("expected mqtt://"), "{e}");
         }
     }
