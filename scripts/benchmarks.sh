@@ -98,6 +98,7 @@ target/debug/svit-host demo --bundle "$BUNDLE" --seconds 30 --out "$OUT/pipeline
 # Host: 16 simulated boards x 30 frames/s.
 scripts/host_load.sh > /dev/null
 scripts/web_load.sh > /dev/null
+scripts/mqtt_load.sh > /dev/null
 
 python3 scripts/render_benchmarks.py "$OUT" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"

@@ -214,6 +214,23 @@ if os.path.exists(load):
     p(f"{l['boards']} simulated boards (`svit-loadgen`, real TCP and protocol) at {l['fps_per_board']} frames/s each "
       f"for {l['seconds']} s, thumbnails off, recording on: {l['frames_sent']} frames sent, "
       f"{l['frames_recorded']} recorded, {l['missing']} missing; the host used {l['host_cpu_cores']:.3f} CPU cores.")
+mq = os.path.join(d, "mqtt_load.json")
+if os.path.exists(mq):
+    runs = json.load(open(mq))
+    p("\n## Boards through MQTT (`scripts/mqtt_load.sh`)\n")
+    p("Simulated boards (`svit-loadgen` MQTT mode: hello retained, each frame one QoS 1 publish) -> a local "
+      "Mosquitto -> one `svit-host listen --mqtt-subscribe` that records; the load doubles until frames go missing "
+      "(same machine for all three, so the CPU figures share it).\n")
+    p("| boards x fps | seconds | frames sent | recorded | missing | host CPU cores | broker CPU cores |")
+    p("|---|---|---|---|---|---|---|")
+    for r in runs:
+        p(f"| {r['boards']} x {r['fps_per_board']} | {r['seconds']} | {r['frames_sent']} | {r['frames_recorded']} | "
+          f"{r['missing']} | {r['host_cpu_cores']:.3f} | {r['broker_cpu_cores']:.3f} |")
+    held = [r for r in runs if r['missing'] == 0 and r['frames_recorded'] == r['frames_sent']]
+    if held:
+        b = max(held, key=lambda r: r['boards'])
+        last = "" if len(held) == len(runs) else f"; at {runs[-1]['boards']} x {runs[-1]['fps_per_board']} frames went missing"
+        p(f"\nThe most held without loss: {b['boards']} boards x {b['fps_per_board']} frames/s{last}.")
 web = os.path.join(d, "web_load.json")
 if os.path.exists(web):
     w = json.load(open(web))

@@ -54,7 +54,7 @@ enum Cmd {
         /// Bundle directory (models/demo ships with the repository).
         #[arg(long, default_value = "models/demo")]
         bundle: PathBuf,
-        /// Camera: `synthetic`, `file:PATH` (an image, a folder of images or an .mjpeg video,
+        /// Camera: `synthetic`, `synthetic:sheet` (looking at the printed target sheet), `file:PATH` (an image, a folder of images or an .mjpeg video,
         /// looping), `sim-arducam[:res=320x240,stall-every=N,corrupt-every=N]` (the ArduCAM
         /// driver on a simulated module),
         /// `arducam[:spi=/dev/spidev0.0,i2c=/dev/i2c-1,led=GPIO22,res=320x240]`,

@@ -82,7 +82,7 @@ enum Cmd {
         mqtt: MqttArgs,
     },
     /// The whole system on this machine, no hardware: this host plus two local svit-edge
-    /// processes (the ArduCAM driver on a simulated module, and the synthetic camera) on the
+    /// processes (the ArduCAM driver on a simulated module, and a synthetic camera on the target sheet) on the
     /// demo bundle; shows the live monitor on a terminal, prints the
     /// summary table and writes a report.
     Demo {
@@ -345,7 +345,8 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path, http: &st
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let cameras = [
         ("edge-arducam-sim", "sim-arducam".to_string()),
-        ("edge-synthetic", "synthetic".to_string()),
+        // A camera looking at the printed target sheet (`svit-export targets`).
+        ("edge-sheet", "synthetic:sheet".to_string()),
     ];
     let mut children = Vec::new();
     for (name, cam) in &cameras {

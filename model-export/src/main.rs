@@ -36,6 +36,9 @@ enum Cmd {
     Reference(cmd::reference::Args),
     /// Score a COCO results file against COCO ground truth (as pycocotools' COCOeval).
     Score(cmd::score::Args),
+    /// The printable target sheet (PDF): the six shapes as the model learned them, a scale bar
+    /// and how far to hold it from the camera.
+    Targets(cmd::targets::Args),
 }
 
 fn main() -> Result<()> {
@@ -49,5 +52,6 @@ fn main() -> Result<()> {
         Cmd::Eval(a) => cmd::eval::run(a),
         Cmd::Reference(a) => cmd::reference::run(a),
         Cmd::Score(a) => cmd::score::run(a),
+        Cmd::Targets(a) => cmd::targets::run(a),
     }
 }

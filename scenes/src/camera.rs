@@ -257,29 +257,16 @@ pub(crate) fn perspective(
         corner(fw - mx, fh - my),
         corner(mx, fh - my),
     ];
-    let Some(inv) = invert(&square_to_quad(&quad)) else {
-        return false;
-    };
-    let mut out_rgb = vec![0f32; rgb.len()];
+    let mut out_rgb = table.to_vec();
     let mut out_owner = vec![u8::MAX; owner.len()];
-    for y in 0..h {
-        for x in 0..w {
-            let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
-            let d = inv[6] * px + inv[7] * py + inv[8];
-            let (u, v) = (
-                (inv[0] * px + inv[1] * py + inv[2]) / d,
-                (inv[3] * px + inv[4] * py + inv[5]) / d,
-            );
-            let o = y * w + x;
-            if d > 0.0 && (0.0..1.0).contains(&u) && (0.0..1.0).contains(&v) {
-                let (sx, sy) = ((u * fw) as usize, (v * fh) as usize);
-                let s = sy * w + sx;
-                out_owner[o] = owner[s];
-                out_rgb[o * 3..o * 3 + 3].copy_from_slice(&rgb[s * 3..s * 3 + 3]);
-            } else {
-                out_rgb[o * 3..o * 3 + 3].copy_from_slice(&table[o * 3..o * 3 + 3]);
-            }
+    if !warp(&quad, w, h, |o, uv| {
+        if let Some((u, v)) = uv {
+            let s = (v * fh) as usize * w + (u * fw) as usize;
+            out_owner[o] = owner[s];
+            out_rgb[o * 3..o * 3 + 3].copy_from_slice(&rgb[s * 3..s * 3 + 3]);
         }
+    }) {
+        return false;
     }
     // Every object must keep most of itself at the sheet's scale, or the warp is not used.
     let area = quad_area(&quad) / (fw * fh);
@@ -294,6 +281,33 @@ pub(crate) fn perspective(
         owner.copy_from_slice(&out_owner);
     }
     ok
+}
+
+/// For every pixel of a `w` x `h` picture, `f(index, Some((u, v)))` with its point on the unit
+/// square that the homography onto `quad` maps there, or `None` outside the quad. False when
+/// the quad is degenerate.
+pub(crate) fn warp(
+    quad: &[[f32; 2]; 4],
+    w: usize,
+    h: usize,
+    mut f: impl FnMut(usize, Option<(f32, f32)>),
+) -> bool {
+    let Some(inv) = invert(&square_to_quad(quad)) else {
+        return false;
+    };
+    for y in 0..h {
+        for x in 0..w {
+            let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
+            let d = inv[6] * px + inv[7] * py + inv[8];
+            let (u, v) = (
+                (inv[0] * px + inv[1] * py + inv[2]) / d,
+                (inv[3] * px + inv[4] * py + inv[5]) / d,
+            );
+            let inside = d > 0.0 && (0.0..1.0).contains(&u) && (0.0..1.0).contains(&v);
+            f(y * w + x, inside.then_some((u, v)));
+        }
+    }
+    true
 }
 
 /// The homography taking the unit square's corners (0,0), (1,0), (1,1), (0,1) to `q`

@@ -11,6 +11,7 @@
 //! angle, blur, noise, JPEG, and scenes with no shape at all.
 
 mod camera;
+pub mod sheet;
 
 /// The object classes, in label order.
 pub const CLASSES: [&str; 6] = ["circle", "square", "triangle", "star", "ring", "cross"];
@@ -129,7 +130,8 @@ pub struct Scene {
     pub objects: Vec<Object>,
 }
 
-struct Placed {
+/// One shape where it lies: class, centre, size, angle, colour and texture.
+pub(crate) struct Placed {
     class: usize,
     cx: f32,
     cy: f32,
@@ -182,19 +184,11 @@ pub fn generate(cfg: &SceneConfig, seed: u64, index: u64) -> Scene {
     }
 
     for (i, p) in placed.iter().enumerate() {
-        let (s, c) = p.angle.sin_cos();
         for y in 0..h {
             for x in 0..w {
                 let idx = y * w + x;
-                if owner[idx] as usize != i {
-                    continue;
-                }
-                let (dx, dy) = (x as f32 + 0.5 - p.cx, y as f32 + 0.5 - p.cy);
-                let u = (c * dx + s * dy) / p.half;
-                let v = (-s * dx + c * dy) / p.half;
-                let shade = texture(p.texture, p.tex_freq, u, v);
-                for ch in 0..3 {
-                    rgb[idx * 3 + ch] = (p.colour[ch] * shade).clamp(0.0, 1.0);
+                if owner[idx] as usize == i {
+                    rgb[idx * 3..idx * 3 + 3].copy_from_slice(&p.colour_at(x, y));
                 }
             }
         }
@@ -261,6 +255,18 @@ pub fn mask_bbox(mask: &[u8], w: usize, h: usize) -> [f32; 4] {
         return [0.0; 4];
     }
     [x0 as f32, y0 as f32, (x1 - x0) as f32, (y1 - y0) as f32]
+}
+
+impl Placed {
+    /// Its colour at the pixel's centre (textured), meaningful inside it.
+    fn colour_at(&self, x: usize, y: usize) -> [f32; 3] {
+        let (s, c) = self.angle.sin_cos();
+        let (dx, dy) = (x as f32 + 0.5 - self.cx, y as f32 + 0.5 - self.cy);
+        let u = (c * dx + s * dy) / self.half;
+        let v = (-s * dx + c * dy) / self.half;
+        let shade = texture(self.texture, self.tex_freq, u, v);
+        self.colour.map(|ch| (ch * shade).clamp(0.0, 1.0))
+    }
 }
 
 fn place(rng: &mut Rng, cfg: &SceneConfig) -> Placed {

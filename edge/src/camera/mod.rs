@@ -29,7 +29,7 @@ fn is_video(path: &str) -> bool {
     )
 }
 
-/// Parses `--camera`: `synthetic`, `file:PATH`, `sim-arducam[:OPTS]`, `arducam[:OPTS]`,
+/// Parses `--camera`: `synthetic`, `synthetic:sheet`, `file:PATH`, `sim-arducam[:OPTS]`, `arducam[:OPTS]`,
 /// `v4l[:PATH,OPTS]`, `sim-v4l[:OPTS]`, `exec:COMMAND`, `stdin`, `pipe:PATH`.
 /// `fps` paces the cameras that would otherwise run as fast as they can.
 pub fn open(
@@ -39,6 +39,7 @@ pub fn open(
 ) -> Result<Box<dyn FrameSource>, SourceError> {
     match spec.split_once(':') {
         None if spec == "synthetic" => Ok(Box::new(Synthetic::new(size, 424_242, fps))),
+        Some(("synthetic", "sheet")) => Ok(Box::new(Synthetic::sheet(size, 424_242, fps))),
         Some(("file", path)) if is_video(path) => {
             Ok(Box::new(MjpegFile::open(Path::new(path), fps)?))
         }
@@ -65,7 +66,7 @@ pub fn open(
         None if spec == "stdin" => Ok(Box::new(StreamSource::stdin()?)),
         Some(("pipe", path)) => Ok(Box::new(StreamSource::pipe(path)?)),
         _ => Err(SourceError::Config(format!(
-            "unknown camera {spec:?}: use synthetic, file:PATH, sim-arducam[:OPTS], \
+            "unknown camera {spec:?}: use synthetic, synthetic:sheet, file:PATH, sim-arducam[:OPTS], \
              arducam[:spi=..,i2c=..,led=..], v4l[:/dev/videoN,res=WxH,fps=N,format=mjpeg|yuyv|uyvy], \
              sim-v4l[:OPTS], exec:COMMAND (a program writing JPEG frames), \
              exec-raw:FORMAT,WxH:COMMAND, stdin or pipe:PATH"

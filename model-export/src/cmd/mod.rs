@@ -6,4 +6,5 @@ pub mod eval;
 pub mod quantize;
 pub mod reference;
 pub mod score;
+pub mod targets;
 pub mod train;
