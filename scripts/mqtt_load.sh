@@ -5,7 +5,7 @@
 # recorded against sent and the CPU of host and broker. Writes runs/bench/mqtt_load.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FPS=${FPS:-30} SECS=${SECS:-15} MAX_BOARDS=${MAX_BOARDS:-256}
+FPS=${FPS:-30} SECS=${SECS:-15} MAX_BOARDS=${MAX_BOARDS:-1024}
 cargo build --workspace --quiet
 mkdir -p runs/bench
 MOSQ=$(command -v mosquitto || echo /usr/sbin/mosquitto)
