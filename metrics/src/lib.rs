@@ -16,36 +16,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use svit_protocol::{Frame, Health};
 
-/// The stages of `svit_stage_duration_seconds`; `total` is `StageTimes::total_us`.
-pub const STAGES: [&str; 10] = [
-    "capture",
-    "decode",
-    "preprocess",
-    "embed",
-    "gates",
-    "gather_scatter",
-    "blocks",
-    "head",
-    "postprocess",
-    "total",
-];
-
-fn stage_us(f: &Frame) -> [u32; 10] {
-    let t = &f.times;
-    [
-        t.capture,
-        t.decode,
-        t.preprocess,
-        t.embed,
-        t.gates,
-        t.gather_scatter,
-        t.blocks.iter().sum(),
-        t.head,
-        t.postprocess,
-        t.total_us(),
-    ]
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Board {
     board: String,
@@ -198,7 +168,9 @@ impl Metrics {
             .unwrap_or(f.dropped_total);
         self.dropped.get_or_create(&key).inc_by(new);
         *last_dropped = f.dropped_total;
-        for (stage, us) in STAGES.iter().zip(stage_us(f)) {
+        let total = ("total", f.times.total_us());
+        // `svit_stage_duration_seconds{stage}`: each of `StageTimes::stages`, and the total.
+        for (stage, us) in f.times.stages().into_iter().chain([total]) {
             self.stages
                 .get_or_create(&Stage {
                     board: board.to_string(),

@@ -103,6 +103,21 @@ impl StageTimes {
         self.embed + self.gates + self.gather_scatter + self.blocks.iter().sum::<u32>()
     }
 
+    /// Every stage by name, in pipeline order (blocks summed), the thumbnail's encoding aside.
+    pub fn stages(&self) -> [(&'static str, u32); 9] {
+        [
+            ("capture", self.capture),
+            ("decode", self.decode),
+            ("preprocess", self.preprocess),
+            ("embed", self.embed),
+            ("gates", self.gates),
+            ("gather_scatter", self.gather_scatter),
+            ("blocks", self.blocks.iter().sum()),
+            ("head", self.head),
+            ("postprocess", self.postprocess),
+        ]
+    }
+
     /// The model alone: backbone and head.
     pub fn inference_us(&self) -> u32 {
         self.backbone_us() + self.head
@@ -157,7 +172,6 @@ pub struct Frame {
     /// Per gated block, which tokens it computed (1 bit per token, LSB first).
     pub keep_maps: Vec<Vec<u8>>,
     pub gmacs: f32,
-    /// Frames dropped on the edge so far (camera errors, full queues, link down).
     /// Frames dropped on the edge so far: taken from the camera but never sent (a newer frame
     /// replaced it in a full queue). The same count as [`Health::dropped_total`].
     pub dropped_total: u64,

@@ -309,6 +309,14 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// A loopback port nobody listens on (free a moment ago).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// Whether a program is installed; says so on stderr when not (the test then skips).
 pub fn has_tool(program: &str, version_arg: &str, package: &str) -> bool {
     let found = Command::new(program)

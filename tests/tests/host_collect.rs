@@ -1,20 +1,11 @@
 //! Two real `svit-edge` processes stream to one real `svit-host` over loopback while it
 //! records; the report built from the recording must agree with what the edges sent.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use svit_e2e::{bin, board_frame, board_hello, signal, summary, tmp, workspace};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use svit_e2e::{bin, board_frame, board_hello, free_port, signal, summary, tmp, workspace};
 
 /// `svit-host listen` on loopback `port`, recording into `rec`; callers add to it.
 fn host_cmd(port: u16, rec: &Path) -> Command {

@@ -3,21 +3,13 @@
 //! availability and Home Assistant discovery, the control round trip, the last will, and
 //! clear errors for a bad URL or an unreachable broker.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use svit_e2e::{bin, has_tool, read_as, signal, tmp, wait_for, SimBoard};
+use svit_e2e::{bin, free_port, has_tool, read_as, signal, tmp, wait_for, SimBoard};
 use svit_protocol::HostMsg;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A Mosquitto broker for one test, stopped when dropped.
 struct Broker {

@@ -3,21 +3,15 @@
 //! websocket client that never reads while 16 boards stream, and the page in headless Chromium.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use svit_e2e::{bin, has_tool, http, read_as, signal, summary, tmp, wait_for, workspace, SimBoard};
+use svit_e2e::{
+    bin, free_port, has_tool, http, read_as, signal, summary, tmp, wait_for, workspace, SimBoard,
+};
 use svit_protocol::{self as proto, EdgeMsg, HostMsg};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `svit-host listen` on loopback with the web view on `http`; stderr to `log`.
 fn host(port: u16, http: &str, rec: &Path, log: &Path, extra: &[&str]) -> Child {
