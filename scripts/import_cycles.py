@@ -12,7 +12,7 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MEMBERS = ["protocol", "arducam", "scenes", "runtime", "model-export", "edge", "host", "tests"]
+MEMBERS = ["protocol", "arducam", "scenes", "runtime", "model-export", "edge", "host", "metrics", "mqtt", "tests"]
 
 
 def modules(src):

@@ -391,7 +391,8 @@ fn run(
         max_frames: frames,
         thumbnail_every: thumbs,
         prefer_dense,
-        metrics: exporter,
+        on_frame: exporter
+            .map(|e| Box::new(move |f: &svit_protocol::Frame| e.frame(f)) as pipeline::FrameHook),
     };
     let cfg = model.config().clone();
     let src = camera::open(&camera, cfg.image_size, fps)

@@ -279,6 +279,9 @@ pub fn capture_loop(
 
 /// What the inference thread runs with; the host's control changes threshold and keep ratio
 /// on top (`Control`), never the model's manifest.
+/// Called with each frame as it is queued.
+pub type FrameHook = Box<dyn Fn(&proto::Frame) + Send>;
+
 pub struct InferConfig {
     pub threads: usize,
     /// The floor under the threshold (the bundle's, or `--min-keep`).
@@ -289,8 +292,8 @@ pub struct InferConfig {
     /// With a budget (`Control::budget_ms`): steer below the bundle's threshold too, towards
     /// dense, when time allows (`--budget-prefer dense`).
     pub prefer_dense: bool,
-    /// `--metrics`: each frame is folded into the board's Prometheus figures.
-    pub metrics: Option<Arc<crate::metrics::Exporter>>,
+    /// Sees each frame as it is queued (`--metrics` folds it into the board's figures).
+    pub on_frame: Option<FrameHook>,
 }
 
 /// Inference thread body: runs the model on the newest decoded frame, converts to wire frames.
@@ -358,8 +361,8 @@ pub fn infer_loop(
             }
         }
         frame.times.encode = t.elapsed().as_micros() as u32;
-        if let Some(m) = &cfg.metrics {
-            m.frame(&frame);
+        if let Some(on_frame) = &cfg.on_frame {
+            on_frame(&frame);
         }
         out.push(proto::EdgeMsg::Frame(frame));
         let snapshot = ctl.snapshot.swap(false, Ordering::Relaxed);

@@ -6,7 +6,9 @@
 //! shape of a class: leaves and clutter are elongated (rectangles and ellipses narrower than any
 //! square's aspect of 0.6) or irregular, so a scene's annotations stay complete.
 
-use crate::Rng;
+use crate::plain::gradient_background;
+use crate::rng::Rng;
+use crate::shapes::vivid;
 
 /// A background with natural-image statistics, in linear [0, 1] RGB.
 pub(crate) fn background(rng: &mut Rng, w: usize, h: usize, rgb: &mut [f32]) {
@@ -14,7 +16,7 @@ pub(crate) fn background(rng: &mut Rng, w: usize, h: usize, rgb: &mut [f32]) {
         0 => dead_leaves(rng, w, h, rgb),
         1 => fbm(rng, w, h, rgb),
         2 => weave(rng, w, h, rgb),
-        _ => crate::gradient_background(rng, w, h, rgb),
+        _ => gradient_background(rng, w, h, rgb),
     }
     if rng.f32() < 0.25 {
         for px in rgb.chunks_exact_mut(3) {
@@ -27,7 +29,7 @@ pub(crate) fn background(rng: &mut Rng, w: usize, h: usize, rgb: &mut [f32]) {
 /// A muted colour, as most of the world is: a grey pulled a little towards a hue.
 fn muted(rng: &mut Rng) -> [f32; 3] {
     let grey = rng.range(0.05, 0.95);
-    let tint = crate::vivid(rng);
+    let tint = vivid(rng);
     let s = rng.range(0.0, 0.45);
     tint.map(|c| grey * (1.0 - s) + c * grey * s * 1.4)
 }
@@ -182,7 +184,7 @@ pub(crate) fn clutter(rng: &mut Rng, w: usize, h: usize, rgb: &mut [f32], owner:
         let col = if rng.f32() < 0.5 {
             muted(rng)
         } else {
-            crate::vivid(rng)
+            vivid(rng)
         };
         let (x0, y0) = (rng.range(0.0, w as f32), rng.range(0.0, h as f32));
         let (s, c) = rng.range(0.0, std::f32::consts::TAU).sin_cos();

@@ -11,44 +11,16 @@
 //! angle, blur, noise, JPEG, and scenes with no shape at all.
 
 mod camera;
+mod plain;
+mod rng;
+mod shapes;
 pub mod sheet;
+
+pub use rng::Rng;
+use shapes::{raster, vivid, Placed};
 
 /// The object classes, in label order.
 pub const CLASSES: [&str; 6] = ["circle", "square", "triangle", "star", "ring", "cross"];
-
-/// Small, fast, portable RNG (SplitMix64).
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    pub fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.f32()
-    }
-    /// Uniform integer in [lo, hi] (inclusive).
-    pub fn int(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
-    }
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f32 {
-        let u1 = self.f32().max(1e-7);
-        let u2 = self.f32();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
-}
 
 /// What the generator draws.
 #[derive(Clone, Debug)]
@@ -130,19 +102,6 @@ pub struct Scene {
     pub objects: Vec<Object>,
 }
 
-/// One shape where it lies: class, centre, size, angle, colour and texture.
-pub(crate) struct Placed {
-    class: usize,
-    cx: f32,
-    cy: f32,
-    half: f32,
-    aspect: f32,
-    angle: f32,
-    colour: [f32; 3],
-    texture: u8,
-    tex_freq: f32,
-}
-
 /// Scene `index` of the stream started by `seed`.
 pub fn generate(cfg: &SceneConfig, seed: u64, index: u64) -> Scene {
     let mut rng = Rng::new(seed.wrapping_mul(0x1000_0000_01B3).wrapping_add(index));
@@ -152,7 +111,7 @@ pub fn generate(cfg: &SceneConfig, seed: u64, index: u64) -> Scene {
     if camera {
         camera::background(&mut rng, w, h, &mut rgb);
     } else {
-        gradient_background(&mut rng, w, h, &mut rgb);
+        plain::gradient_background(&mut rng, w, h, &mut rgb);
     }
     let empty = camera && rng.f32() < cfg.empty_fraction;
 
@@ -201,7 +160,7 @@ pub fn generate(cfg: &SceneConfig, seed: u64, index: u64) -> Scene {
             camera::perspective(&mut rng, w, h, &mut rgb, &mut owner, &table);
         }
     } else {
-        distractors(&mut rng, w, h, &mut rgb, &owner);
+        plain::distractors(&mut rng, w, h, &mut rgb, &owner);
     }
 
     let objects = placed
@@ -257,18 +216,6 @@ pub fn mask_bbox(mask: &[u8], w: usize, h: usize) -> [f32; 4] {
     [x0 as f32, y0 as f32, (x1 - x0) as f32, (y1 - y0) as f32]
 }
 
-impl Placed {
-    /// Its colour at the pixel's centre (textured), meaningful inside it.
-    fn colour_at(&self, x: usize, y: usize) -> [f32; 3] {
-        let (s, c) = self.angle.sin_cos();
-        let (dx, dy) = (x as f32 + 0.5 - self.cx, y as f32 + 0.5 - self.cy);
-        let u = (c * dx + s * dy) / self.half;
-        let v = (-s * dx + c * dy) / self.half;
-        let shade = texture(self.texture, self.tex_freq, u, v);
-        self.colour.map(|ch| (ch * shade).clamp(0.0, 1.0))
-    }
-}
-
 fn place(rng: &mut Rng, cfg: &SceneConfig) -> Placed {
     // Log-uniform size so small objects are as common as large ones.
     let size = (cfg.min_size.ln() + rng.f32() * (cfg.max_size.ln() - cfg.min_size.ln())).exp();
@@ -284,148 +231,6 @@ fn place(rng: &mut Rng, cfg: &SceneConfig) -> Placed {
         colour: vivid(rng),
         texture: rng.int(0, 3) as u8,
         tex_freq: rng.range(2.0, 6.0),
-    }
-}
-
-fn vivid(rng: &mut Rng) -> [f32; 3] {
-    let hue = rng.f32() * 6.0;
-    let sat = rng.range(0.5, 1.0);
-    let val = rng.range(0.55, 1.0);
-    let f = hue.fract();
-    let (p, q, t) = (
-        val * (1.0 - sat),
-        val * (1.0 - sat * f),
-        val * (1.0 - sat * (1.0 - f)),
-    );
-    match hue as u32 {
-        0 => [val, t, p],
-        1 => [q, val, p],
-        2 => [p, val, t],
-        3 => [p, q, val],
-        4 => [t, p, val],
-        _ => [val, p, q],
-    }
-}
-
-fn texture(kind: u8, freq: f32, u: f32, v: f32) -> f32 {
-    match kind {
-        0 => 1.0,
-        1 => 0.75 + 0.25 * (u * freq * std::f32::consts::PI).sin().signum(),
-        2 => {
-            let a = ((u + 2.0) * freq).floor() as i32 + ((v + 2.0) * freq).floor() as i32;
-            if a % 2 == 0 {
-                1.0
-            } else {
-                0.65
-            }
-        }
-        _ => 0.7 + 0.3 * (0.5 - 0.5 * v),
-    }
-}
-
-/// Whether unit-frame point `(u, v)` lies inside shape `class`.
-fn inside(class: usize, aspect: f32, u: f32, v: f32) -> bool {
-    let r = (u * u + v * v).sqrt();
-    match class {
-        0 => r <= 1.0,
-        1 => u.abs() <= 1.0 && v.abs() <= aspect,
-        2 => {
-            // Triangle with vertices (0,-1), (0.866,0.5), (-0.866,0.5).
-            v <= 0.5 && v >= -1.0 + 1.732 * u.abs()
-        }
-        3 => {
-            let t = v.atan2(u);
-            let spike = (0.5 + 0.5 * (5.0 * t).cos()).powi(2);
-            r <= 0.42 + 0.58 * spike
-        }
-        4 => (0.55..=1.0).contains(&r),
-        _ => (u.abs() <= 0.3 && v.abs() <= 1.0) || (v.abs() <= 0.3 && u.abs() <= 1.0),
-    }
-}
-
-/// Calls `f(pixel_index)` for every pixel whose centre lies inside the placed shape.
-fn raster(p: &Placed, w: usize, h: usize, mut f: impl FnMut(usize)) {
-    let (s, c) = p.angle.sin_cos();
-    let reach = p.half * 1.5;
-    let x0 = (p.cx - reach).floor().max(0.0) as usize;
-    let y0 = (p.cy - reach).floor().max(0.0) as usize;
-    let x1 = ((p.cx + reach).ceil().max(0.0) as usize).min(w);
-    let y1 = ((p.cy + reach).ceil().max(0.0) as usize).min(h);
-    for y in y0..y1 {
-        for x in x0..x1 {
-            let (dx, dy) = (x as f32 + 0.5 - p.cx, y as f32 + 0.5 - p.cy);
-            let u = (c * dx + s * dy) / p.half;
-            let v = (-s * dx + c * dy) / p.half;
-            if inside(p.class, p.aspect, u, v) {
-                f(y * w + x);
-            }
-        }
-    }
-}
-
-fn gradient_background(rng: &mut Rng, w: usize, h: usize, rgb: &mut [f32]) {
-    let a = vivid(rng).map(|c| c * 0.6 + 0.1);
-    let b = vivid(rng).map(|c| c * 0.6 + 0.1);
-    let dir = rng.range(0.0, std::f32::consts::TAU);
-    let (ds, dc) = dir.sin_cos();
-    // Low-frequency value noise on a coarse grid, bilinearly interpolated: clutter.
-    let cell = rng.int(16, 48);
-    let gw = w / cell + 2;
-    let gh = h / cell + 2;
-    let grid: Vec<f32> = (0..gw * gh).map(|_| rng.range(-0.15, 0.15)).collect();
-    for y in 0..h {
-        for x in 0..w {
-            let t =
-                ((x as f32 / w as f32 - 0.5) * dc + (y as f32 / h as f32 - 0.5) * ds + 0.7) / 1.4;
-            let (gx, gy) = (x as f32 / cell as f32, y as f32 / cell as f32);
-            let (ix, iy) = (gx as usize, gy as usize);
-            let (fx, fy) = (gx.fract(), gy.fract());
-            let g = |i: usize, j: usize| grid[j * gw + i];
-            let n = g(ix, iy) * (1.0 - fx) * (1.0 - fy)
-                + g(ix + 1, iy) * fx * (1.0 - fy)
-                + g(ix, iy + 1) * (1.0 - fx) * fy
-                + g(ix + 1, iy + 1) * fx * fy;
-            for ch in 0..3 {
-                rgb[(y * w + x) * 3 + ch] = a[ch] * (1.0 - t) + b[ch] * t + n;
-            }
-        }
-    }
-}
-
-/// Lines and dots that are no class: drawn only on background pixels, so masks stay exact.
-fn distractors(rng: &mut Rng, w: usize, h: usize, rgb: &mut [f32], owner: &[u8]) {
-    let paint = |x: i64, y: i64, col: [f32; 3], rgb: &mut [f32]| {
-        if x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h {
-            let idx = y as usize * w + x as usize;
-            if owner[idx] == u8::MAX {
-                rgb[idx * 3..idx * 3 + 3].copy_from_slice(&col);
-            }
-        }
-    };
-    for _ in 0..rng.int(2, 8) {
-        let col = vivid(rng);
-        let (x0, y0) = (rng.range(0.0, w as f32), rng.range(0.0, h as f32));
-        let ang = rng.range(0.0, std::f32::consts::TAU);
-        let len = rng.range(0.1, 0.6) * w as f32;
-        let thick = rng.int(1, 2) as i64;
-        let steps = len as usize;
-        for i in 0..steps {
-            let t = i as f32;
-            let (x, y) = (x0 + t * ang.cos(), y0 + t * ang.sin());
-            for d in 0..thick {
-                paint(x as i64 + d, y as i64, col, rgb);
-            }
-        }
-    }
-    for _ in 0..rng.int(5, 30) {
-        let col = vivid(rng);
-        let (x, y) = (rng.int(0, w - 1) as i64, rng.int(0, h - 1) as i64);
-        let r = rng.int(0, 2) as i64;
-        for dy in -r..=r {
-            for dx in -r..=r {
-                paint(x + dx, y + dy, col, rgb);
-            }
-        }
     }
 }
 

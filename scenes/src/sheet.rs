@@ -3,7 +3,9 @@
 //! synthetic camera's view of it (`camera_frame`): the sheet under perspective, lighting, blur
 //! and noise over a procedural background, moving slowly.
 
-use crate::{camera, raster, Placed, Rng};
+use crate::camera;
+use crate::rng::Rng;
+use crate::shapes::{raster, Placed};
 
 /// The printed area, millimetres.
 pub const WIDTH_MM: f32 = 180.0;

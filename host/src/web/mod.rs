@@ -9,8 +9,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use svit_metrics::Metrics;
@@ -20,7 +20,10 @@ use tokio::sync::broadcast;
 use crate::event::{Action, BoardEvent, Consumer, Event};
 
 mod routes;
+mod shared;
 mod ws;
+
+use shared::{Pushed, Shared};
 
 /// Updates buffered for websocket clients before a slow one starts losing them.
 const UPDATES: usize = 1024;
@@ -33,36 +36,6 @@ pub struct Options {
     pub ws_rate: f64,
     /// The session's recording, for `/api/recording`.
     pub recording: Option<PathBuf>,
-}
-
-/// One update offered to websocket clients, serialised once for all of them.
-pub struct Pushed {
-    board: String,
-    /// It brought a new thumbnail (always sent, whatever the client's rate).
-    thumbnail: bool,
-    json: String,
-}
-
-/// What the server's handlers share with the session loop.
-pub struct Shared {
-    state: Mutex<crate::view::State>,
-    metrics: Mutex<Metrics>,
-    updates: broadcast::Sender<Arc<Pushed>>,
-    controls: Mutex<Sender<(u32, HostMsg)>>,
-    token: Option<String>,
-    loopback: bool,
-    ws_rate: f64,
-    recording: Option<PathBuf>,
-}
-
-impl Shared {
-    fn state(&self) -> MutexGuard<'_, crate::view::State> {
-        // A handler that panicked while holding the lock left consistent-enough figures.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-    fn metrics(&self) -> MutexGuard<'_, Metrics> {
-        self.metrics.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 pub struct Web {

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use svit_protocol::HostMsg;
 
-use super::Shared;
+use super::shared::Shared;
 
 /// Request bodies are a few bytes of JSON.
 const MAX_BODY: usize = 4096;

@@ -13,7 +13,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::Shared;
+use super::shared::Shared;
 
 /// How long a send may wait on a client's full socket before the client is dropped.
 const STALL: Duration = Duration::from_secs(3);
