@@ -160,6 +160,11 @@ where
     /// Checks the SPI link and the sensor id, resets the sensor and puts it in JPEG mode.
     pub fn init(&mut self) -> Res<ChipInfo, SPI, I2C, LED> {
         self.led.set_low().map_err(Error::Led)?;
+        // Reset the ArduChip (CPLD) as the vendor does, 100 ms each way.
+        self.write_chip(chip::CPLD_RESET, chip::CPLD_RESET_ON)?;
+        self.delay.delay_ms(100);
+        self.write_chip(chip::CPLD_RESET, 0)?;
+        self.delay.delay_ms(100);
         for probe in [0x55, 0xAA] {
             self.write_chip(chip::TEST, probe)?;
             let read = self.read_chip(chip::TEST)?;
@@ -182,8 +187,9 @@ where
         for (reg, val) in ov2640::jpeg_sequence(self.config.resolution, self.config.quality) {
             self.write_sensor(reg, val)?;
         }
-        // Auto exposure needs a few frames before the picture is usable.
-        self.delay.delay_ms(300);
+        // The vendor waits a second before the first capture: auto exposure and white balance
+        // need a few frames before the picture is usable.
+        self.delay.delay_ms(1000);
         self.write_chip(chip::CAPTURE_CTRL, 0)?;
         Ok(ChipInfo {
             arduchip_version,

@@ -10,6 +10,9 @@ pub mod chip {
     /// Frames per capture command minus one (0 = one frame).
     pub const CAPTURE_CTRL: u8 = 0x01;
     pub const FIFO_CTRL: u8 = 0x04;
+    /// CPLD reset: write `CPLD_RESET_ON`, then 0.
+    pub const CPLD_RESET: u8 = 0x07;
+    pub const CPLD_RESET_ON: u8 = 0x80;
     pub const FIFO_CLEAR_DONE: u8 = 0x01;
     pub const FIFO_START: u8 = 0x02;
     pub const FIFO_RESET_WRITE: u8 = 0x10;

@@ -48,13 +48,95 @@ pub struct SimState {
     pub pid: (u8, u8),
     /// Make `SimDelay` really sleep, so a simulated camera runs at a camera's pace.
     pub real_time: bool,
+    /// Every I2C register write received, in order, bank selects included (at most `TRACE`).
+    pub trace: Vec<(u8, u8)>,
+    /// The JPEG block was reset (DSP 0xE0 bit 4) since the sensor's last reset.
+    jpeg_reset: bool,
+}
+
+/// Writes kept in `SimState::trace`: a driver's init is a few hundred.
+const TRACE: usize = 65_536;
+
+/// Registers JPEG output depends on, as (bank, register): the sensor's timing mode (COM7: SVGA
+/// up to 352x288, UXGA above), the DSP set the JPEG block needs, the pixel-clock divider, the
+/// sizes, and the sensor timing set. A real module given other values
+/// than the vendor's streams no JPEG (or a broken one); so does this one.
+const JPEG_DEPENDS_ON: [(u8, u8); 38] = [
+    (1, 0x12),
+    (0, 0x2C),
+    (0, 0x2E),
+    (0, 0xE1),
+    (0, 0xE5),
+    (0, 0xD7),
+    (0, 0xD9),
+    (0, 0xDD),
+    (0, 0xDF),
+    (0, 0xF9),
+    (0, 0xD3),
+    (0, 0xC0),
+    (0, 0xC1),
+    (0, 0x51),
+    (0, 0x52),
+    (0, 0x5A),
+    (0, 0x5B),
+    (0, 0x5C),
+    (0, 0xDA),
+    (1, 0x3C),
+    (1, 0x35),
+    (1, 0x22),
+    (1, 0x37),
+    (1, 0x34),
+    (1, 0x06),
+    (1, 0x07),
+    (1, 0x0D),
+    (1, 0x0E),
+    (1, 0x39),
+    (1, 0x2C),
+    (1, 0x33),
+    (1, 0x3A),
+    (1, 0x3B),
+    (1, 0x43),
+    (1, 0x16),
+    (1, 0x5A),
+    (1, 0x6D),
+    (1, 0x3D),
+];
+
+/// The register state ArduCAM's sequence leaves for `res`: the working values this module
+/// checks the JPEG-relevant registers against.
+fn vendor_state(res: ov2640::Resolution) -> std::collections::HashMap<(u8, u8), u8> {
+    use ov2640::tables;
+    let head = [
+        (sensor::BANK_SEL, sensor::BANK_SENSOR),
+        (sensor::COM7, sensor::COM7_SRST),
+    ];
+    let mid = [(sensor::BANK_SEL, sensor::BANK_SENSOR), (0x15, 0x00)];
+    let writes = head
+        .iter()
+        .chain(&tables::JPEG_INIT)
+        .chain(&tables::YUV422)
+        .chain(&tables::JPEG)
+        .chain(&mid)
+        .chain(res.table());
+    let (mut bank, mut state) = (0u8, std::collections::HashMap::new());
+    for &(reg, val) in writes {
+        if reg == sensor::BANK_SEL {
+            bank = val & 1;
+        } else {
+            state.insert((bank, reg), val);
+        }
+    }
+    state
 }
 
 const VERSION: u8 = 0x73;
+/// DSP RESET (0xE0) bit 4: the JPEG block.
+const RESET_JPEG: u8 = 0x10;
 const PIDL: u8 = 0x42;
 
 impl SimState {
     fn power_on_sensor(&mut self) {
+        self.jpeg_reset = false;
         self.sensor_regs = [0; 256];
         self.dsp = [0; 256];
         self.sensor_regs[sensor::PIDH as usize] = self.pid.0;
@@ -64,19 +146,48 @@ impl SimState {
         self.bank = sensor::BANK_DSP;
     }
 
-    /// The frame size and whether the DSP is set up to emit JPEG at all.
+    /// The frame size, when the sensor is set up to emit JPEG at all: JPEG mode, DSP and DVP
+    /// running, the JPEG block reset since power-on and released, and every register of
+    /// `JPEG_DEPENDS_ON` at the vendor's value for the size the zoom asks for.
     pub fn jpeg_output(&self) -> Option<(u16, u16)> {
         let d = &self.dsp;
         let ok = d[sensor::IMAGE_MODE as usize] & sensor::IMAGE_MODE_JPEG != 0
             && d[sensor::R_BYPASS as usize] & 1 == 0
-            && d[sensor::RESET as usize] & sensor::RESET_DVP == 0
-            && self.sensor_regs[sensor::COM7 as usize] & 0x70 == sensor::COM7_SVGA;
+            && d[sensor::RESET as usize] == 0
+            && self.jpeg_reset;
         let (w, h) = ov2640::output_size(
             d[sensor::ZMOW as usize],
             d[sensor::ZMOH as usize],
             d[sensor::ZMHH as usize],
         );
-        (ok && w > 0 && h > 0 && w <= ov2640::WINDOW.0 && h <= ov2640::WINDOW.1).then_some((w, h))
+        let res = ov2640::Resolution::ALL
+            .into_iter()
+            .find(|r| r.size() == (w, h))?;
+        let vendor = vendor_state(res);
+        let working = JPEG_DEPENDS_ON.iter().all(|key| {
+            let now = if key.0 == 0 {
+                d[key.1 as usize]
+            } else {
+                self.sensor_regs[key.1 as usize]
+            };
+            vendor.get(key).is_none_or(|&v| v == now)
+        });
+        (ok && working).then_some((w, h))
+    }
+
+    /// The first register of `JPEG_DEPENDS_ON` (bank, register, value, vendor's) that keeps
+    /// this module from streaming JPEG at `res`, if any: for tests and `doctor`-like messages.
+    pub fn jpeg_blocker(&self, res: ov2640::Resolution) -> Option<(u8, u8, u8, u8)> {
+        let vendor = vendor_state(res);
+        JPEG_DEPENDS_ON.iter().find_map(|&(bank, reg)| {
+            let now = if bank == 0 {
+                self.dsp[reg as usize]
+            } else {
+                self.sensor_regs[reg as usize]
+            };
+            let want = *vendor.get(&(bank, reg))?;
+            (now != want).then_some((bank, reg, now, want))
+        })
     }
 
     pub fn captures(&self) -> u32 {
@@ -154,6 +265,9 @@ impl SimState {
     }
 
     fn sensor_write(&mut self, reg: u8, val: u8) {
+        if self.trace.len() < TRACE {
+            self.trace.push((reg, val));
+        }
         if reg == sensor::BANK_SEL {
             self.bank = val & 1;
         } else if self.bank == sensor::BANK_SENSOR {
@@ -167,6 +281,9 @@ impl SimState {
                 self.sensor_regs[reg as usize] = val;
             }
         } else {
+            if reg == sensor::RESET && val & RESET_JPEG != 0 {
+                self.jpeg_reset = true;
+            }
             self.dsp[reg as usize] = val;
         }
     }
@@ -210,6 +327,8 @@ impl SimArduCam {
             led_toggles: 0,
             real_time: false,
             pid: (sensor::PID, PIDL),
+            trace: Vec::new(),
+            jpeg_reset: false,
         };
         s.power_on_sensor();
         SimArduCam {

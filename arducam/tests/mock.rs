@@ -30,6 +30,8 @@ fn sensor_read(reg: u8, val: u8) -> Vec<I> {
 #[test]
 fn init_probes_spi_resets_the_sensor_and_programs_jpeg() {
     let spi: Vec<S<u8>> = [
+        chip_write(0x07, 0x80), // CPLD reset, as the vendor does
+        chip_write(0x07, 0x00),
         chip_write(0x00, 0x55),
         chip_read(0x00, 0x55),
         chip_write(0x00, 0xAA),
@@ -44,7 +46,7 @@ fn init_probes_spi_resets_the_sensor_and_programs_jpeg() {
     ];
     i2c.extend(sensor_read(0x0A, 0x26));
     i2c.extend(sensor_read(0x0B, 0x42));
-    let seq = ov2640::jpeg_sequence(Resolution::R320x240, 12);
+    let seq: Vec<_> = ov2640::jpeg_sequence(Resolution::R320x240, 12).collect();
     i2c.extend(seq.iter().map(|&(r, v)| I::write(0x30, vec![r, v])));
     // Spot-check values against the datasheet arithmetic, independently of the table code:
     // 320x240 output is ZMOW 80 (0x50), ZMOH 60 (0x3C); JPEG is IMAGE_MODE bit 4.
@@ -59,7 +61,12 @@ fn init_probes_spi_resets_the_sensor_and_programs_jpeg() {
     }
     let mut spi = SpiMock::new(&spi);
     let mut i2c = I2cMock::new(&i2c);
-    let mut delay = CheckedDelay::new(&[D::delay_ms(100), D::delay_ms(300)]);
+    let mut delay = CheckedDelay::new(&[
+        D::delay_ms(100),
+        D::delay_ms(100),
+        D::delay_ms(100),
+        D::delay_ms(1000),
+    ]);
     let mut led = Pin::new(&[P::set(State::Low)]);
     let mut cam = ArduCam::new(
         spi.clone(),
@@ -82,11 +89,17 @@ fn init_probes_spi_resets_the_sensor_and_programs_jpeg() {
 
 #[test]
 fn a_broken_spi_link_is_reported_before_touching_the_sensor() {
-    let spi: Vec<S<u8>> = [chip_write(0x00, 0x55), chip_read(0x00, 0xFF)].concat();
+    let spi: Vec<S<u8>> = [
+        chip_write(0x07, 0x80),
+        chip_write(0x07, 0x00),
+        chip_write(0x00, 0x55),
+        chip_read(0x00, 0xFF),
+    ]
+    .concat();
     let mut spi = SpiMock::new(&spi);
     let mut i2c = I2cMock::new(&[]);
     let mut led = Pin::new(&[P::set(State::Low)]);
-    let mut delay = CheckedDelay::new(&[]);
+    let mut delay = CheckedDelay::new(&[D::delay_ms(100), D::delay_ms(100)]);
     let mut cam = ArduCam::new(
         spi.clone(),
         i2c.clone(),

@@ -33,6 +33,8 @@ fn every_resolution_comes_out_at_the_size_asked() {
             },
         );
         cam.init().unwrap();
+        assert_eq!(sim.state().jpeg_blocker(res), None, "{res:?}");
+        assert_eq!(sim.state().jpeg_output(), Some(res.size()), "{res:?}");
         let mut buf = vec![0u8; 16 * 1024];
         let jpeg = cam.capture(&mut buf).unwrap();
         let (w, h) = res.size();
@@ -55,6 +57,25 @@ fn without_init_the_sensor_streams_no_jpeg() {
         cam.capture(&mut buf),
         Err(Error::NoJpeg { soi: false, .. })
     ));
+}
+
+#[test]
+fn a_register_off_the_vendors_value_stops_jpeg_as_on_a_real_module() {
+    let sim = SimArduCam::new(Box::new(fake_jpeg));
+    let mut cam = driver(&sim, Config::default());
+    cam.init().unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    assert!(cam.capture(&mut buf).is_ok());
+    // The DVP pixel-clock divider back at its power-on value (automatic), as the driver
+    // before the vendor's tables left it.
+    let mut i2c = sim.i2c();
+    i2c.write(0x30, &[0xFF, 0x00]).unwrap();
+    i2c.write(0x30, &[0xD3, 0x82]).unwrap();
+    assert_eq!(
+        sim.state().jpeg_blocker(Resolution::R320x240),
+        Some((0, 0xD3, 0x82, 0x7F))
+    );
+    assert!(matches!(cam.capture(&mut buf), Err(Error::NoJpeg { .. })));
 }
 
 #[test]

@@ -163,3 +163,36 @@ fn stdin_frames_are_read_and_its_end_is_fatal() {
         "frames before the end were run: {log}"
     );
 }
+
+/// `sim-arducam:trace=FILE`: the driver's register writes as the simulated sensor received them,
+/// in ArduCAM's order (bank 1, soft reset, the vendor's tables), the quality last.
+#[test]
+fn the_simulated_arducam_traces_the_drivers_register_writes() {
+    let dir = svit_e2e::tmp("arducam-trace");
+    let trace = dir.0.join("trace.txt");
+    let out = run(
+        &format!("sim-arducam:res=640x480,trace={}", trace.display()),
+        2,
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(frames(&out).len(), 2);
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let writes: Vec<(u8, u8)> = text
+        .lines()
+        .map(|l| {
+            let (r, v) = l.split_once(' ').expect("`RR VV`");
+            (
+                u8::from_str_radix(r, 16).unwrap(),
+                u8::from_str_radix(v, 16).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(&writes[..2], &[(0xFF, 0x01), (0x12, 0x80)]);
+    assert!(writes.len() > 250, "{} writes", writes.len());
+    assert_eq!(writes.last(), Some(&(0x44, 12)), "the quality on top");
+}

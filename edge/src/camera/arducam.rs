@@ -109,10 +109,14 @@ impl Options<'_> {
 /// Distinct scenes the simulated module cycles through.
 const SIM_FRAMES: usize = 16;
 
-/// `sim-arducam[:res=WxH,stall-every=N,corrupt-every=N]`: the simulated module serving JPEGs of
-/// synthetic scenes, through the real driver.
+/// `sim-arducam[:res=WxH,stall-every=N,corrupt-every=N,trace=FILE]`: the simulated module
+/// serving JPEGs of synthetic scenes, through the real driver. `trace` writes every I2C register
+/// write of the driver's init, in order, one `RR VV` line each (hex), bank selects included.
 pub fn open_sim(opts: &str, fps: Option<f32>) -> Result<Box<dyn FrameSource>, SourceError> {
-    let o = Options::parse(opts, &["res", "quality", "stall-every", "corrupt-every"])?;
+    let o = Options::parse(
+        opts,
+        &["res", "quality", "stall-every", "corrupt-every", "trace"],
+    )?;
     let cfg = o.config(200)?;
     // A sensor makes its JPEGs in hardware; rendering and encoding a scene per capture would
     // take CPU from the pipeline being measured. So the first SIM_FRAMES scenes at the current
@@ -148,11 +152,18 @@ pub fn open_sim(opts: &str, fps: Option<f32>) -> Result<Box<dyn FrameSource>, So
             corrupt_every: o.number("corrupt-every")?,
         };
     }
-    Ok(Box::new(ArducamSource::start(
-        sim.driver(cfg),
-        "simulated ArduCAM".into(),
-        fps,
-    )?))
+    let source = ArducamSource::start(sim.driver(cfg), "simulated ArduCAM".into(), fps)?;
+    if let Some(path) = o.get("trace") {
+        let lines: String = sim
+            .state()
+            .trace
+            .iter()
+            .map(|(r, v)| format!("{r:02X} {v:02X}\n"))
+            .collect();
+        std::fs::write(path, lines)
+            .map_err(|e| SourceError::Config(format!("trace={path}: {e}")))?;
+    }
+    Ok(Box::new(source))
 }
 
 /// `arducam[:spi=/dev/spidev0.0,i2c=/dev/i2c-1,led=GPIO22,res=WxH]` on a Linux board (the
