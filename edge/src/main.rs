@@ -5,10 +5,12 @@ mod bench;
 mod board;
 mod camera;
 mod codec;
+mod doctor;
 mod health;
 mod link;
 mod metrics;
 mod mqtt;
+mod nodes;
 mod pipeline;
 mod serial;
 
@@ -134,6 +136,19 @@ enum Cmd {
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
     },
+    /// First contact with a board: system, CPU features, device nodes and groups, the camera
+    /// (one capture), the bundle (verified, the precision `auto` picks and why, one timed
+    /// inference). Each failing check says what to do; exits non-zero when one failed.
+    Doctor {
+        /// The camera to try, as `run --camera` takes it (default: none).
+        #[arg(long)]
+        camera: Option<String>,
+        #[arg(long, default_value = "models/demo")]
+        bundle: PathBuf,
+        /// Also write the checks as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Profile latency per stage: dense vs pruned, thresholds and thread counts, same frames.
     Bench {
         #[arg(long, default_value = "models/demo")]
@@ -242,6 +257,21 @@ fn main() -> Result<()> {
                 (budget, budget_prefer == BudgetPrefer::Dense),
                 metrics,
             )
+        }
+        Cmd::Doctor {
+            camera,
+            bundle,
+            json,
+        } => {
+            let ok = doctor::run(doctor::Options {
+                camera,
+                bundle,
+                json,
+            })?;
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Cmd::Bench {
             bundle,

@@ -178,8 +178,12 @@ pub fn open_linux(opts: &str, fps: Option<f32>) -> Result<Box<dyn FrameSource>, 
     let i2c_path = o
         .get("i2c")
         .unwrap_or_else(|| crate::board::header_i2c(&crate::board::model()));
-    check_node(spi_path, "spi", "SPI", "dtparam=spi=on")?;
-    check_node(i2c_path, "i2c", "I2C", "dtparam=i2c_arm=on")?;
+    for node in [
+        crate::nodes::Node::spi(spi_path),
+        crate::nodes::Node::i2c(i2c_path),
+    ] {
+        node.check().map_err(SourceError::Config)?;
+    }
     let mut spi = SpidevDevice::open(spi_path)
         .map_err(|e| SourceError::Config(format!("opening {spi_path}: {e}")))?;
     let spi_opts = spidev::SpidevOptions::new()
@@ -204,27 +208,6 @@ pub fn open_linux(opts: &str, fps: Option<f32>) -> Result<Box<dyn FrameSource>, 
 
 /// Names the missing device node or the group the user lacks, before a library's bare errno.
 #[cfg(target_os = "linux")]
-fn check_node(path: &str, group: &str, bus: &str, overlay: &str) -> Result<(), SourceError> {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SourceError::Config(format!(
-            "{path} does not exist: enable {bus} (raspi-config > Interface Options, or `{overlay}` \
-             in /boot/firmware/config.txt, then reboot) and check the node name"
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            Err(SourceError::Config(format!(
-                "no permission to open {path}: add the user to the `{group}` group \
-                 (sudo usermod -aG {group} $USER) and log in again"
-            )))
-        }
-        Err(e) => Err(SourceError::Config(format!("{path}: {e}"))),
-    }
-}
-
 /// Finds a GPIO line by its name on any gpiochip (the Pi 5 moved the header to another chip,
 /// so numbers are not portable) and claims it as an output, low.
 #[cfg(target_os = "linux")]

@@ -61,25 +61,49 @@ impl Prepared {
 /// else f16 where it has fp16 arithmetic (Cortex-A76/A78), else f32; only among what the
 /// bundle has.
 pub fn pick_precision(available: &[String]) -> String {
+    precision_choice(available).0
+}
+
+/// `pick_precision`'s choice and why, in words (`svit-edge doctor` prints it).
+pub fn precision_choice(available: &[String]) -> (String, String) {
     let has = |p: &str| available.iter().any(|a| a == p);
     #[cfg(target_arch = "x86_64")]
-    let (dot, fp16) = (
+    let (dot, fp16, dot_name, fp16_name) = (
         std::arch::is_x86_feature_detected!("avx512vnni"),
         false, // x86 has no fp16 arithmetic tract uses: f16 would be emulated, slower than f32
+        "avx512vnni",
+        "fp16 arithmetic (none on x86 that tract uses)",
     );
     #[cfg(target_arch = "aarch64")]
-    let (dot, fp16) = (
+    let (dot, fp16, dot_name, fp16_name) = (
         std::arch::is_aarch64_feature_detected!("dotprod"),
         std::arch::is_aarch64_feature_detected!("fp16"),
+        "dotprod (asimddp)",
+        "fp16 (asimdhp)",
     );
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let (dot, fp16) = (false, false);
+    let (dot, fp16, dot_name, fp16_name) = (false, false, "8-bit dot products", "fp16");
+    let yes = |b: bool| if b { "has" } else { "lacks" };
     if dot && has("int8") {
-        "int8".into()
+        (
+            "int8".into(),
+            format!("the CPU has {dot_name} and the bundle int8 graphs"),
+        )
     } else if fp16 && has("f16") {
-        "f16".into()
+        (
+            "f16".into(),
+            format!(
+                "the CPU {} {dot_name} but has {fp16_name}, and the bundle f16 graphs",
+                yes(dot)
+            ),
+        )
     } else {
-        "f32".into()
+        let why = format!(
+            "the CPU {} {dot_name} and {} {fp16_name}; bundle precisions {available:?}",
+            yes(dot),
+            yes(fp16)
+        );
+        ("f32".into(), why)
     }
 }
 
