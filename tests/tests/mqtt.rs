@@ -307,8 +307,10 @@ fn a_board_streams_through_the_broker_and_survives_a_broker_restart() {
         b["frames"].as_u64().unwrap(),
         b["missing"].as_u64().unwrap(),
     );
-    assert!(got > frames / 2, "{b}");
+    // Frames before and after the outage arrived; what it lost (the board's full outbox, and
+    // what the empty broker held for the host) shows as a gap.
+    assert!(got >= 30, "{b}");
     assert!(missing > 0, "the outage's frames show as a gap: {b}");
-    // No frame twice: every sequence number is either recorded once or missing.
+    // No frame twice, the last one there: every sequence number is recorded once or missing.
     assert_eq!(got + missing, frames, "{b}");
 }
