@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use serde::Serialize;
-use svit_protocol::{EdgeMsg, Frame};
+use svit_protocol::{EdgeMsg, Frame, Hello};
 
 use crate::monitor::{quantile_ms, BoardView, Monitor};
 use crate::record::Record;
@@ -294,17 +294,27 @@ impl State {
         })
     }
 
-    /// The latest thumbnail drawn as `svit-host render` draws a frame (JPEG).
-    pub fn latest_jpeg(&self, name: &str, block: Option<usize>) -> Option<anyhow::Result<Vec<u8>>> {
-        let (frame, jpeg) = self.extra.get(name)?.thumb.as_ref()?;
-        let hello = self.view(name).map(|b| &b.hello);
-        Some(
-            crate::render::draw(frame, jpeg, hello, block).and_then(|(img, _)| {
-                let mut out = Vec::new();
-                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
-                    .encode_image(&img)?;
-                Ok(out)
-            }),
-        )
+    /// The latest thumbnail with its frame and the board's hello, copied out so the drawing
+    /// happens outside the lock the session loop takes.
+    pub fn latest_thumb(&self, name: &str) -> Option<Thumb> {
+        let (frame, jpeg) = self.extra.get(name)?.thumb.clone()?;
+        let hello = self.view(name)?.hello.clone();
+        Some(Thumb { frame, jpeg, hello })
+    }
+}
+
+pub struct Thumb {
+    frame: Frame,
+    jpeg: Vec<u8>,
+    hello: Hello,
+}
+
+impl Thumb {
+    /// Drawn as `svit-host render` draws a frame, as a JPEG.
+    pub fn draw_jpeg(&self, block: Option<usize>) -> anyhow::Result<Vec<u8>> {
+        let (img, _) = crate::render::draw(&self.frame, &self.jpeg, Some(&self.hello), block)?;
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85).encode_image(&img)?;
+        Ok(out)
     }
 }

@@ -75,7 +75,15 @@ async fn latest(
     Path(name): Path<String>,
     Query(q): Query<Block>,
 ) -> Result<Response, ApiError> {
-    let drawn = s.state().latest_jpeg(&name, q.block);
+    let thumb = s.state().latest_thumb(&name);
+    let drawn = match thumb {
+        Some(t) => Some(
+            tokio::task::spawn_blocking(move || t.draw_jpeg(q.block))
+                .await
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+        ),
+        None => None,
+    };
     match drawn {
         Some(Ok(jpeg)) => Ok(([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response()),
         Some(Err(e)) => Err(ApiError(
