@@ -376,14 +376,23 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path, http: &st
     let rec = out.join("demo.svrec");
     let web = match http {
         "off" => None,
-        a => Some(web::Options {
-            addr: a
+        a => {
+            let mut addr: std::net::SocketAddr = a
                 .parse()
-                .with_context(|| format!("--http {a}: not an address (IP:PORT or off)"))?,
-            token: None,
-            ws_rate: 10.0,
-            recording: Some(rec.clone()),
-        }),
+                .with_context(|| format!("--http {a}: not an address (IP:PORT or off)"))?;
+            // The demo must start on any machine: another port when this one is taken.
+            if TcpListener::bind(addr).is_err() {
+                let free = TcpListener::bind((addr.ip(), 0))?.local_addr()?;
+                tracing::warn!("{addr} is taken; the live view uses {free} instead");
+                addr = free;
+            }
+            Some(web::Options {
+                addr,
+                token: None,
+                ws_rate: 10.0,
+                recording: Some(rec.clone()),
+            })
+        }
     };
     if let Some(w) = &web {
         println!("live view: http://{}/", w.addr);
