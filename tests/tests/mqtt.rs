@@ -19,6 +19,11 @@ struct Broker {
 
 impl Broker {
     fn start() -> Option<Broker> {
+        Self::start_with(&[])
+    }
+
+    /// With extra arguments (`-c CONFIG`: then the config names the port, `listener PORT`).
+    fn start_with(config: &[&str]) -> Option<Broker> {
         // Debian puts the broker in /usr/sbin, outside a user's PATH.
         let exe = ["/usr/sbin/mosquitto", "mosquitto"]
             .into_iter()
@@ -27,9 +32,23 @@ impl Broker {
             eprintln!("mosquitto not installed: skipping (apt-get install mosquitto)");
             return None;
         }
-        let port = free_port();
+        let port = match config {
+            [_, path] => std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
+                l.strip_prefix("listener ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })?,
+            _ => free_port(),
+        };
+        let args: Vec<String> = if config.is_empty() {
+            vec!["-p".into(), port.to_string()]
+        } else {
+            config.iter().map(|a| a.to_string()).collect()
+        };
         let child = Command::new(exe?)
-            .args(["-p", &port.to_string()])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -313,4 +332,60 @@ fn a_board_streams_through_the_broker_and_survives_a_broker_restart() {
     assert!(missing > 0, "the outage's frames show as a gap: {b}");
     // No frame twice, the last one there: every sequence number is recorded once or missing.
     assert_eq!(got + missing, frames, "{b}");
+}
+
+/// A broker that wants a login: wrong credentials stop `listen` at start with the broker's
+/// reason; the right ones connect.
+#[test]
+fn refused_credentials_are_named_at_start() {
+    let dir = tmp("mqtt-login");
+    let passwd = dir.0.join("passwd");
+    let made = Command::new("mosquitto_passwd")
+        .args(["-b", "-c", passwd.to_str().unwrap(), "board", "s3cret"])
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("mosquitto_passwd not available: skipping");
+        return;
+    }
+    let conf = dir.0.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+            free_port(),
+            passwd.display()
+        ),
+    )
+    .unwrap();
+    let Some(broker) = Broker::start_with(&["-c", conf.to_str().unwrap()]) else {
+        return;
+    };
+    let start = |login: &str| {
+        Command::new(bin("svit-host"))
+            .args([
+                "listen",
+                "127.0.0.1:0",
+                "--quiet",
+                "--duration",
+                "1",
+                "--mqtt",
+            ])
+            .arg(format!("mqtt://{login}@127.0.0.1:{}", broker.port))
+            .output()
+            .unwrap()
+    };
+    let out = start("board:wrong");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("MQTT broker 127.0.0.1") && err.contains("refused"),
+        "{err}"
+    );
+    let out = start("board:s3cret");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MQTT: connected"));
 }
