@@ -100,7 +100,7 @@ fn main() -> TractResult<()> {
     let mut outs = Vec::new();
     for form in ["f32", "int8-matmulinteger", "int8-qlinear-chain"] {
         let bytes = build(form);
-        let opt = tract_onnx::onnx()
+        let opt = svit_runtime::onnx()
             .model_for_read(&mut &bytes[..])?
             .into_optimized()?;
         if std::env::var("QPROBE_OPS").is_ok() {

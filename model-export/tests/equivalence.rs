@@ -109,7 +109,7 @@ fn hmlp_stem_dense_onnx_matches_candle() {
 fn check_dense_onnx(name: &str, cfg: ModelConfig) {
     let (net, dir, input) = setup_with(name, cfg);
     let (want, _) = candle_head(&net, &input, &GateMode::Dense);
-    let plan = tract_onnx::onnx()
+    let plan = svit_runtime::onnx()
         .model_for_path(dir.join("dense.onnx"))
         .unwrap()
         .into_optimized()

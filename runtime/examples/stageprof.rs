@@ -18,7 +18,7 @@ fn main() -> TractResult<()> {
     // gate and head stages, to see which kernels tract would pick if a block's K were known
     // (the runtime keeps it symbolic: one plan for every K).
     let opt = if std::env::var_os("STAGEPROF_CONCRETE").is_some() {
-        let m = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
+        let m = svit_runtime::onnx().model_for_read(&mut &bytes[..])?;
         let subs: std::collections::HashMap<_, _> = svit_runtime::model::ROW_SYMBOLS
             .into_iter()
             .filter_map(|s| m.symbols.get(s))

@@ -4,8 +4,19 @@
 /// What every binary calls first: the allocator and kernel settings below.
 pub fn tune_process() {
     tune_allocator();
-    prefer_wide_int8_tile();
+    kernel_choices();
     single_threaded_matmul();
+}
+
+/// tract's kernel choices below, applied once per process. Every graph load applies them too
+/// ([`crate::onnx`]), so a process that never called [`tune_process`] (a test, an example) runs
+/// the same kernels as the binaries.
+pub(crate) fn kernel_choices() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        prefer_wide_int8_tile();
+        avoid_amx_int8();
+    });
 }
 
 /// tract's own matmul threading off: a pool of one sends every matmul to rayon's global pool,
@@ -40,4 +51,27 @@ fn tune_allocator() {
 fn prefer_wide_int8_tile() {
     // The knob is declared on every target; only the x86 kernel picker reads it.
     let _ = tract_onnx::tract_core::knobs::set_config_global("TRACT_AVX512_FMA_UNITS", "2");
+}
+
+/// Keeps tract 0.23.9 off its Intel AMX int8 matmul kernel (Sapphire Rapids and later Xeons).
+/// That kernel faults now and then loading its B tile: the int8 block graphs crashed about one
+/// run in 40 on this project's development machine (gdb: `tileloaddt1` in
+/// `avx512amx_mmm_i32_16x16`), and CI failed on it. The AVX-512 VNNI kernels below it in
+/// tract's ladder run instead. Installed below the environment, so `TRACT_CPU_ISA` still decides.
+fn avoid_amx_int8() {
+    let _ = tract_onnx::tract_core::knobs::set_config_global("TRACT_CPU_ISA", "-amx-int8");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn graphs_are_read_with_the_amx_int8_kernel_out_of_the_pool() {
+        let _ = crate::onnx();
+        let isas = tract_linalg::isa::native();
+        assert!(
+            isas.iter().all(|i| i.name() != "amx-int8"),
+            "tract may pick its AMX int8 kernel: {:?}",
+            isas.iter().map(|i| i.name()).collect::<Vec<_>>()
+        );
+    }
 }

@@ -28,7 +28,7 @@ fn stages_at_threshold_zero_equal_dense_onnx_and_pruning_is_deterministic() {
     let s = model.config().image_size;
     let chw = input(s);
 
-    let plan = tract_onnx::onnx()
+    let plan = svit_runtime::onnx()
         .model_for_path(dir.join("dense.onnx"))
         .unwrap()
         .into_optimized()

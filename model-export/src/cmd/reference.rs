@@ -50,7 +50,7 @@ fn reference(bundle: PathBuf, image: PathBuf, out: PathBuf) -> Result<()> {
         .with_context(|| format!("writing {}", p.display()))
     };
     write("input.f32", &chw)?;
-    let plan = tract_onnx::onnx()
+    let plan = svit_runtime::onnx()
         .model_for_path(bundle.join("dense.onnx"))?
         .into_optimized()?
         .into_runnable()?;

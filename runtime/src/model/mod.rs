@@ -23,7 +23,7 @@ use frame::ms;
 use plans::{load_plan, Plan, RowStage};
 
 pub use frame::{FrameOutput, Pruning, RunOptions, Timings};
-pub use plans::{optimise_graph, ROW_SYMBOLS};
+pub use plans::{onnx, optimise_graph, ROW_SYMBOLS};
 pub use state::FrameState;
 
 pub struct Model {

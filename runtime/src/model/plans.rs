@@ -34,7 +34,7 @@ impl RowStage {
     ) -> Result<RowStage, BundleError> {
         let graph = graph_error(files, rel);
         let bytes = files.read(rel)?;
-        let typed = tract_onnx::onnx()
+        let typed = onnx()
             .model_for_read(&mut &bytes[..])
             .and_then(|m| m.into_typed())
             .map_err(&graph)?;
@@ -90,12 +90,19 @@ fn graph_error(files: &BundleFiles, rel: &str) -> impl Fn(TractError) -> BundleE
     }
 }
 
+/// tract's ONNX reader, after the process-wide kernel choices ([`crate::process`]) are in place:
+/// every stage graph, reference pass and test graph is read through here.
+pub fn onnx() -> tract_onnx::Onnx {
+    crate::process::kernel_choices();
+    tract_onnx::onnx()
+}
+
 /// The symbolic sizes of the stage graphs: tokens, queries and grid rows.
 pub const ROW_SYMBOLS: [&str; 3] = ["K", "Q", "R"];
 
 /// An ONNX stage graph as the runtime optimises it (also for `examples/stageprof`).
-pub fn optimise_graph(onnx: &[u8]) -> TractResult<TypedModel> {
-    let m = tract_onnx::onnx().model_for_read(&mut &onnx[..])?;
+pub fn optimise_graph(graph: &[u8]) -> TractResult<TypedModel> {
+    let m = onnx().model_for_read(&mut &graph[..])?;
     // A stage never runs on zero tokens, queries or grid rows (min_keep >= 1). Telling tract
     // so lets it prove "K * C > 32" and pick its fast same-shape kernels for the residual adds, which it
     // otherwise leaves as generic broadcasting ops (12% of a block at K = 256).
