@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use svit_protocol::secure::{Rx, Tx};
 use svit_protocol::session::{EdgeHandshake, Event};
-use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
+use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg};
 
 use crate::pipeline::{Control, Queue, Stats};
 
@@ -36,12 +37,20 @@ pub fn stdout_loop(q: Arc<Queue<EdgeMsg>>, labels: Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// Says hello and runs the handshake (`svit_protocol::session`) to its end; returns the bytes
-/// that followed (control the host already sent).
-fn handshake(stream: &mut TcpStream, hello: &proto::Hello, key: Option<&[u8]>) -> Result<Vec<u8>> {
+/// One TCP session after its handshake: the stream, its two halves (sealed with a key) and the
+/// bytes that followed the handshake (control the host already sent).
+struct Session {
+    stream: TcpStream,
+    tx: Tx,
+    rx: Rx,
+    leftover: Vec<u8>,
+}
+
+/// Says hello and runs the handshake (`svit_protocol::session`) to its end.
+fn handshake(mut stream: TcpStream, hello: &proto::Hello, key: Option<&[u8]>) -> Result<Session> {
     let mut hs = EdgeHandshake::new(fresh(hello), key.map(<[u8]>::to_vec));
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(&encode(&hs.hello())?)?;
+    stream.write_all(&encode(&mut Tx::Plain, &hs.hello())?)?;
     let mut dec = FrameDecoder::new(64 * 1024);
     let mut buf = [0u8; 4096];
     loop {
@@ -57,11 +66,20 @@ fn handshake(stream: &mut TcpStream, hello: &proto::Hello, key: Option<&[u8]>) -
                 msg.map_err(|e| anyhow::anyhow!("host sent a bad frame during the hello: {e}"))?;
             let step = hs.on(msg);
             for m in &step.send {
-                stream.write_all(&encode(m)?)?;
+                stream.write_all(&encode(&mut Tx::Plain, m)?)?;
             }
             match step.event {
                 Event::Pending => {}
-                Event::Admitted(_) => return Ok(frames.rest().to_vec()),
+                Event::Admitted(_) => {
+                    let leftover = frames.rest().to_vec();
+                    let (tx, rx) = hs.link();
+                    return Ok(Session {
+                        stream,
+                        tx,
+                        rx,
+                        leftover,
+                    });
+                }
                 Event::Refused(e) => bail!("host refused: {e}"),
             }
         }
@@ -75,11 +93,29 @@ pub fn fresh(hello: &proto::Hello) -> proto::Hello {
     h
 }
 
-pub fn encode(msg: &EdgeMsg) -> Result<Vec<u8>> {
-    proto::encode(msg, MAX_FRAME).map_err(|e| anyhow::anyhow!("{e}"))
+/// `msg` as wire bytes for a session (plain during the handshake).
+pub fn encode(tx: &mut Tx, msg: &EdgeMsg) -> Result<Vec<u8>> {
+    tx.encode(msg).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn spawn_control_reader(mut stream: TcpStream, ctl: Arc<Control>, leftover: Vec<u8>) {
+/// Applies one message from the host; an error ends the session (a keyed session refuses what
+/// does not authenticate, a replay, or plaintext control).
+pub fn control(rx: &mut Rx, msg: HostMsg, ctl: &Control) -> Result<(), proto::secure::SecureError> {
+    let got = rx.accept(msg)?;
+    if got.missed > 0 {
+        tracing::warn!(
+            "{} control message(s) from the host lost on the way",
+            got.missed
+        );
+    }
+    if let Some(msg) = got.msg {
+        tracing::info!("control from host: {msg:?}");
+        ctl.apply(&msg);
+    }
+    Ok(())
+}
+
+fn spawn_control_reader(mut stream: TcpStream, ctl: Arc<Control>, mut rx: Rx, leftover: Vec<u8>) {
     std::thread::spawn(move || {
         let _ = stream.set_read_timeout(None);
         let mut dec = FrameDecoder::new(4096);
@@ -96,8 +132,12 @@ fn spawn_control_reader(mut stream: TcpStream, ctl: Arc<Control>, leftover: Vec<
             for msg in dec.frames::<HostMsg>(&chunk) {
                 match msg {
                     Ok(msg) => {
-                        tracing::info!("control from host: {msg:?}");
-                        ctl.apply(&msg);
+                        if let Err(e) = control(&mut rx, msg, &ctl) {
+                            // The sender sees the closed socket and reconnects.
+                            tracing::warn!("link to the host ended: {e}");
+                            let _ = stream.shutdown(Shutdown::Both);
+                            return;
+                        }
                     }
                     Err(err) => tracing::warn!("ignored a bad control frame: {err}"),
                 }
@@ -126,8 +166,8 @@ impl Peer {
 
     /// One link with the hello done. A listener gives up after a second without a host, so the
     /// caller can notice shutdown.
-    fn open(&self, hello: &proto::Hello, key: Option<&[u8]>) -> Result<(TcpStream, Vec<u8>)> {
-        let mut s = match self {
+    fn open(&self, hello: &proto::Hello, key: Option<&[u8]>) -> Result<Session> {
+        let s = match self {
             Peer::Connect(addr) => {
                 TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?
             }
@@ -154,8 +194,7 @@ impl Peer {
         };
         s.set_nodelay(true)?;
         s.set_write_timeout(Some(Duration::from_secs(5)))?;
-        let leftover = handshake(&mut s, hello, key)?;
-        Ok((s, leftover))
+        handshake(s, hello, key)
     }
 }
 
@@ -164,18 +203,18 @@ impl Peer {
 struct NoHostYet;
 
 /// The sender's side of the queue, shared by the TCP and serial links: health once a second,
-/// otherwise the oldest queued message, encoded; a message whose write failed is kept to go
-/// first on the next link.
+/// otherwise the oldest queued message; a message whose write failed is kept to go first on
+/// the next link (encoded again for that link's session).
 pub struct Outbox {
     q: Arc<Queue<EdgeMsg>>,
     stats: Arc<Stats>,
     started: Instant,
     last_health: Instant,
-    pending: Option<Vec<u8>>,
+    pending: Option<EdgeMsg>,
 }
 
 pub enum Next {
-    Send(Vec<u8>),
+    Send(EdgeMsg),
     /// Nothing to send within the wait.
     Idle,
     /// The queue closed and everything in it went out.
@@ -194,10 +233,10 @@ impl Outbox {
     }
 
     pub fn next(&mut self, wait: Duration) -> Next {
-        if let Some(b) = self.pending.take() {
-            return Next::Send(b);
+        if let Some(m) = self.pending.take() {
+            return Next::Send(m);
         }
-        let msg = if self.last_health.elapsed() >= Duration::from_secs(1) {
+        Next::Send(if self.last_health.elapsed() >= Duration::from_secs(1) {
             self.last_health = Instant::now();
             EdgeMsg::Health(crate::health::sample(self.started, &self.stats))
         } else {
@@ -206,19 +245,12 @@ impl Outbox {
                 None if self.q.is_closed() => return Next::Done,
                 None => return Next::Idle,
             }
-        };
-        match proto::encode(&msg, MAX_FRAME) {
-            Ok(b) => Next::Send(b),
-            Err(e) => {
-                tracing::warn!("message not sent: {e}");
-                Next::Idle
-            }
-        }
+        })
     }
 
-    /// Keeps `bytes` to be sent first once a link is back.
-    pub fn retry(&mut self, bytes: Vec<u8>) {
-        self.pending = Some(bytes);
+    /// Keeps `msg` to be sent first once a link is back.
+    pub fn retry(&mut self, msg: EdgeMsg) {
+        self.pending = Some(msg);
     }
 
     /// Whether the run is over (queue closed or stop asked): no point waiting for a link.
@@ -252,7 +284,12 @@ pub fn tcp_loop(
     let mut backoff = Duration::from_millis(100);
     let addr = peer.describe();
     loop {
-        let (mut stream, leftover) = match peer.open(&hello, key.as_deref()) {
+        let Session {
+            mut stream,
+            mut tx,
+            rx,
+            leftover,
+        } = match peer.open(&hello, key.as_deref()) {
             Ok(s) => {
                 backoff = Duration::from_millis(100);
                 tracing::info!("streaming to {addr}");
@@ -275,11 +312,11 @@ pub fn tcp_loop(
             }
         };
         if let Ok(r) = stream.try_clone() {
-            spawn_control_reader(r, ctl.clone(), leftover);
+            spawn_control_reader(r, ctl.clone(), rx, leftover);
         }
         loop {
-            let bytes = match out.next(Duration::from_millis(200)) {
-                Next::Send(b) => b,
+            let msg = match out.next(Duration::from_millis(200)) {
+                Next::Send(m) => m,
                 Next::Idle => continue,
                 Next::Done => {
                     let _ = stream.flush();
@@ -287,9 +324,16 @@ pub fn tcp_loop(
                     return Ok(0);
                 }
             };
+            let bytes = match encode(&mut tx, &msg) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!("message not sent: {e}");
+                    continue;
+                }
+            };
             if let Err(e) = stream.write_all(&bytes) {
                 tracing::warn!("link to {addr} lost: {e}");
-                out.retry(bytes);
+                out.retry(msg);
                 break;
             }
         }

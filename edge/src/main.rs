@@ -128,8 +128,9 @@ enum Cmd {
         /// Send a JPEG thumbnail of the frame this often (seconds; 0 = only on a snapshot request).
         #[arg(long, default_value_t = 1.0)]
         thumbnail_every: f64,
-        /// Pre-shared key file: only a host holding the same key gets frames or may send control.
-        #[arg(long)]
+        /// Pre-shared key file: only a host holding the same key gets frames or may send
+        /// control, and the session is encrypted (Noise, PROTOCOL.md). At least 16 bytes.
+        #[arg(long, conflicts_with = "mqtt")]
         key: Option<PathBuf>,
         /// Serve this board's figures for Prometheus at http://ADDR/metrics (as the host's
         /// `/metrics` names them), e.g. 0.0.0.0:9464.
@@ -220,7 +221,15 @@ fn main() -> Result<()> {
                     broker: svit_mqtt::Broker::parse(mqtt.as_deref().unwrap_or_default())?,
                     prefix: mqtt_prefix,
                 }),
-                (Some(addr), _, _) => Sink::Tcp(link::Peer::Connect(addr)),
+                (Some(addr), _, _) => {
+                    if key.is_none() && !svit_protocol::secure::is_loopback(&addr) {
+                        tracing::warn!(
+                            "streaming to {addr} without --key: detections and thumbnails cross \
+                             the network in the clear; give both sides a key file (--key)"
+                        );
+                    }
+                    Sink::Tcp(link::Peer::Connect(addr))
+                }
                 (None, None, Some(path)) => Sink::Serial(serial::open(&path, baud)?),
                 (None, Some(addr), _) => {
                     let l = std::net::TcpListener::bind(&addr)

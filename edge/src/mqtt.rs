@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use svit_mqtt::{Broker, LastWill, Note, QoS};
+use svit_protocol::secure::Tx;
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg};
 
 use crate::link::{encode, fresh, Next, Outbox};
@@ -40,7 +41,8 @@ pub fn mqtt_loop(
     let id = format!("svit-edge-{}", svit_mqtt::escape(&hello.device));
     let (client, conn) = svit_mqtt::connect(&target.broker, &id, Some(will), QUEUE)?;
     tracing::info!("streaming to the MQTT broker on {wire}");
-    let hello_bytes = encode(&EdgeMsg::Hello(fresh(&hello)))?;
+    // No key on this path yet: the broker's own TLS and accounts protect it.
+    let hello_bytes = encode(&mut Tx::Plain, &EdgeMsg::Hello(fresh(&hello)))?;
     let network = {
         let (client, wire, control, avail, ctl) = (
             client.clone(),
@@ -88,11 +90,10 @@ pub fn mqtt_loop(
     let mut out = Outbox::new(q, stats.clone());
     loop {
         match out.next(Duration::from_millis(200)) {
-            Next::Send(bytes) => {
-                if client
-                    .try_publish(wire.clone(), QoS::AtLeastOnce, false, bytes)
-                    .is_err()
-                {
+            Next::Send(msg) => {
+                let sent = encode(&mut Tx::Plain, &msg)
+                    .map(|bytes| client.try_publish(wire.clone(), QoS::AtLeastOnce, false, bytes));
+                if !matches!(sent, Ok(Ok(()))) {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }

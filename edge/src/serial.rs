@@ -4,7 +4,7 @@
 //! Hello once a second until a host answers, and starts over with a fresh nonce when another
 //! host Hello arrives mid-stream (the host restarted). A host without a session knocks with a
 //! Hello of its own; the edge tells the answer from a knock by the nonce (without a key the
-//! host answers with the edge's own nonce) or by the Auth over our nonce that follows it. Bytes that do
+//! host answers with the edge's own nonce) or by the Noise message that follows it. Bytes that do
 //! not decode are skipped: a line carries boot noise and half frames from before a restart.
 //! One thread reads and writes, so a hello never interleaves with a frame.
 
@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use serialport::SerialPort;
+use svit_protocol::secure::{Rx, Tx};
 use svit_protocol::session::{EdgeHandshake, Event, HandshakeError};
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg};
 
-use crate::link::{encode, fresh, Next, Outbox};
+use crate::link::{control, encode, fresh, Next, Outbox};
 use crate::pipeline::{Control, Queue, Stats};
 
 /// How long one read or write waits before the loop looks at its queue and flags again.
@@ -57,7 +58,7 @@ enum Phase {
     },
     /// `host` is the nonce of the Hello that answered ours: a repeat of it (our hellos and its
     /// answer crossed on the line) is not a restart.
-    Streaming { host: [u8; 16] },
+    Streaming { host: [u8; 16], tx: Tx, rx: Rx },
 }
 
 /// Streams the queue over the port until it closes; returns how many messages were not
@@ -96,18 +97,23 @@ pub fn serial_loop(
                 }
             };
             phase = match (phase, msg) {
-                (Phase::Streaming { host }, HostMsg::Hello(h)) if h.nonce == host => {
-                    Phase::Streaming { host }
+                (p @ Phase::Streaming { .. }, HostMsg::Hello(h)) if matches!(p, Phase::Streaming { host, .. } if host == h.nonce) => {
+                    p
                 }
                 (Phase::Streaming { .. }, HostMsg::Hello(_)) => {
                     tracing::warn!("host on {name} said hello again (restarted?): new handshake");
                     start()
                 }
-                (p @ Phase::Streaming { .. }, msg) => {
-                    tracing::info!("control from host: {msg:?}");
-                    ctl.apply(&msg);
-                    p
-                }
+                // With a key the answer's Auth may come again (our hellos crossed it): the
+                // session stands.
+                (p @ Phase::Streaming { .. }, HostMsg::Auth(_)) => p,
+                (Phase::Streaming { host, tx, mut rx }, msg) => match control(&mut rx, msg, &ctl) {
+                    Ok(()) => Phase::Streaming { host, tx, rx },
+                    Err(e) => {
+                        tracing::warn!("session with the host on {name} ended: {e}");
+                        start()
+                    }
+                },
                 (Phase::Greeting { mut hs, last_sent }, msg) => {
                     let step = hs.on(msg);
                     match step.event {
@@ -116,7 +122,12 @@ pub fn serial_loop(
                                 write_frame(&mut *port, m, &ctl)?;
                             }
                             tracing::info!("streaming to the host on {name}");
-                            Phase::Streaming { host: h.nonce }
+                            let (tx, rx) = hs.link();
+                            Phase::Streaming {
+                                host: h.nonce,
+                                tx,
+                                rx,
+                            }
                         }
                         // A knock: say hello now, unless we just did.
                         Event::Pending if !step.send.is_empty() => {
@@ -163,12 +174,15 @@ pub fn serial_loop(
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Phase::Streaming { .. } => match out.next(POLL) {
-                Next::Send(bytes) => {
-                    if !write_all(&mut *port, &bytes, &ctl)? {
-                        out.retry(bytes);
+            Phase::Streaming { tx, .. } => match out.next(POLL) {
+                Next::Send(msg) => match encode(tx, &msg) {
+                    Ok(bytes) => {
+                        if !write_all(&mut *port, &bytes, &ctl)? {
+                            out.retry(msg);
+                        }
                     }
-                }
+                    Err(e) => tracing::warn!("message not sent: {e}"),
+                },
                 Next::Idle => {}
                 Next::Done => {
                     // tcdrain; pseudo-terminals and some USB adapters return before the last
@@ -191,7 +205,7 @@ fn read_some(port: &mut dyn SerialPort, buf: &mut [u8]) -> Result<usize> {
 }
 
 fn write_frame(port: &mut dyn SerialPort, msg: &EdgeMsg, ctl: &Control) -> Result<()> {
-    write_all(port, &encode(msg)?, ctl).map(|_| ())
+    write_all(port, &encode(&mut Tx::Plain, msg)?, ctl).map(|_| ())
 }
 
 /// Writes a whole frame, waiting out a full transmit buffer (a slow or unplugged line) unless

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use svit_protocol::session::Keys;
 
 use event::{BoardEvent, Event};
 
@@ -57,9 +58,14 @@ enum Cmd {
         /// latency percentiles, kept fraction, missing, dropped) every this many seconds.
         #[arg(long, value_name = "SECONDS")]
         summary_every: Option<f64>,
-        /// Pre-shared key file: boards must hold the same key (see `svit-edge run --key`).
-        #[arg(long)]
+        /// Pre-shared key file: boards must hold the same key (see `svit-edge run --key`), and
+        /// every session is encrypted (Noise, PROTOCOL.md).
+        #[arg(long, conflicts_with = "keys")]
         key: Option<PathBuf>,
+        /// A folder of key files, one per board, each named as the board (its --name): one
+        /// stolen board's key opens no other board's session.
+        #[arg(long, value_name = "DIR")]
+        keys: Option<PathBuf>,
         /// Also dial a board that listens (`svit-edge run --listen`), HOST:PORT; repeatable.
         #[arg(long = "board")]
         boards: Vec<String>,
@@ -235,6 +241,7 @@ fn main() -> Result<()> {
             quiet,
             summary_every,
             key,
+            keys,
             boards,
             serial,
             baud,
@@ -243,7 +250,11 @@ fn main() -> Result<()> {
             http,
             mqtt,
         } => {
-            let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
+            let keys = match (key, keys) {
+                (Some(k), _) => Keys::Shared(svit_protocol::auth::read_key(&k)?),
+                (None, Some(dir)) => Keys::PerBoard(svit_protocol::auth::read_keys(&dir)?),
+                (None, None) => Keys::None,
+            };
             let script = match (quiet, summary_every) {
                 (true, _) => live::Script::Quiet,
                 (false, Some(s)) => live::Script::Summary(s),
@@ -264,12 +275,23 @@ fn main() -> Result<()> {
             let mqtt = mqtt.options()?;
             let listener = TcpListener::bind(&addr).with_context(|| format!("binding {addr}"))?;
             tracing::info!("listening on {}", listener.local_addr()?);
+            let off_loopback = !listener.local_addr()?.ip().is_loopback()
+                || reach
+                    .dial
+                    .iter()
+                    .any(|a| !svit_protocol::secure::is_loopback(a));
+            if matches!(keys, Keys::None) && off_loopback {
+                tracing::warn!(
+                    "no --key: boards off this machine stream in the clear and anyone on the \
+                     network can connect or send control; see PROTOCOL.md, \"Pre-shared key\""
+                );
+            }
             let opts = session::Options {
                 record: record.as_deref(),
                 duration,
                 max_boards,
                 script,
-                key,
+                keys,
                 reach,
                 web,
                 mqtt,
@@ -407,7 +429,7 @@ fn demo(bundle: &std::path::Path, seconds: f64, out: &std::path::Path, http: &st
         } else {
             live::Script::Quiet
         },
-        key: None,
+        keys: Keys::None,
         reach: session::Outbound::default(),
         web,
         mqtt: None,

@@ -37,7 +37,8 @@ pub struct Options<'a> {
     pub duration: Option<f64>,
     pub max_boards: u32,
     pub script: live::Script,
-    pub key: Option<Vec<u8>>,
+    /// The keys boards are admitted with (`--key`, `--keys`); with one, sessions are encrypted.
+    pub keys: svit_protocol::session::Keys,
     pub reach: Outbound,
     /// The web view (`--http`), if on.
     pub web: Option<crate::web::Options>,
@@ -140,7 +141,7 @@ fn start_links(
     tx: &SyncSender<Event>,
     stop: &Arc<AtomicBool>,
 ) {
-    let key = opts.key.clone().map(Arc::new);
+    let key = Arc::new(opts.keys.clone());
     for addr in opts.reach.dial.clone() {
         let (tx, stop, key) = (tx.clone(), stop.clone(), key.clone());
         std::thread::spawn(move || link::tcp::dial_loop(addr, tx, stop, key));

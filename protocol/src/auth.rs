@@ -1,39 +1,19 @@
-//! Pre-shared-key authentication for the hello exchange: each side proves it holds the key by
-//! answering the other's random nonce with HMAC-SHA256(key, role label || nonce). This
-//! authenticates peers (only the owner's host gets frames and may send control); it does not
-//! encrypt the stream.
+//! The pre-shared key: reading a key file, and the 32-byte Noise PSK derived from it
+//! (HKDF-SHA256, RustCrypto's `hkdf`, so key files of any length of at least 16 bytes work).
+//! What the key does is in `secure` and `session`.
 
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use crate::Role;
-
-/// HMAC-SHA256 (RFC 2104), RustCrypto's `hmac`.
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
-    m.update(msg);
-    m.finalize().into_bytes().into()
-}
-
-fn label(role: &Role) -> &'static [u8] {
-    match role {
-        Role::Edge => b"svit-edge auth v1",
-        Role::Host => b"svit-host auth v1",
-    }
-}
-
-/// The MAC that `prover` sends in answer to the peer's `nonce`.
-pub fn mac(key: &[u8], prover: Role, nonce: &[u8; 16]) -> [u8; 32] {
-    let mut msg = [0u8; 17 + 16];
-    let l = label(&prover);
-    msg[..l.len()].copy_from_slice(l);
-    msg[l.len()..l.len() + 16].copy_from_slice(nonce);
-    hmac_sha256(key, &msg[..l.len() + 16])
+/// The Noise PSK for a key file's bytes: HKDF-SHA256 with no salt and this protocol's label.
+pub fn psk(key: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(None, key)
+        .expand(b"svit-edge noise psk v1", &mut out)
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    out
 }
 
 /// 16 random bytes for a hello nonce (the OS generator; a time-derived value if it is absent).
-#[cfg(feature = "std")]
 pub fn nonce() -> [u8; 16] {
     use std::io::Read;
     let mut n = [0u8; 16];
@@ -51,7 +31,6 @@ pub fn nonce() -> [u8; 16] {
 }
 
 /// Reads a key file: its bytes, trailing whitespace removed. Errors name the file.
-#[cfg(feature = "std")]
 pub fn read_key(path: &std::path::Path) -> std::io::Result<std::vec::Vec<u8>> {
     let mut k = std::fs::read(path).map_err(|e| {
         std::io::Error::new(e.kind(), std::format!("key file {}: {e}", path.display()))
@@ -68,9 +47,32 @@ pub fn read_key(path: &std::path::Path) -> std::io::Result<std::vec::Vec<u8>> {
     Ok(k)
 }
 
-/// Constant-time check of a received MAC.
-pub fn verify(key: &[u8], prover: Role, nonce: &[u8; 16], got: &[u8; 32]) -> bool {
-    mac(key, prover, nonce).ct_eq(got).into()
+/// Reads one key per board from `dir` (`svit-host listen --keys DIR`): each file's name is the
+/// board's name (its hello's device), each file a key as [`read_key`] reads it.
+pub fn read_keys(
+    dir: &std::path::Path,
+) -> std::io::Result<std::collections::BTreeMap<std::string::String, std::vec::Vec<u8>>> {
+    let named = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), std::format!("key folder {}: {e}", dir.display()))
+    };
+    let mut keys = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(named)? {
+        let path = entry.map_err(named)?.path();
+        if !path.is_file() {
+            continue;
+        }
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        keys.insert(name.into(), read_key(&path)?);
+    }
+    if keys.is_empty() {
+        return Err(std::io::Error::other(std::format!(
+            "key folder {}: no key files (one per board, named as the board)",
+            dir.display()
+        )));
+    }
+    Ok(keys)
 }
 
 #[cfg(test)]
@@ -78,22 +80,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc4231_case_2() {
-        let m = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        let hex: alloc::string::String = m.iter().map(|b| alloc::format!("{b:02x}")).collect();
+    fn rfc5869_case_1_and_distinct_keys() {
+        // RFC 5869 test case 1 checks the construction; our PSK is the same with no salt.
+        let ikm = [0x0bu8; 22];
+        let salt: [u8; 13] = core::array::from_fn(|i| i as u8);
+        let info: [u8; 10] = core::array::from_fn(|i| 0xf0 + i as u8);
+        let mut okm = [0u8; 42];
+        hkdf::Hkdf::<Sha256>::new(Some(&salt), &ikm)
+            .expand(&info, &mut okm)
+            .unwrap();
+        let hex: alloc::string::String = okm.iter().map(|b| alloc::format!("{b:02x}")).collect();
         assert_eq!(
             hex,
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
         );
-    }
-
-    #[test]
-    fn wrong_key_role_or_nonce_fails() {
-        let n = [7u8; 16];
-        let m = mac(b"secret", Role::Edge, &n);
-        assert!(verify(b"secret", Role::Edge, &n, &m));
-        assert!(!verify(b"Secret", Role::Edge, &n, &m));
-        assert!(!verify(b"secret", Role::Host, &n, &m));
-        assert!(!verify(b"secret", Role::Edge, &[8u8; 16], &m));
+        assert_ne!(psk(b"0123456789abcdef"), psk(b"0123456789abcdeg"));
     }
 }

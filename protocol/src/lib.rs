@@ -17,6 +17,7 @@ use alloc::vec::Vec;
 use postcard_schema::Schema;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "std")]
 pub mod auth;
 pub mod bench;
 #[cfg(feature = "std")]
@@ -24,6 +25,9 @@ pub mod clock;
 pub mod frame;
 #[cfg(feature = "process")]
 pub mod process;
+#[cfg(feature = "std")]
+pub mod secure;
+#[cfg(feature = "std")]
 pub mod session;
 pub mod stats;
 
@@ -33,7 +37,8 @@ pub use frame::{decode_one, encode, DecodeError, Feed, FrameDecoder, Frames};
 /// Bump when the meaning of a message changes without its types changing.
 /// 2: the hello carries the bundle's default threshold in [`ModelInfo`], answers without a key
 /// carry the edge's nonce on every transport, `Bench` is typed.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: a key encrypts the session (Noise NNpsk0) instead of authenticating the hello only.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest encoded message either side sends or accepts (a frame with 100 masked detections
 /// and a thumbnail fits well below this).
@@ -55,8 +60,8 @@ pub struct Hello {
     pub device: String,
     /// The board's model (all empty from the host).
     pub model: ModelInfo,
-    /// Random challenge for the pre-shared-key handshake: a peer that has a key answers with
-    /// [`Auth`] (see [`auth::mac`]).
+    /// Random, fresh per handshake: tells an answer from a knock and a restarted peer from a
+    /// repeated hello (serial lines); with a key, part of the Noise prologue.
     pub nonce: [u8; 16],
 }
 
@@ -74,10 +79,20 @@ pub struct ModelInfo {
     pub threshold: f32,
 }
 
-/// Proof of the pre-shared key, answering the peer's hello nonce (see [`auth`]).
+/// One Noise handshake message of a keyed session (PROTOCOL.md, "Pre-shared key"): the host's
+/// `psk, e`, the edge's `e, ee` answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Schema)]
 pub struct Auth {
-    pub mac: [u8; 32],
+    pub noise: Vec<u8>,
+}
+
+/// A message of a keyed session after the handshake: `body` is the ChaCha20-Poly1305 sealed
+/// postcard encoding of the message (or a piece of it), under the Noise transport key and
+/// nonce `n`. Numbers only go up; a gap is a message lost on the way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Schema)]
+pub struct Sealed {
+    pub n: u64,
+    pub body: Vec<u8>,
 }
 
 /// Wall time of each stage of one frame, in microseconds.
@@ -229,6 +244,8 @@ pub enum EdgeMsg {
     Log(LogLine),
     /// A `svit-edge bench` report (also written to disk as JSON).
     Bench(BenchReport),
+    /// Any of the above in a keyed session.
+    Sealed(Sealed),
 }
 
 /// Host -> edge.
@@ -244,6 +261,8 @@ pub enum HostMsg {
     Pause,
     Resume,
     Snapshot,
+    /// Any of the above in a keyed session.
+    Sealed(Sealed),
 }
 
 /// FNV-1a over the `Debug` rendering of both message schemas: changes whenever a field,

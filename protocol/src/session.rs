@@ -1,21 +1,85 @@
-//! The hello/auth handshake, sans-IO: the one place it is written. TCP and serial drive it on
-//! both sides; each feeds every message it reads and sends what comes out.
+//! The hello handshake and, with a key, the Noise handshake after it, sans-IO: the one place
+//! they are written. TCP and serial drive it on both sides; each feeds every message it reads
+//! and sends what comes out, then takes the session's [`Tx`]/[`Rx`] with `link()`.
 //!
 //! ```text
 //! edge                         host
 //! Hello(edge nonce)      ->
-//!                        <-    Hello(nonce) [+ Auth(mac over edge nonce)   with a key]
-//! [Auth(mac over host nonce) -> with a key]
+//!                        <-    Hello(nonce) [+ Auth(Noise psk, e)   with a key]
+//! [Auth(Noise e, ee)     ->                                         with a key]
 //! ```
 //! Without a key the host's answer carries the edge's own nonce, so an edge on a serial line
 //! tells an answer from a knock (a host Hello with any other nonce). With a key the host's nonce
-//! is fresh and the edge's Auth covers it. A transport decides what a [`Step::Refused`] means: a
-//! TCP connection closes, a serial line logs it and keeps listening.
+//! is fresh, both hellos are the Noise prologue (altering either fails the handshake) and the
+//! session is encrypted from there on (`secure`). A transport decides what a
+//! [`Event::Refused`] means: a TCP connection closes, a serial line logs it and keeps listening.
 
-use alloc::vec;
-use alloc::vec::Vec;
+use std::collections::BTreeMap;
+use std::string::String;
+use std::vec;
+use std::vec::Vec;
 
+use snow::HandshakeState;
+
+use crate::secure::{halves, Rx, Tx, NOISE};
 use crate::{auth, Auth, EdgeMsg, Hello, HelloError, HostMsg, Role};
+
+/// The keys a host admits boards with.
+#[derive(Clone, Debug, Default)]
+pub enum Keys {
+    /// No key: plaintext sessions.
+    #[default]
+    None,
+    /// One key for every board (`--key FILE`).
+    Shared(Vec<u8>),
+    /// One key per board name (`--keys DIR`); a board without one is refused.
+    PerBoard(BTreeMap<String, Vec<u8>>),
+}
+
+impl Keys {
+    fn for_board(&self, device: &str) -> Result<Option<&[u8]>, HandshakeError> {
+        match self {
+            Keys::None => Ok(None),
+            Keys::Shared(k) => Ok(Some(k)),
+            Keys::PerBoard(m) => m
+                .get(device)
+                .map(|k| Some(k.as_slice()))
+                .ok_or_else(|| HandshakeError::NoKeyFor(device.into())),
+        }
+    }
+}
+
+/// Both hellos, as the Noise prologue: what each side saw must be what the other sent.
+fn prologue(edge: &Hello, host: &Hello) -> Vec<u8> {
+    let mut p = b"svit-edge session v3".to_vec();
+    for h in [edge, host] {
+        p.extend(postcard::to_allocvec(h).unwrap_or_default());
+    }
+    p
+}
+
+fn noise(key: &[u8], prologue: &[u8], initiator: bool) -> Result<HandshakeState, snow::Error> {
+    let psk = auth::psk(key);
+    let b = snow::Builder::new(NOISE.parse()?)
+        .psk(0, &psk)
+        .prologue(prologue);
+    if initiator {
+        b.build_initiator()
+    } else {
+        b.build_responder()
+    }
+}
+
+/// Runs one Noise handshake message through `hs`: reads `msg` if given, else writes one.
+fn step_noise(hs: &mut HandshakeState, read: Option<&[u8]>) -> Result<Vec<u8>, snow::Error> {
+    let mut buf = vec![0u8; 256];
+    let n = match read {
+        Some(m) => hs.read_message(m, &mut buf)?,
+        None => hs.write_message(&[], &mut buf)?,
+    };
+    buf.truncate(n);
+    Ok(buf)
+}
 
 /// Why a handshake failed; each names what to check.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -30,6 +94,10 @@ pub enum HandshakeError {
     UnwantedAuth(&'static str),
     #[error("expected a hello, got {0}")]
     NotHello(&'static str),
+    #[error("no key for board {0:?} (add a key file of that name to --keys)")]
+    NoKeyFor(String),
+    #[error("the Noise handshake failed: {0}")]
+    Noise(String),
 }
 
 /// What a message fed to a handshake asks of the transport: send `send` (in order), then act on
@@ -72,6 +140,7 @@ pub struct EdgeHandshake {
     key: Option<Vec<u8>>,
     /// With a key: the host hello that answered, until its Auth arrives.
     host: Option<Hello>,
+    link: Option<(Tx, Rx)>,
 }
 
 impl EdgeHandshake {
@@ -80,7 +149,13 @@ impl EdgeHandshake {
             ours,
             key,
             host: None,
+            link: None,
         }
+    }
+
+    /// The admitted session's two halves (plain without a key).
+    pub fn link(&mut self) -> (Tx, Rx) {
+        self.link.take().unwrap_or((Tx::Plain, Rx::Plain))
     }
 
     pub fn hello(&self) -> EdgeMsg {
@@ -124,13 +199,24 @@ impl EdgeHandshake {
                         Step::refused(HandshakeError::NotHello("a key proof"))
                     };
                 };
-                if !auth::verify(k, Role::Host, &self.ours.nonce, &a.mac) {
-                    return Step::refused(HandshakeError::KeyCheck("the host"));
-                }
-                let mac = auth::mac(k, Role::Edge, &host.nonce);
-                Step {
-                    send: vec![EdgeMsg::Auth(Auth { mac })],
-                    event: Event::Admitted(host),
+                let answer = noise(k, &prologue(&self.ours, &host), false).and_then(|mut hs| {
+                    if step_noise(&mut hs, Some(&a.noise)).is_err() {
+                        return Ok(None);
+                    }
+                    let answer = step_noise(&mut hs, None)?;
+                    Ok(Some((answer, hs.into_stateless_transport_mode()?)))
+                });
+                match answer {
+                    Ok(Some((noise, keys))) => {
+                        self.link = Some(halves(keys));
+                        Step {
+                            send: vec![EdgeMsg::Auth(Auth { noise })],
+                            event: Event::Admitted(host),
+                        }
+                    }
+                    // A psk or prologue that differs fails the first message's tag.
+                    Ok(None) => Step::refused(HandshakeError::KeyCheck("the host")),
+                    Err(e) => Step::refused(HandshakeError::Noise(e.to_string())),
                 }
             }
             other => {
@@ -149,21 +235,31 @@ impl EdgeHandshake {
 /// without one the answer carries the board's nonce).
 pub struct HostHandshake {
     ours: Hello,
-    key: Option<Vec<u8>>,
+    keys: Keys,
     /// The board's hello, once it came, and our answer to it (resent if the board repeats its
     /// hello: on a serial line the two may cross).
     board: Option<(Hello, Vec<HostMsg>)>,
+    /// With a key: the Noise handshake, until the board's answer.
+    noise: Option<HandshakeState>,
+    link: Option<(Tx, Rx)>,
     admitted: bool,
 }
 
 impl HostHandshake {
-    pub fn new(ours: Hello, key: Option<Vec<u8>>) -> Self {
+    pub fn new(ours: Hello, keys: Keys) -> Self {
         HostHandshake {
             ours,
-            key,
+            keys,
             board: None,
+            noise: None,
+            link: None,
             admitted: false,
         }
+    }
+
+    /// The admitted session's two halves (plain without a key).
+    pub fn link(&mut self) -> (Tx, Rx) {
+        self.link.take().unwrap_or((Tx::Plain, Rx::Plain))
     }
 
     /// Whether `hello` belongs to this session (the board repeating it), rather than starting a
@@ -195,21 +291,33 @@ impl HostHandshake {
                 if let Err(e) = h.check(Role::Edge) {
                     return Step::refused(e);
                 }
+                let key = match self.keys.for_board(&h.device) {
+                    Ok(k) => k,
+                    Err(e) => return Step::refused(e),
+                };
                 let mut ours = self.ours.clone();
                 let mut reply = Vec::with_capacity(2);
-                match &self.key {
+                self.noise = None;
+                match key {
                     Some(k) => {
+                        let first = noise(k, &prologue(&h, &ours), true).and_then(|mut hs| {
+                            let m = step_noise(&mut hs, None)?;
+                            Ok((m, hs))
+                        });
+                        let (noise, hs) = match first {
+                            Ok(x) => x,
+                            Err(e) => return Step::refused(HandshakeError::Noise(e.to_string())),
+                        };
+                        self.noise = Some(hs);
                         reply.push(HostMsg::Hello(ours));
-                        reply.push(HostMsg::Auth(Auth {
-                            mac: auth::mac(k, Role::Host, &h.nonce),
-                        }));
+                        reply.push(HostMsg::Auth(Auth { noise }));
                     }
                     None => {
                         ours.nonce = h.nonce;
                         reply.push(HostMsg::Hello(ours));
                     }
                 }
-                self.admitted = self.key.is_none();
+                self.admitted = self.noise.is_none();
                 self.board = Some((h.clone(), reply.clone()));
                 Step {
                     send: reply,
@@ -221,14 +329,21 @@ impl HostHandshake {
                 }
             }
             EdgeMsg::Auth(a) => {
-                let Some(k) = &self.key else {
+                if matches!(self.keys, Keys::None) {
                     return Step::refused(HandshakeError::UnwantedAuth("board"));
-                };
-                let Some((board, _)) = self.board.as_ref().filter(|_| !self.admitted) else {
+                }
+                let (Some((board, _)), Some(mut hs)) = (
+                    self.board.as_ref().filter(|_| !self.admitted),
+                    self.noise.take(),
+                ) else {
                     return Step::refused(HandshakeError::NotHello("auth"));
                 };
-                if !auth::verify(k, Role::Edge, &self.ours.nonce, &a.mac) {
+                if step_noise(&mut hs, Some(&a.noise)).is_err() {
                     return Step::refused(HandshakeError::KeyCheck("the board"));
+                }
+                match hs.into_stateless_transport_mode() {
+                    Ok(keys) => self.link = Some(halves(keys)),
+                    Err(e) => return Step::refused(HandshakeError::Noise(e.to_string())),
                 }
                 self.admitted = true;
                 Step {
@@ -258,6 +373,7 @@ pub fn edge_kind(m: &EdgeMsg) -> &'static str {
         EdgeMsg::Health(_) => "health",
         EdgeMsg::Log(_) => "log",
         EdgeMsg::Bench(_) => "bench",
+        EdgeMsg::Sealed(_) => "sealed",
     }
 }
 
@@ -271,6 +387,7 @@ pub fn host_kind(m: &HostMsg) -> &'static str {
         HostMsg::Pause => "pause",
         HostMsg::Resume => "resume",
         HostMsg::Snapshot => "snapshot",
+        HostMsg::Sealed(_) => "sealed",
     }
 }
 
@@ -288,7 +405,7 @@ mod tests {
     fn host(nonce: u8, key: Option<&[u8]>) -> HostHandshake {
         let mut h = Hello::new(Role::Host, "svit-host");
         h.nonce = [nonce; 16];
-        HostHandshake::new(h, key.map(<[u8]>::to_vec))
+        HostHandshake::new(h, key.map_or(Keys::None, |k| Keys::Shared(k.to_vec())))
     }
 
     /// Runs both sides against each other; returns what each ended with.
@@ -402,6 +519,44 @@ mod tests {
         assert_eq!(
             e.on(HostMsg::Pause).event,
             Event::Refused(HandshakeError::NotHello("pause"))
+        );
+    }
+
+    #[test]
+    fn per_board_keys_admit_their_board_only_and_an_altered_hello_fails_the_handshake() {
+        let keys = Keys::PerBoard(BTreeMap::from([(
+            "pi".to_string(),
+            b"0123456789abcdef".to_vec(),
+        )]));
+        let mut h = HostHandshake::new(Hello::new(Role::Host, "h"), keys.clone());
+        let (e, _) = meet(
+            edge(1, Some(b"0123456789abcdef")),
+            HostHandshake::new(Hello::new(Role::Host, "h"), keys.clone()),
+        );
+        assert!(matches!(e, Event::Admitted(_)));
+        let mut other = Hello::edge("cam-2", ModelInfo::default());
+        other.nonce = [3; 16];
+        assert_eq!(
+            h.on(EdgeMsg::Hello(other)).event,
+            Event::Refused(HandshakeError::NoKeyFor("cam-2".into()))
+        );
+        // A relay that rewrites the host's hello on the way: the prologues differ.
+        let mut e = edge(1, Some(b"0123456789abcdef"));
+        let reply = h.on(e.hello()).send;
+        let mut steps = Vec::new();
+        for m in reply {
+            let m = match m {
+                HostMsg::Hello(mut x) => {
+                    x.device = "not-the-host".into();
+                    HostMsg::Hello(x)
+                }
+                m => m,
+            };
+            steps.push(e.on(m).event);
+        }
+        assert_eq!(
+            steps.pop(),
+            Some(Event::Refused(HandshakeError::KeyCheck("the host")))
         );
     }
 }

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+pub mod relay;
+
 use svit_protocol::session::{Event, HostHandshake};
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
 
@@ -43,7 +45,8 @@ pub fn bin(name: &str) -> PathBuf {
 /// A host's answer (no key) to an edge's first message, made by the protocol's handshake.
 pub fn host_answer(edge_hello: &EdgeMsg) -> HostMsg {
     let ours = proto::Hello::new(proto::Role::Host, "test-host");
-    let mut step = HostHandshake::new(ours, None).on(edge_hello.clone());
+    let mut step =
+        HostHandshake::new(ours, svit_protocol::session::Keys::None).on(edge_hello.clone());
     assert!(
         matches!(step.event, Event::Admitted(_)),
         "the edge's hello is admitted: {:?}",

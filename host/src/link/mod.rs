@@ -9,7 +9,8 @@ pub mod tcp;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use svit_protocol::clock::now_us;
-use svit_protocol::session::HostHandshake;
+use svit_protocol::secure::Tx;
+use svit_protocol::session::{HostHandshake, Keys};
 use svit_protocol::{self as proto, EdgeMsg, HostMsg, MAX_FRAME};
 
 use crate::record::Record;
@@ -26,15 +27,22 @@ pub fn our_hello() -> proto::Hello {
 }
 
 /// A new handshake for one board session.
-pub fn handshake(key: Option<&[u8]>) -> HostHandshake {
-    HostHandshake::new(our_hello(), key.map(<[u8]>::to_vec))
+pub fn handshake(keys: &Keys) -> HostHandshake {
+    HostHandshake::new(our_hello(), keys.clone())
 }
 
-/// Encodes the messages a handshake step asks to send.
+/// Encodes the messages a handshake step asks to send (plain: the session starts after them).
 pub fn encode_all(msgs: &[HostMsg]) -> Vec<u8> {
     msgs.iter()
         .flat_map(|m| proto::encode(m, MAX_FRAME).expect("handshake messages are small"))
         .collect()
+}
+
+/// Encodes a control message for a session; one that cannot be is logged and skipped.
+pub fn encode_control(tx: &mut Tx, msg: &HostMsg, conn: u32) -> Option<Vec<u8>> {
+    tx.encode(msg)
+        .map_err(|e| tracing::warn!("control to #{conn} not sent: {e}"))
+        .ok()
 }
 
 /// Connection numbers, unique across accepted, dialled and serial links.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use svit_mqtt::{Client, Note, QoS};
 use svit_protocol::clock::now_us;
-use svit_protocol::session::Event;
+use svit_protocol::session::{Event, Keys};
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
 
 use super::{handshake, hello_record, next_conn, CONTROL_QUEUE};
@@ -145,7 +145,7 @@ fn on_publish(
                 );
             }
             let conn = next_conn();
-            match handshake(None).on(msg).event {
+            match handshake(&Keys::None).on(msg).event {
                 Event::Admitted(hello) => {
                     let control =
                         control_writer(client.clone(), format!("{prefix}/{level}/control"));

@@ -15,10 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use svit_protocol::clock::now_us;
-use svit_protocol::session::{Event, HostHandshake};
+use svit_protocol::secure::{Rx, Tx};
+use svit_protocol::session::{Event, HostHandshake, Keys};
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
 
-use super::{encode_all, handshake, hello_record, next_conn, our_hello, CONTROL_QUEUE};
+use super::{
+    encode_all, encode_control, handshake, hello_record, next_conn, our_hello, CONTROL_QUEUE,
+};
 use crate::event::{send as emit, BoardEvent, Events};
 use crate::record::Record;
 
@@ -29,6 +32,8 @@ struct Session {
     hs: HostHandshake,
     /// Control messages for the board, written by this line's one writer (the line loop).
     control: Option<Receiver<HostMsg>>,
+    /// The session's two halves, once admitted.
+    wire: Option<(Tx, Rx)>,
 }
 
 impl Session {
@@ -41,13 +46,7 @@ impl Session {
 
 /// Reads boards on `path` until `stop`, reopening the port if it goes away (an adapter
 /// unplugged).
-pub fn serial_loop(
-    path: String,
-    baud: u32,
-    tx: Events,
-    stop: Arc<AtomicBool>,
-    key: Option<Arc<Vec<u8>>>,
-) {
+pub fn serial_loop(path: String, baud: u32, tx: Events, stop: Arc<AtomicBool>, keys: Arc<Keys>) {
     let mut warned = false;
     while !stop.load(Ordering::Relaxed) {
         match serialport::new(&path, baud)
@@ -56,7 +55,7 @@ pub fn serial_loop(
         {
             Ok(port) => {
                 warned = false;
-                if let Err(e) = line(port, &path, &tx, &stop, key.as_deref().map(Vec::as_slice)) {
+                if let Err(e) = line(port, &path, &tx, &stop, &keys) {
                     tracing::warn!("serial {path}: {e}; reopening");
                 }
             }
@@ -76,7 +75,7 @@ fn line(
     path: &str,
     tx: &Events,
     stop: &AtomicBool,
-    key: Option<&[u8]>,
+    keys: &Keys,
 ) -> std::io::Result<()> {
     let mut dec = FrameDecoder::new(MAX_FRAME);
     let mut buf = vec![0u8; 16 * 1024];
@@ -109,9 +108,13 @@ fn line(
             send(&mut *port, &encode_all(&[HostMsg::Hello(our_hello())]))?;
             last_knock = Some(Instant::now());
         }
-        if let Some(rx) = session.as_ref().and_then(|s| s.control.as_ref()) {
-            while let Ok(msg) = rx.try_recv() {
-                send(&mut *port, &encode_all(&[msg]))?;
+        if let Some(s) = session.as_mut() {
+            if let (Some(rx), Some((wire, _))) = (s.control.as_ref(), s.wire.as_mut()) {
+                while let Ok(msg) = rx.try_recv() {
+                    if let Some(bytes) = encode_control(wire, &msg, s.conn) {
+                        send(&mut *port, &bytes)?;
+                    }
+                }
             }
         }
         let n = match port.read(&mut buf) {
@@ -143,13 +146,40 @@ fn line(
                     end(session.take(), "board said hello again (restarted?)");
                     session = Some(Session {
                         conn: next_conn(),
-                        hs: handshake(key),
+                        hs: handshake(keys),
                         control: None,
+                        wire: None,
                     });
                 }
             }
             match session.as_mut() {
+                // The board's Noise answer repeated: the session stands.
+                Some(s) if s.hs.is_admitted() && matches!(msg, EdgeMsg::Auth(_)) => {}
                 Some(s) if s.hs.is_admitted() && !matches!(msg, EdgeMsg::Hello(_)) => {
+                    let Some((_, rx)) = s.wire.as_mut() else {
+                        continue;
+                    };
+                    // Nothing that fails to authenticate is recorded: the session ends, and
+                    // the next knock starts another.
+                    let got = match rx.accept(msg) {
+                        Ok(got) => got,
+                        Err(e) => {
+                            tracing::warn!(
+                                "board {} on {path}: {e}; ending the session",
+                                s.device()
+                            );
+                            end(session.take(), &e.to_string());
+                            continue;
+                        }
+                    };
+                    if got.missed > 0 {
+                        tracing::warn!(
+                            "board {}: {} message(s) lost on the line",
+                            s.device(),
+                            got.missed
+                        );
+                    }
+                    let Some(msg) = got.msg else { continue };
                     let rec = Record {
                         recv_us: now_us(),
                         conn: s.conn,
@@ -165,7 +195,10 @@ fn line(
                     send(&mut *port, &encode_all(&step.send))?;
                     match step.event {
                         Event::Pending => {}
-                        Event::Admitted(hello) => s.control = Some(admit(s.conn, hello, tx)),
+                        Event::Admitted(hello) => {
+                            s.wire = Some(s.hs.link());
+                            s.control = Some(admit(s.conn, hello, tx));
+                        }
                         Event::Refused(e) => {
                             let nonce = s.hs.board().map(|b| b.nonce);
                             // A refused board repeats its hello every second: report it once.

@@ -11,22 +11,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use svit_protocol::clock::now_us;
-use svit_protocol::session::Event;
+use svit_protocol::secure::{Rx, Tx};
+use svit_protocol::session::{Event, Keys};
 use svit_protocol::{EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
 
-use super::{encode_all, handshake, hello_record, next_conn, CONTROL_QUEUE};
+use super::{encode_all, encode_control, handshake, hello_record, next_conn, CONTROL_QUEUE};
 use crate::event::{send, BoardEvent, Events};
 use crate::record::Record;
 
 /// Accepts until `stop`; at most `max_boards` connections at once (others are closed).
-/// With `key`, a board must prove it holds the same pre-shared key before anything it sends
-/// is accepted.
+/// With keys, a board must complete the Noise handshake with its key before anything it sends
+/// is accepted, and everything after is sealed.
 pub fn accept_loop(
     listener: TcpListener,
     tx: Events,
     stop: Arc<AtomicBool>,
     max_boards: u32,
-    key: Option<Arc<Vec<u8>>>,
+    keys: Arc<Keys>,
 ) {
     let _ = listener.set_nonblocking(true);
     let active = Arc::new(AtomicU32::new(0));
@@ -38,16 +39,16 @@ pub fn accept_loop(
                     tracing::warn!("refusing {peer}: already {max_boards} boards connected");
                     continue;
                 }
-                let (tx, stop, active, conn, key) = (
+                let (tx, stop, active, conn, keys) = (
                     tx.clone(),
                     stop.clone(),
                     active.clone(),
                     next_conn(),
-                    key.clone(),
+                    keys.clone(),
                 );
                 active.fetch_add(1, Ordering::Relaxed);
                 std::thread::spawn(move || {
-                    board(s, conn, &tx, &stop, key.as_deref().map(Vec::as_slice));
+                    board(s, conn, &tx, &stop, &keys);
                     active.fetch_sub(1, Ordering::Relaxed);
                 });
             }
@@ -65,13 +66,16 @@ pub fn accept_loop(
 /// Starts the connection's writer: it owns a clone of the socket and writes the control
 /// messages it receives (a write that times out ends it; a stuck board must not stall the
 /// session loop, whose sends never wait).
-fn control_writer(s: &TcpStream, conn: u32) -> Option<SyncSender<HostMsg>> {
+fn control_writer(s: &TcpStream, conn: u32, mut wire: Tx) -> Option<SyncSender<HostMsg>> {
     let mut w = s.try_clone().ok()?;
     let _ = w.set_write_timeout(Some(Duration::from_millis(500)));
     let (tx, rx) = mpsc::sync_channel::<HostMsg>(CONTROL_QUEUE);
     std::thread::spawn(move || {
         for msg in rx {
-            if let Err(e) = w.write_all(&encode_all(&[msg])) {
+            let Some(bytes) = encode_control(&mut wire, &msg, conn) else {
+                continue;
+            };
+            if let Err(e) = w.write_all(&bytes) {
                 tracing::warn!("control to #{conn} not sent: {e}");
                 break;
             }
@@ -82,20 +86,14 @@ fn control_writer(s: &TcpStream, conn: u32) -> Option<SyncSender<HostMsg>> {
 
 /// Dials a board that listens (`svit-edge run --listen`), and again with backoff whenever the
 /// link drops, until `stop`.
-pub fn dial_loop(addr: String, tx: Events, stop: Arc<AtomicBool>, key: Option<Arc<Vec<u8>>>) {
+pub fn dial_loop(addr: String, tx: Events, stop: Arc<AtomicBool>, keys: Arc<Keys>) {
     let mut backoff = Duration::from_millis(100);
     while !stop.load(Ordering::Relaxed) {
         let target = addr.to_socket_addrs().ok().and_then(|mut a| a.next());
         match target.map(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2))) {
             Some(Ok(s)) => {
                 backoff = Duration::from_millis(100);
-                board(
-                    s,
-                    next_conn(),
-                    &tx,
-                    &stop,
-                    key.as_deref().map(Vec::as_slice),
-                );
+                board(s, next_conn(), &tx, &stop, &keys);
             }
             failed => {
                 let why = match failed {
@@ -110,13 +108,15 @@ pub fn dial_loop(addr: String, tx: Events, stop: Arc<AtomicBool>, key: Option<Ar
     }
 }
 
-fn board(mut s: TcpStream, conn: u32, tx: &Events, stop: &AtomicBool, key: Option<&[u8]>) {
+fn board(mut s: TcpStream, conn: u32, tx: &Events, stop: &AtomicBool, keys: &Keys) {
     let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
     let _ = s.set_nodelay(true);
     let mut dec = FrameDecoder::new(MAX_FRAME);
     let mut buf = vec![0u8; 64 * 1024];
     let mut device: Option<String> = None;
-    let mut hs = handshake(key);
+    let mut hs = handshake(keys);
+    // The session's receiving half, once admitted.
+    let mut rx: Option<Rx> = None;
     let hello_deadline = std::time::Instant::now() + Duration::from_secs(5);
     let reason = loop {
         // On stop, read what the kernel already holds (non-blocking) before ending, so frames
@@ -155,6 +155,21 @@ fn board(mut s: TcpStream, conn: u32, tx: &Events, stop: &AtomicBool, key: Optio
         for msg in dec.frames::<EdgeMsg>(&buf[..n]) {
             match msg {
                 Err(err) => {
+                    // On TCP nothing but tampering garbles a frame of a keyed session.
+                    if let (Some(d), Some(true)) = (&device, rx.as_ref().map(Rx::is_sealed)) {
+                        let reason = format!("integrity failure: {err}");
+                        tracing::warn!("board {d} (#{conn}): {reason}; closing the link");
+                        let device = d.clone();
+                        send(
+                            tx,
+                            BoardEvent::Disconnected {
+                                conn,
+                                device,
+                                reason,
+                            },
+                        );
+                        return;
+                    }
                     if device.is_none() {
                         send(
                             tx,
@@ -168,7 +183,29 @@ fn board(mut s: TcpStream, conn: u32, tx: &Events, stop: &AtomicBool, key: Optio
                     tracing::warn!("board {conn}: {err}");
                 }
                 Ok(msg) => {
-                    if let Some(d) = &device {
+                    if let (Some(d), Some(rx)) = (&device, rx.as_mut()) {
+                        // Nothing that fails to authenticate is recorded: the session ends.
+                        let got = match rx.accept(msg) {
+                            Ok(got) => got,
+                            Err(e) => {
+                                let reason = format!("{e}");
+                                tracing::warn!("board {d} (#{conn}): {reason}; closing the link");
+                                let device = d.clone();
+                                send(
+                                    tx,
+                                    BoardEvent::Disconnected {
+                                        conn,
+                                        device,
+                                        reason,
+                                    },
+                                );
+                                return;
+                            }
+                        };
+                        if got.missed > 0 {
+                            tracing::warn!("board {d}: {} message(s) lost on the way", got.missed);
+                        }
+                        let Some(msg) = got.msg else { continue };
                         let rec = Record {
                             recv_us: now_us(),
                             conn,
@@ -189,7 +226,9 @@ fn board(mut s: TcpStream, conn: u32, tx: &Events, stop: &AtomicBool, key: Optio
                         Event::Admitted(hello) => {
                             device = Some(hello.device.clone());
                             let rec = hello_record(conn, hello);
-                            let control = control_writer(&s, conn);
+                            let (wire_tx, wire_rx) = hs.link();
+                            rx = Some(wire_rx);
+                            let control = control_writer(&s, conn, wire_tx);
                             send(tx, BoardEvent::Connected { rec, control });
                         }
                         Event::Refused(e) => {
