@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+pub mod fuzz;
 pub mod relay;
 
 use svit_protocol::session::{Event, HostHandshake};
