@@ -95,6 +95,9 @@ $EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val
 # the synthetic camera) paced at 10 fps, so the link is free; per-stage times from the recording.
 target/debug/svit-host demo --bundle "$BUNDLE" --seconds 30 --out "$OUT/pipeline" --http off > /dev/null
 
+# What a key costs per message (seal and open against plain encode and decode).
+cargo run -q -p svit-protocol --example seal_cost > "$OUT/seal_cost.json"
+
 # Host: 16 simulated boards x 30 frames/s.
 scripts/host_load.sh > /dev/null
 scripts/web_load.sh > /dev/null

@@ -242,3 +242,24 @@ if os.path.exists(web):
       f"{w['page_updates']} updates (10 per board per second at most); capture on the board to drawn "
       f"on the page, loopback and one clock: p50 {w['capture_to_page_p50_ms']} ms, p90 "
       f"{w['capture_to_page_p90_ms']} ms.")
+seal = os.path.join(d, "seal_cost.json")
+if os.path.exists(seal):
+    s = json.load(open(seal))
+    p("\n## What `--key` costs per message (`protocol/examples/seal_cost.rs`)\n")
+    p(f"Baseline: the same message without a key (postcard + COBS). With a key each is sealed with "
+      f"`{s['noise']}` (ChaCha20-Poly1305, `snow`) and opened on the host; microseconds per message, "
+      f"this machine, one thread.\n")
+    p("| message | bytes plain / sealed | encode plain | seal | decode plain | open |")
+    p("|---|---|---|---|---|---|")
+    for m in s["messages"]:
+        p(f"| {m['message']} | {m['plain_bytes']} / {m['sealed_bytes']} | {m['encode_plain_us']:.1f} | "
+          f"{m['seal_us']:.1f} | {m['decode_plain_us']:.1f} | {m['open_us']:.1f} |")
+    f32 = [c for c in bench["configs"] if c["precision"] == "f32" and c["threads"] == 1 and c["mode"] == "pruned"]
+    if f32:
+        fr = s["messages"][0]
+        total = f32[0]["total_ms"]["p50"] * 1000
+        later = os.path.getmtime(seal) - os.path.getmtime(os.path.join(d, "bench.json")) > 3600
+        p(f"\nSealing a frame adds {fr['seal_us'] - fr['encode_plain_us']:.1f} us on the board, "
+          f"{100 * (fr['seal_us'] - fr['encode_plain_us']) / total:.2f}% of the pruned f32 frame's p50 total "
+          f"({total / 1000:.2f} ms, `svit-edge bench` above"
+          + (", measured in an earlier run than this table)." if later else ")."))
