@@ -265,6 +265,39 @@ pub enum HostMsg {
     Sealed(Sealed),
 }
 
+impl EdgeMsg {
+    /// The message's kind, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EdgeMsg::Hello(_) => "hello",
+            EdgeMsg::Auth(_) => "auth",
+            EdgeMsg::Frame(_) => "frame",
+            EdgeMsg::Thumbnail(_) => "thumbnail",
+            EdgeMsg::Health(_) => "health",
+            EdgeMsg::Log(_) => "log",
+            EdgeMsg::Bench(_) => "bench",
+            EdgeMsg::Sealed(_) => "sealed",
+        }
+    }
+}
+
+impl HostMsg {
+    /// The message's kind, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HostMsg::Hello(_) => "hello",
+            HostMsg::Auth(_) => "auth",
+            HostMsg::SetThreshold(_) => "set-threshold",
+            HostMsg::SetKeepRatio(_) => "set-keep-ratio",
+            HostMsg::SetBudget(_) => "set-budget",
+            HostMsg::Pause => "pause",
+            HostMsg::Resume => "resume",
+            HostMsg::Snapshot => "snapshot",
+            HostMsg::Sealed(_) => "sealed",
+        }
+    }
+}
+
 /// FNV-1a over the `Debug` rendering of both message schemas: changes whenever a field,
 /// variant or type of either direction changes.
 pub fn schema_hash() -> u64 {

@@ -15,7 +15,6 @@ use std::vec::Vec;
 use serde::{de::DeserializeOwned, Serialize};
 use snow::StatelessTransportState;
 
-use crate::session::{edge_kind, host_kind};
 use crate::{encode, DecodeError, EdgeMsg, HostMsg, Sealed, MAX_FRAME};
 
 /// The Noise protocol of a keyed session (PROTOCOL.md says why this one).
@@ -53,7 +52,7 @@ impl Wire for EdgeMsg {
     fn sealed(self) -> Result<Sealed, (&'static str, Self)> {
         match self {
             EdgeMsg::Sealed(s) => Ok(s),
-            m => Err((edge_kind(&m), m)),
+            m => Err((m.kind(), m)),
         }
     }
 }
@@ -65,7 +64,7 @@ impl Wire for HostMsg {
     fn sealed(self) -> Result<Sealed, (&'static str, Self)> {
         match self {
             HostMsg::Sealed(s) => Ok(s),
-            m => Err((host_kind(&m), m)),
+            m => Err((m.kind(), m)),
         }
     }
 }

@@ -220,7 +220,7 @@ impl EdgeHandshake {
                 }
             }
             other => {
-                let got = host_kind(&other);
+                let got = other.kind();
                 if self.key.is_some() && self.host.is_some() {
                     Step::refused(HandshakeError::NoKeyProof("host", got))
                 } else {
@@ -352,7 +352,7 @@ impl HostHandshake {
                 }
             }
             other => {
-                let got = edge_kind(&other);
+                let got = other.kind();
                 if self.board.is_some() {
                     Step::refused(HandshakeError::NoKeyProof("board", got))
                 } else {
@@ -360,34 +360,6 @@ impl HostHandshake {
                 }
             }
         }
-    }
-}
-
-/// A message's kind, for logs and errors.
-pub fn edge_kind(m: &EdgeMsg) -> &'static str {
-    match m {
-        EdgeMsg::Hello(_) => "hello",
-        EdgeMsg::Auth(_) => "auth",
-        EdgeMsg::Frame(_) => "frame",
-        EdgeMsg::Thumbnail(_) => "thumbnail",
-        EdgeMsg::Health(_) => "health",
-        EdgeMsg::Log(_) => "log",
-        EdgeMsg::Bench(_) => "bench",
-        EdgeMsg::Sealed(_) => "sealed",
-    }
-}
-
-pub fn host_kind(m: &HostMsg) -> &'static str {
-    match m {
-        HostMsg::Hello(_) => "hello",
-        HostMsg::Auth(_) => "auth",
-        HostMsg::SetThreshold(_) => "set-threshold",
-        HostMsg::SetKeepRatio(_) => "set-keep-ratio",
-        HostMsg::SetBudget(_) => "set-budget",
-        HostMsg::Pause => "pause",
-        HostMsg::Resume => "resume",
-        HostMsg::Snapshot => "snapshot",
-        HostMsg::Sealed(_) => "sealed",
     }
 }
 
