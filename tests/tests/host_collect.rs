@@ -122,45 +122,58 @@ fn two_boards_one_host_nothing_lost() {
     assert!(!st.success(), "a frame that is not recorded is an error");
 }
 
+/// Power loss, as near as a test gets: the host is SIGKILLed at 20 points of a recording (the
+/// delays from a fixed sequence, so a failure reproduces). Every time the recording opens,
+/// holds at least the frames of its first flush, every frame from the first on with no gap,
+/// and replays them all.
 #[test]
-fn recording_survives_kill_9() {
-    let dir = tmp("kill");
-    let (port, rec, mut h) = recording_host(&dir, "run");
-    let mut e = edge(port, "board-k", "synthetic", 100_000);
-    let t = Instant::now();
-    while std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0) < 20_000
-        && t.elapsed() < Duration::from_secs(120)
-    {
-        std::thread::sleep(Duration::from_millis(100));
+fn recordings_survive_kill_9_at_twenty_points() {
+    let mut lcg = 0x2545_f491_4f6c_dd1du64;
+    for attempt in 0..20 {
+        lcg = lcg
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = Duration::from_millis(lcg >> 54); // 0 to 1023 ms
+        let dir = tmp(&format!("kill-{attempt}"));
+        let (port, rec, mut h) = recording_host(&dir, "run");
+        let mut e = edge(port, "board-k", "synthetic", 100_000);
+        let t = Instant::now();
+        // The first flush (100 ms after the first record) puts frames on disk; kill after it.
+        while std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0) < 2_000
+            && t.elapsed() < Duration::from_secs(120)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(delay);
+        signal(&h, "-KILL");
+        let _ = h.wait();
+        let _ = e.kill();
+        let _ = e.wait();
+        let s = summary(&rec, &dir.join("report"));
+        let bd = &s["boards"][0];
+        let frames = bd["frames"].as_u64().unwrap_or(0);
+        assert!(frames >= 1, "kill {attempt} after {delay:?}: {s}");
+        assert_eq!(
+            bd["missing"], 0,
+            "kill {attempt} after {delay:?}: what was recorded is intact and contiguous"
+        );
+        let out = Command::new(bin("svit-host"))
+            .arg("replay")
+            .arg(&rec)
+            .arg("--max-speed")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kill {attempt}: replay fails");
+        let lines = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .count();
+        assert_eq!(
+            lines as u64, frames,
+            "kill {attempt}: replay shows every recorded frame"
+        );
     }
-    signal(&h, "-KILL");
-    let _ = h.wait();
-    let _ = e.kill();
-    let _ = e.wait();
-    let s = summary(&rec, &dir.join("report"));
-    let bd = &s["boards"][0];
-    assert!(bd["frames"].as_u64().unwrap() >= 1, "{s}");
-    assert_eq!(
-        bd["missing"], 0,
-        "what was recorded before the kill is intact and contiguous"
-    );
-    let out = Command::new(bin("svit-host"))
-        .arg("replay")
-        .arg(&rec)
-        .arg("--max-speed")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let lines = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .count();
-    assert_eq!(
-        lines as u64,
-        bd["frames"].as_u64().unwrap(),
-        "replay shows every recorded frame"
-    );
 }
 
 #[test]
