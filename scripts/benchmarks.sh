@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates BENCHMARKS.md from measurements on this machine. Takes about 15 minutes on 2 cores.
+# Regenerates BENCHMARKS.md from measurements on this machine. Takes about 45 minutes on 2 cores (30 of them the soak).
 #   scripts/benchmarks.sh [BUNDLE]        (default models/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,6 +94,9 @@ $EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val
 # The whole pipeline on this machine: two boards (ArduCAM driver on the simulated module, and
 # the synthetic camera) paced at 10 fps, so the link is free; per-stage times from the recording.
 target/debug/svit-host demo --bundle "$BUNDLE" --seconds 30 --out "$OUT/pipeline" --http off > /dev/null
+
+# The keyed link under faults for 30 minutes (scripts/soak.sh says what it does).
+scripts/soak.sh 30 > /dev/null && cp runs/soak/soak.json "$OUT/soak.json"
 
 # What a key costs per message (seal and open against plain encode and decode).
 cargo run -q -p svit-protocol --example seal_cost > "$OUT/seal_cost.json"

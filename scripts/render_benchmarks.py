@@ -263,3 +263,24 @@ if os.path.exists(seal):
           f"{100 * (fr['seal_us'] - fr['encode_plain_us']) / total:.2f}% of the pruned f32 frame's p50 total "
           f"({total / 1000:.2f} ms, `svit-edge bench` above"
           + (", measured in an earlier run than this table)." if later else ")."))
+soak = os.path.join(d, "soak.json")
+if os.path.exists(soak):
+    k = json.load(open(soak))
+    x = k["proxy"]
+    p(f"\n## The keyed link under faults (`scripts/soak.sh {k['seconds'] // 60}`)\n")
+    p(f"One `svit-host --key` recording, four `svit-edge --key` boards (synthetic camera, 5 frames/s, one "
+      f"thread) through `svit-faultproxy` for {k['seconds'] // 60} minutes: {x['connections']} connections, "
+      f"{x['flips']} bits flipped, {x['stalls']} stalls of 2 s, {x['drops']} dropped and {x['half_open']} "
+      f"half-open connections, 5 ms added latency and a 2 MB/s cap; the host killed and restarted "
+      f"{k['host_restarts']} times (SIGKILL and SIGTERM in turn). Every recorded frame is compared with a clean "
+      f"run of the same camera and model.\n")
+    p("| frames sent | recorded | lost (sequence gaps) | duplicated | altered recorded | integrity failures caught | reconnects | reconnect p50 / p99 ms |")
+    p("|---|---|---|---|---|---|---|---|")
+    p(f"| {k['sent']} | {k['recorded']} | {k['lost']} | {k['duplicated']} | {k['altered']} | "
+      f"{k['integrity_failures_caught']} | {k['reconnects']} | {k['reconnect_ms_p50']} / {k['reconnect_ms_p99']} |")
+    p("\n| process | resident MB start / end | open files start / end |")
+    p("|---|---|---|")
+    for who, a in k["memory_start"].items():
+        b = k["memory_end"].get(who, a)
+        p(f"| {who} | {a['rss_mb']} / {b['rss_mb']} | {a['fds']} / {b['fds']} |")
+    p("\n(The host's figures are of the instance running at the start and of the one running at the end.)")
