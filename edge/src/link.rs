@@ -125,7 +125,12 @@ fn spawn_control_reader(mut stream: TcpStream, ctl: Arc<Control>, mut rx: Rx, le
             let chunk = match first.take() {
                 Some(l) => l,
                 None => match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => {
+                        // The host closed or the link died: end it both ways, so the sender's
+                        // next write fails and it reconnects now, not once buffers fill.
+                        let _ = stream.shutdown(Shutdown::Both);
+                        break;
+                    }
                     Ok(n) => buf[..n].to_vec(),
                 },
             };

@@ -130,7 +130,7 @@ enum Cmd {
         thumbnail_every: f64,
         /// Pre-shared key file: only a host holding the same key gets frames or may send
         /// control, and the session is encrypted (Noise, PROTOCOL.md). At least 16 bytes.
-        #[arg(long, conflicts_with = "mqtt")]
+        #[arg(long)]
         key: Option<PathBuf>,
         /// Serve this board's figures for Prometheus at http://ADDR/metrics (as the host's
         /// `/metrics` names them), e.g. 0.0.0.0:9464.
@@ -504,9 +504,15 @@ fn run(
             stats.clone(),
         )
         .map(|_| ()),
-        Sink::Mqtt(target) => {
-            mqtt::mqtt_loop(target, outgoing.clone(), hello, ctl.clone(), stats.clone()).map(|_| ())
-        }
+        Sink::Mqtt(target) => mqtt::mqtt_loop(
+            target,
+            outgoing.clone(),
+            hello,
+            key,
+            ctl.clone(),
+            stats.clone(),
+        )
+        .map(|_| ()),
         Sink::Serial(port) => serial::serial_loop(
             port,
             outgoing.clone(),

@@ -269,6 +269,7 @@ fn main() -> Result<()> {
                     url,
                     prefix,
                     boards: mqtt_boards,
+                    keys: keys.clone(),
                 }),
             };
             let web = http.options(record.as_deref())?;

@@ -7,25 +7,16 @@
 use std::time::Instant;
 
 use svit_protocol::secure::{Rx, Tx};
-use svit_protocol::session::{EdgeHandshake, HostHandshake, Keys};
+use svit_protocol::session::in_process;
 use svit_protocol::{
-    self as proto, CompactMask, Detection, EdgeMsg, FrameDecoder, Hello, ModelInfo, Role,
-    StageTimes, Thumbnail, MAX_FRAME,
+    self as proto, CompactMask, Detection, EdgeMsg, FrameDecoder, StageTimes, Thumbnail, MAX_FRAME,
 };
 
 const KEY: &[u8] = b"a key of at least sixteen bytes";
 
 fn session() -> (Tx, Rx) {
-    let mut board = EdgeHandshake::new(Hello::edge("pi", ModelInfo::default()), Some(KEY.into()));
-    let mut host = HostHandshake::new(Hello::new(Role::Host, "h"), Keys::Shared(KEY.into()));
-    let mut back = Vec::new();
-    for m in host.on(board.hello()).send {
-        back.extend(board.on(m).send);
-    }
-    for m in back {
-        host.on(m);
-    }
-    (board.link().0, host.link().1)
+    let ((tx, _), (_, rx)) = in_process(KEY);
+    (tx, rx)
 }
 
 fn frame() -> EdgeMsg {

@@ -363,6 +363,24 @@ impl HostHandshake {
     }
 }
 
+/// A keyed session between a board and a host in this process, run to its end: the board's
+/// `(Tx, Rx)`, then the host's. For tests, fuzzing and the cost benchmark.
+pub fn in_process(key: &[u8]) -> ((Tx, Rx), (Tx, Rx)) {
+    let mut board = EdgeHandshake::new(
+        Hello::edge("pi", crate::ModelInfo::default()),
+        Some(key.into()),
+    );
+    let mut host = HostHandshake::new(Hello::new(Role::Host, "h"), Keys::Shared(key.into()));
+    let mut back = Vec::new();
+    for m in host.on(board.hello()).send {
+        back.extend(board.on(m).send);
+    }
+    for m in back {
+        host.on(m);
+    }
+    (board.link(), host.link())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

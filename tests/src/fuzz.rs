@@ -3,8 +3,8 @@
 //! what must hold whatever the bytes. `tests/fuzz_corpus.rs` replays every file of each
 //! target's corpus (`fuzz/corpus/NAME/`) through them on stable, as regression tests.
 
-use svit_protocol::secure::{Rx, Tx};
-use svit_protocol::session::{EdgeHandshake, Event, HostHandshake, Keys};
+use svit_protocol::secure::Rx;
+use svit_protocol::session::{in_process, EdgeHandshake, Event, HostHandshake, Keys};
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, Hello, HostMsg, ModelInfo, Role};
 
 /// A target: arbitrary bytes in, a panic only on a bug.
@@ -130,17 +130,7 @@ pub fn edge_handshake(data: &[u8]) {
 /// and delivers it, drops it, sends an earlier one again, or flips a bit of it. Whatever
 /// arrives, the receiver must accept only messages that were sent, each at most once, in order.
 pub fn sealed_session(data: &[u8]) {
-    let mut board = EdgeHandshake::new(Hello::edge("pi", ModelInfo::default()), Some(KEY.into()));
-    let mut host = HostHandshake::new(Hello::new(Role::Host, "h"), Keys::Shared(KEY.into()));
-    let mut to_host = Vec::new();
-    for m in host.on(board.hello()).send {
-        to_host.extend(board.on(m).send);
-    }
-    for m in to_host {
-        host.on(m);
-    }
-    let (mut tx, _): (Tx, Rx) = board.link();
-    let (_, mut rx) = host.link();
+    let ((mut tx, _), (_, mut rx)) = in_process(KEY);
     let mut sent: Vec<(u64, Vec<EdgeMsg>)> = Vec::new();
     let mut last_accepted: Option<u64> = None;
     // 64 messages of up to 135 kB each reach every path; more only costs memory.

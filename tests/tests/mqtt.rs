@@ -389,3 +389,115 @@ fn refused_credentials_are_named_at_start() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("MQTT: connected"));
 }
+
+/// With `--key` on both sides the session over the broker is the protocol's keyed one: the
+/// broker (and anyone subscribed) sees the hellos and sealed bytes, no thumbnail; the host
+/// records the frames; a control reaches the board; a board with another key is refused.
+#[test]
+fn a_keyed_board_through_the_broker_is_sealed_end_to_end() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let dir = tmp("mqtt-keyed");
+    let (key, other) = (dir.0.join("key"), dir.0.join("other"));
+    std::fs::write(&key, "correct horse battery staple\n").unwrap();
+    std::fs::write(&other, "another key of enough length\n").unwrap();
+    let rec = dir.0.join("rec.svrec");
+    let web = format!("127.0.0.1:{}", free_port());
+    let h = Command::new(bin("svit-host"))
+        .args([
+            "listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--mqtt-subscribe",
+            &broker.url(),
+        ])
+        .args(["--http", &web, "--key"])
+        .arg(&key)
+        .arg("--record")
+        .arg(&rec)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.0.join("host.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let wire = dir.0.join("wire.txt");
+    let mut sub = broker.subscribe(&["svit/+/wire"], 30, &wire);
+    let board = |name: &str, key: &Path, log: &str| {
+        Command::new(bin("svit-edge"))
+            .args([
+                "run",
+                "--camera",
+                "synthetic",
+                "--fps",
+                "10",
+                "--name",
+                name,
+            ])
+            .args([
+                "--frames",
+                "80",
+                "--thumbnail-every",
+                "0.2",
+                "--mqtt",
+                &broker.url(),
+            ])
+            .arg("--key")
+            .arg(key)
+            .arg("--bundle")
+            .arg(svit_e2e::workspace().join("models/demo"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.0.join(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let mut good = board("kq-board", &key, "edge.log");
+    let mut bad = board("kq-wrong", &other, "wrong.log");
+    let sent = wait_for(
+        Duration::from_secs(30),
+        "the keyed board on the host",
+        || {
+            let r = svit_e2e::http(&web, "POST", "/api/boards/kq-board/snapshot", &[], b"");
+            (r.status == 202).then_some(r)
+        },
+    );
+    assert!(sent.text().contains("Snapshot"));
+    assert!(good.wait().unwrap().success());
+    let _ = bad.kill();
+    let _ = bad.wait();
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = sub.kill();
+    let _ = sub.wait();
+    signal(&h, "-TERM");
+    let out = h.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let host_log = std::fs::read_to_string(dir.0.join("host.log")).unwrap();
+    let edge_log = std::fs::read_to_string(dir.0.join("edge.log")).unwrap();
+    assert!(
+        edge_log.contains("control from host: Snapshot"),
+        "{edge_log}\n{host_log}"
+    );
+    let wrong_log = std::fs::read_to_string(dir.0.join("wrong.log")).unwrap();
+    assert!(
+        wrong_log.contains("failed the key check"),
+        "the wrong key is named: {wrong_log}"
+    );
+    let seen = std::fs::read(&wire).unwrap();
+    assert!(
+        seen.windows(9).any(|w| w == b"kq-board/"),
+        "the subscriber saw the board"
+    );
+    assert!(
+        !seen.windows(4).any(|w| w == b"JFIF"),
+        "a thumbnail crossed the broker readable"
+    );
+    let s = svit_e2e::summary(&rec, &dir.0.join("report"));
+    let names: Vec<&str> = s["boards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["kq-board"], "{s}");
+    let b = &s["boards"][0];
+    assert!(b["frames"].as_u64().unwrap() >= 40, "{b}");
+}

@@ -31,7 +31,9 @@ fn host(port: u16, rec: &Path, key: Option<&Path>) -> Child {
         .expect("start svit-host")
 }
 
-fn edge(port: u16, frames: u32, key: Option<&Path>) -> Child {
+/// Board cam-1 on the synthetic camera at 20 frames/s, a thumbnail every other frame; `extra`
+/// arguments after.
+fn edge(port: u16, extra: &[&str], key: Option<&Path>) -> Child {
     let mut c = Command::new(bin("svit-edge"));
     c.args([
         "run",
@@ -42,8 +44,13 @@ fn edge(port: u16, frames: u32, key: Option<&Path>) -> Child {
         "--fps",
         "20",
     ])
-    .args(["--frames", &frames.to_string(), "--thumbnail-every", "0.1"])
-    .args(["--connect", &format!("127.0.0.1:{port}")]);
+    .args([
+        "--thumbnail-every",
+        "0.1",
+        "--connect",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .args(extra);
     if let Some(k) = key {
         c.arg("--key").arg(k);
     }
@@ -69,7 +76,7 @@ fn through_relay(
     let h = host(port, &rec, key);
     std::thread::sleep(Duration::from_millis(300));
     let relay = Relay::start(port, flip_at);
-    let mut e = edge(relay.port, 40, key);
+    let mut e = edge(relay.port, &["--frames", "40"], key);
     assert!(e.wait().unwrap().success(), "the edge exits cleanly");
     std::thread::sleep(Duration::from_millis(300));
     signal(&h, "-TERM");
@@ -131,5 +138,49 @@ fn a_flipped_bit_ends_the_session_by_name_and_nothing_altered_is_recorded() {
         frames + missing,
         40,
         "every frame recorded or counted missing, none twice: {s}"
+    );
+}
+
+#[test]
+fn a_half_open_link_is_ended_by_the_host_and_the_board_comes_back() {
+    use svit_e2e::relay::Faults;
+    let dir = tmp("half-open");
+    let port = free_port();
+    let rec = dir.join("run.svrec");
+    let h = host(port, &rec, None);
+    std::thread::sleep(Duration::from_millis(300));
+    // Every connection stops forwarding after 1 to 3 s, its sockets left open.
+    let faults = Faults {
+        seed: 3,
+        half_open_every: Some(Duration::from_secs(2)),
+        ..Faults::default()
+    };
+    let relay = Relay::with_faults(0, port, faults);
+    let e = edge(relay.port, &[], None);
+    let t = std::time::Instant::now();
+    while relay
+        .counts
+        .half_open
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 2
+        && t.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A second half-open link means the board came back after the first; then the host's
+    // 10 s of silence for the second.
+    std::thread::sleep(Duration::from_secs(11));
+    signal(&e, "-TERM");
+    let _ = e.wait_with_output();
+    signal(&h, "-TERM");
+    let out = h.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("cam-1") && log.contains("silent for 10 s"),
+        "{log}"
+    );
+    assert!(
+        log.matches("board cam-1 connected").count() >= 2,
+        "the board came back: {log}"
     );
 }

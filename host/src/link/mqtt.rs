@@ -15,10 +15,11 @@ use std::sync::Arc;
 use anyhow::Result;
 use svit_mqtt::{Client, Note, QoS};
 use svit_protocol::clock::now_us;
-use svit_protocol::session::{Event, Keys};
-use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
+use svit_protocol::secure::{Rx, SecureError, Tx};
+use svit_protocol::session::{Event, HostHandshake, Keys};
+use svit_protocol::{EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
 
-use super::{handshake, hello_record, next_conn, CONTROL_QUEUE};
+use super::{encode_all, encode_control, handshake, hello_record, next_conn, CONTROL_QUEUE};
 use crate::event::{send, BoardEvent, Events};
 use crate::record::Record;
 
@@ -27,6 +28,8 @@ pub struct Subscribe {
     pub prefix: String,
     /// Topic levels of the boards to take (MQTT wildcards allowed; default `+`, every board).
     pub boards: Vec<String>,
+    /// With a key, each board's session is the protocol's keyed one, over the two topics.
+    pub keys: Keys,
 }
 
 /// One board's session over the broker.
@@ -34,6 +37,32 @@ struct Session {
     conn: u32,
     device: String,
     last_seq: Option<u64>,
+    hs: Box<HostHandshake>,
+    /// The session's receiving half, once admitted.
+    rx: Option<Rx>,
+}
+
+/// Reports an admitted session's end; false once the session loop is gone.
+fn end(tx: &Events, s: Session, reason: &str) -> bool {
+    !s.hs.is_admitted()
+        || send(
+            tx,
+            BoardEvent::Disconnected {
+                conn: s.conn,
+                device: s.device,
+                reason: reason.into(),
+            },
+        )
+}
+
+/// Publishes handshake messages (plain) on a board's control topic.
+fn publish(client: &Client, topic: &str, msgs: &[HostMsg]) {
+    if msgs.is_empty() {
+        return;
+    }
+    if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, encode_all(msgs)) {
+        tracing::warn!("MQTT: {topic}: {e}");
+    }
 }
 
 /// Connects now (errors are the caller's), then takes boards on a thread until `stop`.
@@ -64,7 +93,7 @@ pub fn start(sub: Subscribe, tx: Events, stop: Arc<AtomicBool>) -> Result<()> {
                         true
                     }
                     Note::Publish(topic, payload) => on_publish(
-                        &sub.prefix,
+                        &sub,
                         &client,
                         &tx,
                         &mut boards,
@@ -75,15 +104,7 @@ pub fn start(sub: Subscribe, tx: Events, stop: Arc<AtomicBool>) -> Result<()> {
                 }
             });
             for (_, s) in boards.drain() {
-                let reason = "host stopping".into();
-                send(
-                    &tx,
-                    BoardEvent::Disconnected {
-                        conn: s.conn,
-                        device: s.device,
-                        reason,
-                    },
-                );
+                end(&tx, s, "host stopping");
             }
         })?;
     Ok(())
@@ -91,7 +112,7 @@ pub fn start(sub: Subscribe, tx: Events, stop: Arc<AtomicBool>) -> Result<()> {
 
 /// Handles one publish; false once the session loop is gone.
 fn on_publish(
-    prefix: &str,
+    sub: &Subscribe,
     client: &Client,
     tx: &Events,
     boards: &mut HashMap<String, Session>,
@@ -99,8 +120,9 @@ fn on_publish(
     topic: &str,
     payload: &[u8],
 ) -> bool {
+    let (prefix, keys) = (&sub.prefix, &sub.keys);
     let Some((level, leaf)) = topic
-        .strip_prefix(prefix)
+        .strip_prefix(prefix.as_str())
         .and_then(|t| t.strip_prefix('/'))
         .and_then(|t| t.rsplit_once('/'))
     else {
@@ -109,15 +131,7 @@ fn on_publish(
     if leaf == "availability" {
         if payload == b"offline" {
             if let Some(s) = boards.remove(level) {
-                let reason = "offline (its availability topic)".into();
-                return send(
-                    tx,
-                    BoardEvent::Disconnected {
-                        conn: s.conn,
-                        device: s.device,
-                        reason,
-                    },
-                );
+                return end(tx, s, "offline (its availability topic)");
             }
         }
         return true;
@@ -132,58 +146,99 @@ fn on_publish(
                 continue;
             }
         };
-        if let EdgeMsg::Hello(_) = &msg {
-            if let Some(old) = boards.remove(level) {
-                let reason = "the board started again".into();
-                send(
-                    tx,
-                    BoardEvent::Disconnected {
-                        conn: old.conn,
-                        device: old.device,
-                        reason,
+        let control_topic = format!("{prefix}/{level}/control");
+        if let EdgeMsg::Hello(h) = &msg {
+            // A pending session's hello again (the board repeats it until a host answers) gets
+            // the same answer; any other hello starts a new session.
+            if !boards
+                .get(level)
+                .is_some_and(|s| !s.hs.is_admitted() && s.hs.is_for(h))
+            {
+                if let Some(old) = boards.remove(level) {
+                    if !end(tx, old, "the board started again") {
+                        return false;
+                    }
+                }
+                boards.insert(
+                    level.to_string(),
+                    Session {
+                        conn: next_conn(),
+                        device: h.device.clone(),
+                        last_seq: None,
+                        hs: Box::new(handshake(keys)),
+                        rx: None,
                     },
                 );
             }
-            let conn = next_conn();
-            match handshake(&Keys::None).on(msg).event {
+        }
+        let Some(s) = boards.get_mut(level) else {
+            continue; // Frames before the hello: a late subscriber waits for the retained one.
+        };
+        if !s.hs.is_admitted() || matches!(msg, EdgeMsg::Hello(_)) {
+            // Until the handshake is done only its messages count: the rest is the board's
+            // previous session still draining from the broker.
+            if !matches!(msg, EdgeMsg::Hello(_) | EdgeMsg::Auth(_)) {
+                continue;
+            }
+            let step = s.hs.on(msg);
+            publish(client, &control_topic, &step.send);
+            match step.event {
                 Event::Admitted(hello) => {
-                    let control =
-                        control_writer(client.clone(), format!("{prefix}/{level}/control"));
-                    boards.insert(
-                        level.to_string(),
-                        Session {
-                            conn,
-                            device: hello.device.clone(),
-                            last_seq: None,
-                        },
-                    );
-                    let rec = hello_record(conn, hello);
-                    if !send(
-                        tx,
-                        BoardEvent::Connected {
-                            rec,
-                            control: Some(control),
-                        },
-                    ) {
+                    let (wire_tx, wire_rx) = s.hs.link();
+                    s.rx = Some(wire_rx);
+                    let control = control_writer(client.clone(), control_topic, wire_tx, s.conn);
+                    let rec = hello_record(s.conn, hello);
+                    let ev = BoardEvent::Connected {
+                        rec,
+                        control: Some(control),
+                    };
+                    if !send(tx, ev) {
                         return false;
                     }
                 }
                 Event::Refused(e) => {
+                    let reason = format!("{topic}: {e}");
                     send(
                         tx,
                         BoardEvent::Refused {
-                            conn,
-                            reason: format!("{topic}: {e}"),
+                            conn: s.conn,
+                            reason,
                         },
                     );
+                    boards.remove(level);
                 }
                 Event::Pending => {}
             }
             continue;
         }
-        let Some(s) = boards.get_mut(level) else {
-            continue; // Frames before the hello: a late subscriber waits for the retained one.
+        let got = match s.rx.as_mut().map(|rx| rx.accept(msg)) {
+            Some(Ok(got)) => got,
+            // QoS 1 delivers again after a reconnect: a sealed duplicate is a replay.
+            Some(Err(SecureError::Replay { .. })) | None => continue,
+            Some(Err(e)) => {
+                // Nothing that fails to authenticate is recorded. The knock makes the board
+                // drop its side and say hello again.
+                tracing::warn!("board {} over MQTT: {e}; ending the session", s.device);
+                publish(
+                    client,
+                    &control_topic,
+                    &[HostMsg::Hello(super::our_hello())],
+                );
+                let old = boards.remove(level).expect("looked up above");
+                if !end(tx, old, &e.to_string()) {
+                    return false;
+                }
+                continue;
+            }
         };
+        if got.missed > 0 {
+            tracing::warn!(
+                "board {}: {} message(s) lost on the way",
+                s.device,
+                got.missed
+            );
+        }
+        let Some(msg) = got.msg else { continue };
         if let EdgeMsg::Frame(f) = &msg {
             if s.last_seq.is_some_and(|l| f.seq <= l) {
                 continue; // A QoS 1 duplicate.
@@ -204,11 +259,11 @@ fn on_publish(
 }
 
 /// Publishes the board's control messages; the session loop's sends never wait.
-fn control_writer(client: Client, topic: String) -> SyncSender<HostMsg> {
+fn control_writer(client: Client, topic: String, mut wire: Tx, conn: u32) -> SyncSender<HostMsg> {
     let (tx, rx) = mpsc::sync_channel::<HostMsg>(CONTROL_QUEUE);
     std::thread::spawn(move || {
         for msg in rx {
-            let Ok(bytes) = proto::encode(&msg, MAX_FRAME) else {
+            let Some(bytes) = encode_control(&mut wire, &msg, conn) else {
                 continue;
             };
             if let Err(e) = client.try_publish(topic.clone(), QoS::AtLeastOnce, false, bytes) {

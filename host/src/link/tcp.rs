@@ -16,6 +16,10 @@ use svit_protocol::session::{Event, Keys};
 use svit_protocol::{EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
 
 use super::{encode_all, encode_control, handshake, hello_record, next_conn, CONTROL_QUEUE};
+
+/// A board sends health every second: this long without a byte is a link that is gone without
+/// a close (a board that lost power, a NAT that forgot the flow), not a quiet board.
+const SILENCE: Duration = Duration::from_secs(10);
 use crate::event::{send, BoardEvent, Events};
 use crate::record::Record;
 
@@ -118,7 +122,8 @@ fn board(mut s: TcpStream, conn: u32, tx: &Events, stop: &AtomicBool, keys: &Key
     // The session's receiving half, once admitted.
     let mut rx: Option<Rx> = None;
     let hello_deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let reason = loop {
+    let mut last_rx = std::time::Instant::now();
+    let reason = 'link: loop {
         // On stop, read what the kernel already holds (non-blocking) before ending, so frames
         // that arrived are recorded, not dropped with the socket.
         let stopping = stop.load(Ordering::Relaxed);
@@ -137,6 +142,12 @@ fn board(mut s: TcpStream, conn: u32, tx: &Events, stop: &AtomicBool, keys: &Key
                 if stopping {
                     break "host stopping".to_string();
                 }
+                if device.is_some() && last_rx.elapsed() > SILENCE {
+                    break format!(
+                        "silent for {} s (link gone without a close?)",
+                        SILENCE.as_secs()
+                    );
+                }
                 if device.is_none() && std::time::Instant::now() > hello_deadline {
                     // Covers a board that never sends its hello or never proves the key.
                     send(
@@ -152,23 +163,13 @@ fn board(mut s: TcpStream, conn: u32, tx: &Events, stop: &AtomicBool, keys: &Key
             }
             Err(e) => break format!("read error: {e}"),
         };
+        last_rx = std::time::Instant::now();
         for msg in dec.frames::<EdgeMsg>(&buf[..n]) {
             match msg {
                 Err(err) => {
                     // On TCP nothing but tampering garbles a frame of a keyed session.
                     if let (Some(d), Some(true)) = (&device, rx.as_ref().map(Rx::is_sealed)) {
-                        let reason = format!("integrity failure: {err}");
-                        tracing::warn!("board {d} (#{conn}): {reason}; closing the link");
-                        let device = d.clone();
-                        send(
-                            tx,
-                            BoardEvent::Disconnected {
-                                conn,
-                                device,
-                                reason,
-                            },
-                        );
-                        return;
+                        break 'link refused(conn, d, format!("integrity failure: {err}"));
                     }
                     if device.is_none() {
                         send(
@@ -187,20 +188,7 @@ fn board(mut s: TcpStream, conn: u32, tx: &Events, stop: &AtomicBool, keys: &Key
                         // Nothing that fails to authenticate is recorded: the session ends.
                         let got = match rx.accept(msg) {
                             Ok(got) => got,
-                            Err(e) => {
-                                let reason = format!("{e}");
-                                tracing::warn!("board {d} (#{conn}): {reason}; closing the link");
-                                let device = d.clone();
-                                send(
-                                    tx,
-                                    BoardEvent::Disconnected {
-                                        conn,
-                                        device,
-                                        reason,
-                                    },
-                                );
-                                return;
-                            }
+                            Err(e) => break 'link refused(conn, d, e.to_string()),
                         };
                         if got.missed > 0 {
                             tracing::warn!("board {d}: {} message(s) lost on the way", got.missed);
@@ -260,4 +248,11 @@ fn board(mut s: TcpStream, conn: u32, tx: &Events, stop: &AtomicBool, keys: &Key
             },
         );
     }
+}
+
+/// Why an admitted session ends over something that did not authenticate, logged with the
+/// board's name (the caller closes the link and reports the disconnection).
+fn refused(conn: u32, device: &str, reason: String) -> String {
+    tracing::warn!("board {device} (#{conn}): {reason}; closing the link");
+    reason
 }
