@@ -99,7 +99,7 @@ target/debug/svit-host demo --bundle "$BUNDLE" --seconds 30 --out "$OUT/pipeline
 scripts/soak.sh 30 > /dev/null && cp runs/soak/soak.json "$OUT/soak.json"
 
 # What a key costs per message (seal and open against plain encode and decode).
-cargo run -q -p svit-protocol --example seal_cost > "$OUT/seal_cost.json"
+cargo run -q -p svit-e2e --example seal_cost > "$OUT/seal_cost.json"
 
 # Host: 16 simulated boards x 30 frames/s.
 scripts/host_load.sh > /dev/null

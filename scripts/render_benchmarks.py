@@ -245,7 +245,7 @@ if os.path.exists(web):
 seal = os.path.join(d, "seal_cost.json")
 if os.path.exists(seal):
     s = json.load(open(seal))
-    p("\n## What `--key` costs per message (`protocol/examples/seal_cost.rs`)\n")
+    p("\n## What `--key` costs per message (`tests/examples/seal_cost.rs`)\n")
     p(f"Baseline: the same message without a key (postcard + COBS). With a key each is sealed with "
       f"`{s['noise']}` (ChaCha20-Poly1305, `snow`) and opened on the host; microseconds per message, "
       f"this machine, one thread.\n")

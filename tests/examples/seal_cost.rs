@@ -2,55 +2,20 @@
 //! sealing and opening in a keyed session (Noise, ChaCha20-Poly1305), for a frame with ten
 //! masked detections and keep maps, a thumbnail and a snapshot-sized JPEG. Prints JSON.
 //!
-//!     cargo run -p svit-protocol --example seal_cost > runs/bench/seal_cost.json
+//!     cargo run -p svit-e2e --example seal_cost > runs/bench/seal_cost.json
 
 use std::time::Instant;
 
+use svit_e2e::board_frame;
 use svit_protocol::secure::{Rx, Tx};
 use svit_protocol::session::in_process;
-use svit_protocol::{
-    self as proto, CompactMask, Detection, EdgeMsg, FrameDecoder, StageTimes, Thumbnail, MAX_FRAME,
-};
+use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, Thumbnail, MAX_FRAME};
 
 const KEY: &[u8] = b"a key of at least sixteen bytes";
 
 fn session() -> (Tx, Rx) {
     let ((tx, _), (_, rx)) = in_process(KEY);
     (tx, rx)
-}
-
-fn frame() -> EdgeMsg {
-    let det = |i: u16| Detection {
-        class: i % 6,
-        score: 0.9,
-        bbox: [10.0, 20.0, 90.0, 120.0],
-        mask: CompactMask {
-            x0: 2,
-            y0: 5,
-            w: 20,
-            h: 25,
-            cell: [4.0, 4.0],
-            bits: vec![0x5a; 63],
-        },
-    };
-    EdgeMsg::Frame(proto::Frame {
-        seq: 1234,
-        capture_us: 1_700_000_000_000_000,
-        age_ms: 3.5,
-        width: 640,
-        height: 480,
-        times: StageTimes {
-            blocks: vec![900; 8],
-            ..Default::default()
-        },
-        detections: (0..10).map(det).collect(),
-        kept: vec![256, 256, 180, 150, 140, 130, 120, 110],
-        keep_maps: vec![vec![0xa5; 32]; 6],
-        gmacs: 1.2,
-        dropped_total: 0,
-        threshold: 0.5,
-        budget_ms: None,
-    })
 }
 
 fn thumb(bytes: usize) -> EdgeMsg {
@@ -74,7 +39,7 @@ fn time(mut f: impl FnMut()) -> f64 {
 fn main() {
     let mut rows = Vec::new();
     for (name, msg) in [
-        ("frame, 10 masked detections", frame()),
+        ("frame, 10 masked detections", board_frame(1234)),
         ("thumbnail, 8 kB", thumb(8 << 10)),
         ("snapshot, 200 kB", thumb(200 << 10)),
     ] {
