@@ -450,6 +450,9 @@ fn a_keyed_board_through_the_broker_is_sealed_end_to_end() {
             .spawn()
             .unwrap()
     };
+    wait_for(Duration::from_secs(30), "the host's web view", || {
+        TcpStream::connect(&web).ok()
+    });
     let mut good = board("kq-board", &key, "edge.log");
     let mut bad = board("kq-wrong", &other, "wrong.log");
     let sent = wait_for(
