@@ -32,8 +32,15 @@ pub enum BundleError {
         requested: String,
         available: Vec<String>,
     },
-    #[error("{path}: tract cannot load or optimise this graph: {source}")]
-    Graph { path: PathBuf, source: Source },
+    #[error("{path}: {engine} cannot load or optimise this graph: {source}")]
+    Graph {
+        path: PathBuf,
+        engine: &'static str,
+        source: Source,
+    },
+    /// onnxruntime's library is missing or unusable (`--engine onnxruntime`).
+    #[error("onnxruntime: {0}")]
+    OnnxRuntime(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +51,10 @@ pub enum RunError {
     NonFinite { stage: String },
     #[error("tract failed in {stage}: {source}")]
     Tract { stage: String, source: Source },
+    #[error("onnxruntime failed in {stage}: {source}")]
+    OnnxRuntime { stage: String, source: Source },
+    #[error("{stage}: its outputs do not have the size the bundle's config implies")]
+    OutputSize { stage: String },
 }
 
 pub(crate) fn tract_err(

@@ -19,7 +19,7 @@ pub use config::ModelConfig;
 pub use error::{BundleError, RunError};
 pub use manifest::{Manifest, FORMAT_VERSION};
 pub use model::{
-    onnx, optimise_graph, pick_precision, precision_choice, FrameOutput, FrameState, Model,
+    onnx, optimise_graph, pick_precision, precision_choice, Engine, FrameOutput, FrameState, Model,
     Prepared, Pruning, RunOptions, Timings,
 };
 pub use post::{DecodeOptions, Detection, Mask};

@@ -1,18 +1,14 @@
 //! The pruned forward pass, in named steps: `embed` (tokens of the image), then per block
 //! `select` (the gate scores all N tokens of the current map; the pruning picks which the block
 //! computes) and `block` (gather those rows, run the block's two graphs, scatter back: pruned
-//! rows keep their last feature), then `head` on the full map and post-processing. Every stage
-//! runs on the crew's shares of its rows.
+//! rows keep their last feature), then `head` on the full map and post-processing. The engine
+//! (`engine.rs`) runs each stage graph; what it gives back is checked here, whichever it is.
 
 use std::time::Instant;
 
-use tract_onnx::prelude::*;
-
 use super::frame::{ms, FrameOutput, Pruning, RunOptions, Timings};
-use super::plans::State;
-use super::state::{gate_stage, qkv_stage, FrameState, EMBED, HEAD};
-use crate::crew::{self, Crew};
-use crate::error::{tract_err, RunError};
+use super::state::FrameState;
+use crate::error::RunError;
 use crate::post::{self, HeadOutputs};
 use crate::prune;
 use crate::ModelConfig;
@@ -39,7 +35,7 @@ pub(super) fn run(
     for b in 0..cfg.depth {
         // None: all tokens.
         let mut keep: Option<Vec<usize>> = None;
-        if st.gates[b].is_some() && opts.pruning != Pruning::Dense {
+        if cfg.gated(b) && opts.pruning != Pruning::Dense {
             let tg = Instant::now();
             let sel = select(st, cfg, b, &opts.pruning)?;
             macs += cfg.gate_macs();
@@ -87,41 +83,16 @@ pub(super) fn run(
 fn embed(st: &mut FrameState, cfg: &ModelConfig) -> Result<(), RunError> {
     let n = cfg.tokens();
     // One row of the embed input per token: its first-stage patches (`embed_layout`).
-    let row = cfg.embed_row();
-    if st.input.len() != n * row {
+    if st.input.len() != n * cfg.embed_row() {
         return Err(RunError::Input(format!(
             "{} input values for {n} tokens of a 3x{1}x{1} image",
             st.input.len(),
             cfg.image_size
         )));
     }
-    let inputs = st
-        .token_shares
-        .iter()
-        .zip(&st.embed_index)
-        .map(|(r, index)| {
-            let patches = tensor_from(
-                &[1, r.len(), row],
-                &st.input[r.start * row..r.end * row],
-                "embed",
-            )?;
-            Ok(tvec!(patches.into(), index.clone()))
-        })
-        .collect::<Result<_, RunError>>()?;
-    let outs = st.crew.run(EMBED, &mut st.embed, inputs)?;
-    let mut at = 0;
-    for o in &outs {
-        let y = f32s(output(o, 0, "embed")?).map_err(tract_err("embed"))?;
-        let dst = st
-            .map
-            .get_mut(at..at + y.len())
-            .ok_or_else(|| wrong_size("embed"))?;
-        dst.copy_from_slice(y);
-        at += y.len();
-    }
-    if at != st.map.len() {
-        return Err(wrong_size("embed"));
-    }
+    // NaN first: rows an engine left unwritten are caught with the non-finite ones.
+    st.map.fill(f32::NAN);
+    st.runner.embed(&st.input, &mut st.map)?;
     if st.map.iter().any(|v| !v.is_finite()) {
         return Err(RunError::NonFinite {
             stage: "embed".into(),
@@ -138,30 +109,16 @@ fn select(
     b: usize,
     pruning: &Pruning,
 ) -> Result<Vec<usize>, RunError> {
-    let (n, c) = (cfg.tokens(), cfg.dim);
-    let gate = st.gates[b]
-        .as_mut()
-        .ok_or_else(|| RunError::Input(format!("block {b} has no gate")))?;
-    let inputs = st
-        .token_shares
-        .iter()
-        .map(|r| {
-            let x = &st.map[r.start * c..r.end * c];
-            Ok(tvec!(tensor_from(&[1, r.len(), c], x, "gate")?.into()))
-        })
-        .collect::<Result<_, RunError>>()?;
-    let outs = st.crew.run(gate_stage(cfg, b), gate, inputs)?;
+    let n = cfg.tokens();
     let mut p_keep = Vec::with_capacity(n);
-    let name = st.crew.name(gate_stage(cfg, b));
-    for o in &outs {
-        let probs = f32s(output(o, 0, name)?).map_err(tract_err(name))?;
-        p_keep.extend(probs.chunks_exact(2).map(|p| p[0]));
-    }
+    st.runner.gate(b, &st.map, &mut p_keep)?;
     if p_keep.len() != n {
-        return Err(wrong_size(name));
+        return Err(wrong_size(&format!("gate_{b}")));
     }
     if p_keep.iter().any(|p| !p.is_finite()) {
-        return Err(RunError::NonFinite { stage: name.into() });
+        return Err(RunError::NonFinite {
+            stage: format!("gate_{b}"),
+        });
     }
     Ok(match *pruning {
         Pruning::Threshold {
@@ -190,77 +147,48 @@ fn block(
     keep: Option<&[usize]>,
 ) -> Result<(f64, f64), RunError> {
     let (n, c) = (cfg.tokens(), cfg.dim);
-    let stage = st.crew.name(qkv_stage(b) + 1);
     let k = keep.map_or(n, <[usize]>::len);
     let tb = Instant::now();
     let mut gs = 0.0;
-    let outs = match keep {
+    let input = match keep {
         Some([]) => return Ok((0.0, 0.0)),
-        None => run_block(&mut st.blocks[b], &st.crew, b, &st.map, c)?,
+        None => &st.map,
         Some(idx) => {
             st.gathered.clear();
             for &i in idx {
                 st.gathered.extend_from_slice(&st.map[i * c..(i + 1) * c]);
             }
             gs += ms(tb);
-            run_block(&mut st.blocks[b], &st.crew, b, &st.gathered, c)?
+            &st.gathered
         }
     };
+    st.block_out.clear();
+    st.runner.block(b, input, &mut st.block_out)?;
+    let stage = || format!("block_{b}");
+    let ys = &st.block_out;
+    if ys.len() != k * c {
+        return Err(wrong_size(&stage()));
+    }
+    if ys.iter().any(|v| !v.is_finite()) {
+        return Err(RunError::NonFinite { stage: stage() });
+    }
     let tsc = Instant::now();
-    let mut row = 0;
-    for o in &outs {
-        let ys = f32s(o).map_err(tract_err(stage))?;
-        let rows = ys.len() / c;
-        if rows * c != ys.len() || row + rows > k {
-            return Err(wrong_size(stage));
-        }
-        if ys.iter().any(|v| !v.is_finite()) {
-            return Err(RunError::NonFinite {
-                stage: stage.into(),
-            });
-        }
-        match keep {
-            None => st.map[row * c..(row + rows) * c].copy_from_slice(ys),
-            Some(idx) => {
-                for (r, &i) in idx[row..row + rows].iter().enumerate() {
-                    st.map[i * c..(i + 1) * c].copy_from_slice(&ys[r * c..(r + 1) * c]);
-                }
+    match keep {
+        None => st.map.copy_from_slice(ys),
+        Some(idx) => {
+            for (y, &i) in ys.chunks_exact(c).zip(idx) {
+                st.map[i * c..(i + 1) * c].copy_from_slice(y);
             }
+            gs += ms(tsc);
         }
-        row += rows;
-    }
-    if row != k {
-        return Err(wrong_size(stage));
-    }
-    if keep.is_some() {
-        gs += ms(tsc);
     }
     Ok((ms(tb) - gs, gs))
 }
 
-/// The head on the full map, in whole grid rows of tokens; each share's outputs are a
-/// contiguous run of every output's positions. Fills `st.head_out`.
+/// The head on the full map. Fills `st.head_out`.
 fn head(st: &mut FrameState, cfg: &ModelConfig) -> Result<(), RunError> {
-    let (n, c, g) = (cfg.tokens(), cfg.dim, cfg.grid());
-    let inputs = st
-        .grid_shares
-        .iter()
-        .map(|r| {
-            let x = tensor_from(
-                &[1, r.len(), g * c],
-                &st.map[r.start * g * c..r.end * g * c],
-                "head",
-            )?;
-            Ok(tvec!(x.into()))
-        })
-        .collect::<Result<_, RunError>>()?;
-    let outs = st.crew.run(HEAD, &mut st.head, inputs)?;
-    for (i, dst) in st.head_out.iter_mut().enumerate() {
-        dst.clear();
-        for o in &outs {
-            dst.extend_from_slice(f32s(output(o, i, "head")?).map_err(tract_err("head"))?);
-        }
-    }
+    let n = cfg.tokens();
+    st.runner.head(&st.map, &mut st.head_out)?;
     let per_position = [cfg.num_classes, 4, cfg.num_protos, cfg.num_protos];
     let positions = [4 * n, 4 * n, 4 * n, 16 * n];
     for ((o, ch), p) in st.head_out.iter().zip(per_position).zip(positions) {
@@ -271,75 +199,9 @@ fn head(st: &mut FrameState, cfg: &ModelConfig) -> Result<(), RunError> {
     Ok(())
 }
 
-fn wrong_size(stage: &str) -> RunError {
-    RunError::Tract {
+/// The error for a stage whose outputs do not have the size the config implies.
+pub(super) fn wrong_size(stage: &str) -> RunError {
+    RunError::OutputSize {
         stage: stage.into(),
-        source: "its outputs do not have the size the bundle's config implies".into(),
     }
-}
-
-/// Output `i` of a stage run, or an error naming the stage if the graph has fewer.
-fn output<'a>(outs: &'a TVec<TValue>, i: usize, stage: &str) -> Result<&'a TValue, RunError> {
-    outs.get(i).ok_or_else(|| RunError::Tract {
-        stage: stage.into(),
-        source: format!(
-            "the graph has {} outputs, expected at least {}",
-            outs.len(),
-            i + 1
-        )
-        .into(),
-    })
-}
-
-/// Block `b` on `rows` (K x `c`, row-major): `qkv` on each thread's share of the rows, the
-/// shares' keys and values joined, then `block` on each share. Its output rows, a tensor per
-/// share, in order.
-fn run_block(
-    states: &mut [State; 2],
-    crew: &Crew,
-    b: usize,
-    rows: &[f32],
-    c: usize,
-) -> Result<Vec<TValue>, RunError> {
-    let (name, stage) = (crew.name(qkv_stage(b)), crew.name(qkv_stage(b) + 1));
-    let [qkv_state, block_state] = states;
-    let xs = crew::shares(rows.len() / c, crew.threads(), crew::MIN_ROWS)
-        .into_iter()
-        .map(|r| {
-            tensor_from(&[1, r.len(), c], &rows[r.start * c..r.end * c], stage).map(TValue::from)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let qkv = crew.run(
-        qkv_stage(b),
-        qkv_state,
-        xs.iter().map(|x| tvec!(x.clone())).collect(),
-    )?;
-    let join = |i: usize| -> Result<TValue, RunError> {
-        if qkv.len() == 1 {
-            return Ok(output(&qkv[0], i, name)?.clone());
-        }
-        let parts = qkv
-            .iter()
-            .map(|o| output(o, i, name).map(|t| &**t))
-            .collect::<Result<Vec<&Tensor>, _>>()?;
-        Tensor::stack_tensors(1, &parts)
-            .map(TValue::from)
-            .map_err(tract_err(stage))
-    };
-    let (k, v) = (join(1)?, join(2)?);
-    let inputs = xs
-        .into_iter()
-        .zip(&qkv)
-        .map(|(x, o)| Ok(tvec!(x, output(o, 0, name)?.clone(), k.clone(), v.clone())))
-        .collect::<Result<_, RunError>>()?;
-    let outs = crew.run(qkv_stage(b) + 1, block_state, inputs)?;
-    outs.iter().map(|o| output(o, 0, stage).cloned()).collect()
-}
-
-fn f32s(t: &Tensor) -> TractResult<&[f32]> {
-    t.try_as_plain_ram()?.as_slice::<f32>()
-}
-
-fn tensor_from(shape: &[usize], data: &[f32], stage: &str) -> Result<Tensor, RunError> {
-    Tensor::from_shape(shape, data).map_err(tract_err(stage))
 }

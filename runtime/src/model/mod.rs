@@ -6,23 +6,29 @@
 //! gather K rows -> block on K tokens -> scatter back (pruned rows keep their last feature)
 //! -> head on the full map -> post-processing.
 
+mod engine;
 mod forward;
 mod frame;
+mod onnxruntime;
 mod plans;
 mod state;
+mod tract;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{BundleError, RunError};
 use crate::files::BundleFiles;
-use crate::manifest::{block_stages, stage_files, Manifest};
+use crate::manifest::Manifest;
 use crate::post;
 use crate::preprocess::Layout;
 use frame::ms;
-use plans::{load_plan, Plan, RowStage};
+use onnxruntime::OrtStages;
+use tract::TractStages;
 
+pub use engine::Engine;
 pub use frame::{FrameOutput, Pruning, RunOptions, Timings};
+pub use onnxruntime::library as onnxruntime_library;
 pub use plans::{onnx, optimise_graph, ROW_SYMBOLS};
 pub use state::FrameState;
 
@@ -30,14 +36,16 @@ pub struct Model {
     pub manifest: Manifest,
     pub dir: PathBuf,
     pub precision: String,
-    embed: RowStage,
-    /// Indexed by block; `None` for ungated blocks.
-    gates: Vec<Option<RowStage>>,
-    /// Per block: its `qkv` and `block` graphs (the row-wise halves, `crew.rs`).
-    blocks: Vec<[Plan; 2]>,
-    head: RowStage,
+    pub engine: Engine,
+    stages: Stages,
     /// Where each input value goes for the embed stage (`ModelConfig::embed_layout`).
     layout: Layout,
+}
+
+/// The stage graphs as the engine holds them.
+enum Stages {
+    Tract(TractStages),
+    OnnxRuntime(OrtStages),
 }
 
 /// A frame resized and normalised to the model input (`Model::prepare`), in the embed
@@ -108,9 +116,14 @@ pub fn precision_choice(available: &[String]) -> (String, String) {
 }
 
 impl Model {
-    /// Verifies the bundle (a directory or a `.tar` of one: version, hashes, config) and
-    /// optimises every stage graph once.
+    /// `load_with` on tract.
     pub fn load(dir: &Path, precision: &str) -> Result<Model, BundleError> {
+        Model::load_with(dir, precision, Engine::Tract)
+    }
+
+    /// Verifies the bundle (a directory or a `.tar` of one: version, hashes, config) and
+    /// loads every stage graph into `engine` once.
+    pub fn load_with(dir: &Path, precision: &str, engine: Engine) -> Result<Model, BundleError> {
         let files = BundleFiles::open(dir)?;
         let manifest = Manifest::load_verified_from(&files)?;
         let chosen = if precision == "auto" {
@@ -126,38 +139,17 @@ impl Model {
             });
         }
         let cfg = &manifest.config;
-        let stages = stage_files(cfg, precision);
-        let plan = |rel: &str| load_plan(&files, rel);
-        let embed = RowStage::load(&files, &stages[0], "K", cfg.tokens())?;
-        let gates = (0..cfg.depth)
-            .map(|b| {
-                cfg.gated(b)
-                    .then(|| {
-                        let rel = format!("{precision}/gate_{b}.onnx");
-                        RowStage::load(&files, &rel, "K", cfg.tokens())
-                    })
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let blocks = (0..cfg.depth)
-            .map(|b| {
-                let [q, a] = block_stages(b);
-                Ok([
-                    plan(&format!("{precision}/{q}.onnx"))?,
-                    plan(&format!("{precision}/{a}.onnx"))?,
-                ])
-            })
-            .collect::<Result<Vec<_>, BundleError>>()?;
-        let head = RowStage::load(&files, &format!("{precision}/head.onnx"), "R", cfg.grid())?;
+        let stages = match engine {
+            Engine::Tract => Stages::Tract(TractStages::load(&files, cfg, precision)?),
+            Engine::OnnxRuntime => Stages::OnnxRuntime(OrtStages::load(&files, cfg, precision)?),
+        };
         Ok(Model {
             layout: cfg.embed_layout(),
             manifest,
             dir: dir.to_path_buf(),
             precision: precision.into(),
-            embed,
-            gates,
-            blocks,
-            head,
+            engine,
+            stages,
         })
     }
 
@@ -182,13 +174,12 @@ impl Model {
 
     /// A state for running frames on `threads` threads (`FrameState::new`).
     pub fn new_state(&self, threads: usize) -> Result<FrameState, RunError> {
-        let stages = state::Stages {
-            embed: &self.embed,
-            gates: &self.gates,
-            blocks: &self.blocks,
-            head: &self.head,
+        let cfg = self.config();
+        let runner: Box<dyn engine::Runner> = match &self.stages {
+            Stages::Tract(t) => Box::new(t.runner(cfg, threads)?),
+            Stages::OnnxRuntime(o) => Box::new(o.runner(threads)?),
         };
-        FrameState::new(self.config(), stages, threads)
+        Ok(FrameState::new(cfg, runner))
     }
 
     /// Resizes and normalises an RGB frame into `buf` (reused), ready for `run_prepared`. The

@@ -86,6 +86,7 @@ fn graph_error(files: &BundleFiles, rel: &str) -> impl Fn(TractError) -> BundleE
     let path = files.display(rel);
     move |e| BundleError::Graph {
         path: path.clone(),
+        engine: "tract",
         source: format!("{e:#}").into(),
     }
 }

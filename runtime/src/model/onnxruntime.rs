@@ -1,0 +1,380 @@
+//! The onnxruntime engine: the bundle's stage graphs as onnxruntime sessions, through the `ort`
+//! crate with the library loaded at run time. Nothing is linked: a binary runs without
+//! onnxruntime as long as tract is the engine, and the library comes from wherever the user
+//! has one (`library`).
+//!
+//! Each stage runs whole on its K rows in one call; onnxruntime shares a call among its own
+//! intra-op threads (the frame state's thread count), where tract's runner hands rows to the
+//! crew.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionOutputs};
+use ort::value::TensorRef;
+
+use super::engine::Runner;
+use crate::error::{BundleError, RunError};
+use crate::files::BundleFiles;
+use crate::manifest::{block_stages, stage_files};
+use crate::ModelConfig;
+
+/// What a user without a usable library can do.
+const INSTALL: &str = "Install it with `python3 -m pip install onnxruntime` (a venv is fine: \
+    activate it, or point ORT_DYLIB_PATH at its onnxruntime/capi/libonnxruntime.so*), or a \
+    release from github.com/microsoft/onnxruntime into /usr/local/lib; or use --engine tract";
+
+/// The onnxruntime library this process loaded (or why it could not), found once.
+pub fn library() -> Result<&'static Path, BundleError> {
+    loaded().map(|(path, _)| path.as_path())
+}
+
+fn loaded() -> Result<&'static (PathBuf, Environment), BundleError> {
+    static LOADED: OnceLock<Result<(PathBuf, Environment), String>> = OnceLock::new();
+    LOADED
+        .get_or_init(load)
+        .as_ref()
+        .map_err(|e| BundleError::OnnxRuntime(e.clone()))
+}
+
+/// `ORT_DYLIB_PATH`, else the first library found among `candidates()`, loaded and its
+/// version checked by `ort`.
+fn load() -> Result<(PathBuf, Environment), String> {
+    let (path, looked) = match std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        Some(p) => (Some(PathBuf::from(p)), vec!["ORT_DYLIB_PATH".to_string()]),
+        None => {
+            let dirs = candidates();
+            let found = dirs.iter().find_map(|d| library_in(d));
+            let looked = dirs.iter().map(|d| d.display().to_string()).collect();
+            (found, looked)
+        }
+    };
+    let Some(path) = path else {
+        return Err(format!(
+            "its library (libonnxruntime.so) was not found; looked in {}. {INSTALL}",
+            looked.join(", ")
+        ));
+    };
+    let env = ort::init_from(&path).map_err(|e| match e {
+        ort::LoadDynamicError::BadVersion { version_str, .. } => format!(
+            "{} is version {version_str}; this build needs onnxruntime 1.{} or newer",
+            path.display(),
+            ort::MINOR_VERSION
+        ),
+        e => format!("cannot load {}: {e}. {INSTALL}", path.display()),
+    })?;
+    let env = env
+        .with_name("svit-edge")
+        .build()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((path, env))
+}
+
+/// Where a library may be: the Python package's `capi/` of an active venv, of `python3` on the
+/// PATH, of the user's and the system's site-packages; then the usual system directories.
+fn candidates() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let mut site = Vec::new();
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        site.push(PathBuf::from(venv).join("lib"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        site.push(PathBuf::from(home).join(".local/lib"));
+    }
+    site.extend(["/usr/local/lib", "/usr/lib"].map(PathBuf::from));
+    if let Some(pkg) = python_package() {
+        dirs.push(pkg.join("capi"));
+    }
+    for lib in site {
+        // lib/python3.X/{site,dist}-packages/onnxruntime/capi
+        let Ok(entries) = std::fs::read_dir(&lib) else {
+            continue;
+        };
+        let mut pythons: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("python3"))
+            })
+            .collect();
+        pythons.sort();
+        for py in pythons.iter().rev() {
+            for packages in ["site-packages", "dist-packages"] {
+                dirs.push(py.join(packages).join("onnxruntime/capi"));
+            }
+        }
+    }
+    dirs.extend(
+        [
+            "/usr/local/lib",
+            "/usr/lib",
+            "/usr/lib/aarch64-linux-gnu",
+            "/usr/lib/x86_64-linux-gnu",
+        ]
+        .map(PathBuf::from),
+    );
+    dirs.dedup();
+    dirs
+}
+
+/// The `onnxruntime` package directory of the `python3` on the PATH (pyenv, conda, a venv
+/// that is not activated but first on the PATH), if it has one.
+fn python_package() -> Option<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.util as u; s = u.find_spec('onnxruntime'); print(s.submodule_search_locations[0] if s else '')",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let dir = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (!dir.is_empty()).then(|| PathBuf::from(dir))
+}
+
+/// `libonnxruntime.so` or a versioned `libonnxruntime.so.1.x.y` in `dir` (the Python package
+/// ships only the versioned name).
+fn library_in(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n == "libonnxruntime.so" || n.starts_with("libonnxruntime.so.")
+            })
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// A bundle's stage graphs, read once; each frame state makes its own sessions from them.
+pub(super) struct OrtStages {
+    /// embed, head, then per block qkv and block, then per gated block its gate.
+    graphs: Vec<(String, Vec<u8>)>,
+    depth: usize,
+    /// Sessions made by `load` (one thread), for the first `runner(1)`.
+    spare: Mutex<Option<OrtRunner>>,
+    tokens: usize,
+    row: usize,
+    dim: usize,
+    grid: usize,
+    gated: Vec<bool>,
+}
+
+impl OrtStages {
+    /// Reads every stage graph and makes a session of each, so that a graph onnxruntime refuses
+    /// is named now rather than at the first frame.
+    pub(super) fn load(
+        files: &BundleFiles,
+        cfg: &ModelConfig,
+        precision: &str,
+    ) -> Result<OrtStages, BundleError> {
+        library()?;
+        let mut rels = vec![
+            stage_files(cfg, precision)[0].clone(),
+            format!("{precision}/head.onnx"),
+        ];
+        for b in 0..cfg.depth {
+            rels.extend(block_stages(b).map(|s| format!("{precision}/{s}.onnx")));
+        }
+        rels.extend(
+            (0..cfg.depth)
+                .filter(|&b| cfg.gated(b))
+                .map(|b| format!("{precision}/gate_{b}.onnx")),
+        );
+        let graphs = rels
+            .into_iter()
+            .map(|rel| Ok((rel.clone(), files.read(&rel)?)))
+            .collect::<Result<Vec<_>, BundleError>>()?;
+        let mut stages = OrtStages {
+            graphs,
+            depth: cfg.depth,
+            spare: Mutex::new(None),
+            tokens: cfg.tokens(),
+            row: cfg.embed_row(),
+            dim: cfg.dim,
+            grid: cfg.grid(),
+            gated: (0..cfg.depth).map(|b| cfg.gated(b)).collect(),
+        };
+        let sessions = stages.sessions(1).map_err(|(rel, e)| BundleError::Graph {
+            path: files.display(&rel),
+            engine: "onnxruntime",
+            source: e.into(),
+        })?;
+        stages.spare = Mutex::new(Some(stages.runner_from(sessions)));
+        Ok(stages)
+    }
+
+    /// One session per graph, run on `threads` of onnxruntime's intra-op threads; on failure
+    /// the graph's bundle path and onnxruntime's reason.
+    fn sessions(&self, threads: usize) -> Result<Vec<Session>, (String, String)> {
+        self.graphs
+            .iter()
+            .map(|(rel, bytes)| {
+                let fail = |e: ort::Error| (rel.clone(), e.to_string());
+                let (_, env) = loaded().map_err(|e| (rel.clone(), e.to_string()))?;
+                Session::builder(env)
+                    .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::Level3)?))
+                    .and_then(|b| Ok(b.with_intra_threads(threads.max(1))?))
+                    .and_then(|b| Ok(b.with_inter_threads(1)?))
+                    .map_err(fail)?
+                    .commit_from_memory(bytes)
+                    .map_err(fail)
+            })
+            .collect()
+    }
+
+    fn runner_from(&self, sessions: Vec<Session>) -> OrtRunner {
+        let mut it = sessions.into_iter();
+        let (embed, head) = (it.next(), it.next());
+        let mut blocks = Vec::with_capacity(self.depth);
+        for _ in 0..self.depth {
+            blocks.push([it.next(), it.next()]);
+        }
+        let gates = self
+            .gated
+            .iter()
+            .map(|&g| if g { it.next() } else { None })
+            .collect();
+        OrtRunner {
+            embed,
+            head,
+            blocks,
+            gates,
+            index: (0..self.tokens as i64).collect(),
+            row: self.row,
+            dim: self.dim,
+            grid: self.grid,
+        }
+    }
+
+    pub(super) fn runner(&self, threads: usize) -> Result<OrtRunner, RunError> {
+        let threads = threads.max(1);
+        if threads == 1 {
+            if let Some(r) = self.spare.lock().ok().and_then(|mut s| s.take()) {
+                return Ok(r);
+            }
+        }
+        let sessions = self
+            .sessions(threads)
+            .map_err(|(stage, e)| RunError::OnnxRuntime {
+                stage,
+                source: e.into(),
+            })?;
+        Ok(self.runner_from(sessions))
+    }
+}
+
+pub(super) struct OrtRunner {
+    embed: Option<Session>,
+    head: Option<Session>,
+    blocks: Vec<[Option<Session>; 2]>,
+    gates: Vec<Option<Session>>,
+    /// The embed stage's `index` input: every token's position.
+    index: Vec<i64>,
+    row: usize,
+    dim: usize,
+    grid: usize,
+}
+
+fn err(stage: &str) -> impl Fn(ort::Error) -> RunError + '_ {
+    move |e| RunError::OnnxRuntime {
+        stage: stage.into(),
+        source: e.to_string().into(),
+    }
+}
+
+fn session<'a>(s: &'a mut Option<Session>, stage: &str) -> Result<&'a mut Session, RunError> {
+    s.as_mut().ok_or_else(|| RunError::OnnxRuntime {
+        stage: stage.into(),
+        source: "the bundle has no such graph".into(),
+    })
+}
+
+/// Output `i` of a run as f32 values.
+fn f32_output<'a>(outs: &'a SessionOutputs, i: usize, stage: &str) -> Result<&'a [f32], RunError> {
+    if i >= outs.len() {
+        return Err(RunError::OutputSize {
+            stage: stage.into(),
+        });
+    }
+    outs[i]
+        .try_extract_tensor::<f32>()
+        .map(|(_, v)| v)
+        .map_err(err(stage))
+}
+
+impl Runner for OrtRunner {
+    fn embed(&mut self, input: &[f32], map: &mut [f32]) -> Result<(), RunError> {
+        let n = self.index.len();
+        let patches =
+            TensorRef::from_array_view(([1, n, self.row], input)).map_err(err("embed"))?;
+        let index = TensorRef::from_array_view(([n], &self.index[..])).map_err(err("embed"))?;
+        let outs = session(&mut self.embed, "embed")?
+            .run(ort::inputs![patches, index])
+            .map_err(err("embed"))?;
+        let y = f32_output(&outs, 0, "embed")?;
+        if y.len() != map.len() {
+            return Err(RunError::OutputSize {
+                stage: "embed".into(),
+            });
+        }
+        map.copy_from_slice(y);
+        Ok(())
+    }
+
+    fn gate(&mut self, b: usize, map: &[f32], p_keep: &mut Vec<f32>) -> Result<(), RunError> {
+        let stage = format!("gate_{b}");
+        let x = TensorRef::from_array_view(([1, map.len() / self.dim, self.dim], map))
+            .map_err(err(&stage))?;
+        let gate = self
+            .gates
+            .get_mut(b)
+            .ok_or_else(|| RunError::Input(format!("no block {b}")))?;
+        let outs = session(gate, &stage)?
+            .run(ort::inputs![x])
+            .map_err(err(&stage))?;
+        let probs = f32_output(&outs, 0, &stage)?;
+        p_keep.extend(probs.chunks_exact(2).map(|p| p[0]));
+        Ok(())
+    }
+
+    fn block(&mut self, b: usize, rows: &[f32], out: &mut Vec<f32>) -> Result<(), RunError> {
+        let [qn, an] = block_stages(b);
+        let k = rows.len() / self.dim;
+        let [qkv, block] = self
+            .blocks
+            .get_mut(b)
+            .ok_or_else(|| RunError::Input(format!("no block {b}")))?;
+        let x = TensorRef::from_array_view(([1, k, self.dim], rows)).map_err(err(&qn))?;
+        let qkv_out = session(qkv, &qn)?.run(ort::inputs![x]).map_err(err(&qn))?;
+        if qkv_out.len() < 3 {
+            return Err(RunError::OutputSize { stage: qn });
+        }
+        let x = TensorRef::from_array_view(([1, k, self.dim], rows)).map_err(err(&an))?;
+        let outs = session(block, &an)?
+            .run(ort::inputs![x, &qkv_out[0], &qkv_out[1], &qkv_out[2]])
+            .map_err(err(&an))?;
+        out.extend_from_slice(f32_output(&outs, 0, &an)?);
+        Ok(())
+    }
+
+    fn head(&mut self, map: &[f32], out: &mut [Vec<f32>; 4]) -> Result<(), RunError> {
+        let gc = self.grid * self.dim;
+        let x = TensorRef::from_array_view(([1, map.len() / gc, gc], map)).map_err(err("head"))?;
+        let outs = session(&mut self.head, "head")?
+            .run(ort::inputs![x])
+            .map_err(err("head"))?;
+        for (i, dst) in out.iter_mut().enumerate() {
+            dst.clear();
+            dst.extend_from_slice(f32_output(&outs, i, "head")?);
+        }
+        Ok(())
+    }
+}
