@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use svit_runtime::{Manifest, Model};
+use svit_runtime::manifest::DENSE_ONNX;
+use svit_runtime::{Engine, Manifest, Model};
 
 use pipeline::{Control, Queue, Stats};
 
@@ -28,6 +29,11 @@ use pipeline::{Control, Queue, Stats};
 enum BudgetPrefer {
     Default,
     Dense,
+}
+
+/// `--engine`: tract, onnxruntime, or auto (onnxruntime where its library loads).
+fn engine(s: &str) -> Result<Engine, String> {
+    Engine::choose(s)
 }
 
 /// A budget or rate: a positive, finite number.
@@ -125,6 +131,10 @@ enum Cmd {
         /// bundle has).
         #[arg(long, default_value = "auto")]
         precision: String,
+        /// What runs the stage graphs: tract, onnxruntime (its library loaded at run time:
+        /// `pip install onnxruntime`, or ORT_DYLIB_PATH), or auto (onnxruntime where it loads).
+        #[arg(long, default_value = "tract", value_parser = engine)]
+        engine: Engine,
         /// Send a JPEG thumbnail of the frame this often (seconds; 0 = only on a snapshot request).
         #[arg(long, default_value_t = 1.0)]
         thumbnail_every: f64,
@@ -170,6 +180,15 @@ enum Cmd {
         /// Precisions to compare (each must be in the bundle; `auto` = what `run` would pick).
         #[arg(long, value_delimiter = ',', default_value = "f32")]
         precision: Vec<String>,
+        /// Engines to compare: tract, onnxruntime, auto. With onnxruntime the bench also runs
+        /// the bundle's whole dense.onnx on it as one graph (mode `dense-graph`), the peer a
+        /// user would otherwise pick.
+        #[arg(long, value_delimiter = ',', default_value = "tract", value_parser = engine)]
+        engine: Vec<Engine>,
+        /// onnxruntime's own int8 version of dense.onnx (`scripts/ort_quantize.py`), also run
+        /// as one graph (mode `dense-graph`, precision int8).
+        #[arg(long, value_name = "FILE")]
+        dense_int8: Option<PathBuf>,
         /// Write the report here as JSON (it is always printed as a table).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -210,6 +229,7 @@ fn main() -> Result<()> {
             threads,
             name,
             precision,
+            engine,
             thumbnail_every,
             key,
             metrics,
@@ -260,7 +280,7 @@ fn main() -> Result<()> {
                 fps,
                 threads,
                 name,
-                precision,
+                (precision, engine),
                 key,
                 thumbs,
                 (budget, budget_prefer == BudgetPrefer::Dense),
@@ -289,6 +309,8 @@ fn main() -> Result<()> {
             thresholds,
             threads,
             precision,
+            engine,
+            dense_int8,
             min_keep,
             json,
             connect,
@@ -297,7 +319,11 @@ fn main() -> Result<()> {
         } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
             let bar = indicatif::ProgressBar::new_spinner();
+            let mut dense_graphs = vec![("f32".to_string(), bundle.join(DENSE_ONNX))];
+            dense_graphs.extend(dense_int8.map(|p| ("int8".to_string(), p)));
             let sweep = bench::Sweep {
+                engines: &engine,
+                dense_graphs: &dense_graphs,
                 precisions: &precision,
                 frames,
                 warmup,
@@ -307,41 +333,7 @@ fn main() -> Result<()> {
             };
             let report = bench::run(&bundle, &sweep, &|m| bar.set_message(m.to_string()))?;
             bar.finish_and_clear();
-            println!("cpu: {}", report.cpu);
-            println!(
-                "{:>9} {:>7} {:>9} {:>7} {:>10} {:>10} {:>10} {:>11} {:>6} {:>6} {:>8}",
-                "precision",
-                "threads",
-                "threshold",
-                "mode",
-                "total p50",
-                "total p95",
-                "backbone",
-                "speedup",
-                "kept",
-                "GMACs",
-                "overhead"
-            );
-            // Speed-up of the backbone against the dense run of the same precision and threads.
-            let dense: Vec<(&str, u32, f64)> = report
-                .configs
-                .iter()
-                .filter(|c| c.mode == "dense")
-                .map(|c| (c.precision.as_str(), c.threads, c.backbone_ms.mean))
-                .collect();
-            for c in &report.configs {
-                let speedup = dense
-                    .iter()
-                    .find(|d| d.0 == c.precision && d.1 == c.threads)
-                    // Without a dense run of the same precision and threads there is no ratio.
-                    .map_or("-".to_string(), |d| {
-                        format!("{:.2}x", d.2 / c.backbone_ms.mean)
-                    });
-                println!(
-                    "{:>9} {:>7} {:>9.2} {:>7} {:>10.2} {:>10.2} {:>10.2} {:>11} {:>6.3} {:>6.3} {:>7.1}%",
-                    c.precision, c.threads, c.threshold, c.mode, c.total_ms.p50, c.total_ms.p95, c.backbone_ms.mean, speedup, c.kept_fraction, c.gmacs, 100.0 * c.overhead_fraction
-                );
-            }
+            bench::print(&report);
             if let Some(j) = json {
                 std::fs::write(&j, serde_json::to_vec_pretty(&report)?)
                     .with_context(|| format!("writing {}", j.display()))?;
@@ -390,7 +382,7 @@ fn run(
     fps: Option<f32>,
     threads: Option<usize>,
     name: Option<String>,
-    precision: String,
+    (precision, engine): (String, Engine),
     key: Option<Vec<u8>>,
     thumbs: Option<std::time::Duration>,
     (budget, prefer_dense): (Option<f32>, bool),
@@ -400,8 +392,8 @@ fn run(
         std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
     });
     tracing::info!(threads, "inference threads");
-    let model = Model::load(&bundle, &precision)
-        .with_context(|| format!("loading bundle {}", bundle.display()))?;
+    let model = Model::load_with(&bundle, &precision, engine)
+        .with_context(|| format!("loading bundle {} into {engine}", bundle.display()))?;
     let model = Arc::new(model);
     let mut decode = model.default_options().decode;
     if let Some(s) = score_threshold {
@@ -437,10 +429,11 @@ fn run(
     let src = camera::open(&camera, cfg.image_size, fps)
         .with_context(|| format!("opening camera {camera}"))?;
     tracing::info!(
-        "camera: {}; bundle {} ({}, {} tokens, {} blocks)",
+        "camera: {}; bundle {} ({} on {}, {} tokens, {} blocks)",
         src.describe(),
         model.manifest.name,
         model.precision,
+        model.engine,
         cfg.tokens(),
         cfg.depth
     );

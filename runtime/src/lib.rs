@@ -19,8 +19,8 @@ pub use config::ModelConfig;
 pub use error::{BundleError, RunError};
 pub use manifest::{Manifest, FORMAT_VERSION};
 pub use model::{
-    onnx, optimise_graph, pick_precision, precision_choice, Engine, FrameOutput, FrameState, Model,
-    Prepared, Pruning, RunOptions, Timings,
+    onnx, optimise_graph, pick_precision, precision_choice, DenseGraph, Engine, FrameOutput,
+    FrameState, Model, Prepared, Pruning, RunOptions, Timings,
 };
 pub use post::{DecodeOptions, Detection, Mask};
 pub use process::tune_process;

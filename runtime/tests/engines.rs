@@ -1,6 +1,7 @@
 //! The same pruned pass on both engines: onnxruntime running the bundle's stage graphs computes
 //! what tract does (same tokens kept, same head outputs within kernel rounding), f32 and int8,
-//! on one thread and on two. Needs onnxruntime's library (`pip install onnxruntime`); without
+//! on one thread and on two; and onnxruntime's own int8 form (`ort-int8/`) is what it runs for
+//! int8 when the bundle has it. Needs onnxruntime's library (`pip install onnxruntime`); without
 //! it the tests say so and pass, unless `SVIT_REQUIRE_ONNXRUNTIME=1` (CI sets it).
 
 use std::path::{Path, PathBuf};
@@ -41,15 +42,36 @@ fn input(s: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The demo bundle without onnxruntime's int8 form, so that both engines run `int8/`.
+fn without_ort_int8() -> svit_e2e::TempDir {
+    let d = svit_e2e::tmp("bundle-without-ort-int8");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(demo().join("manifest.json")).unwrap()).unwrap();
+    let mut m = m;
+    let files = m["files"].as_object_mut().unwrap();
+    files.retain(|rel, _| !rel.starts_with("ort-int8/"));
+    for rel in files.keys() {
+        let to = d.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(demo().join(rel), to).unwrap();
+    }
+    std::fs::write(d.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    d
+}
+
 #[test]
 fn onnxruntime_runs_the_stage_graphs_as_tract_does() {
     if !have_onnxruntime() {
         return;
     }
+    let plain = without_ort_int8();
     for precision in ["f32", "int8"] {
-        let tract = Model::load_with(&demo(), precision, Engine::Tract).unwrap();
-        let ort = Model::load_with(&demo(), precision, Engine::OnnxRuntime).unwrap();
-        assert_eq!(ort.engine, Engine::OnnxRuntime);
+        let tract = Model::load_with(&plain, precision, Engine::Tract).unwrap();
+        let ort = Model::load_with(&plain, precision, Engine::OnnxRuntime).unwrap();
+        assert_eq!(
+            (ort.engine, ort.graphs.as_str()),
+            (Engine::OnnxRuntime, precision)
+        );
         let s = tract.config().image_size;
         for threads in [1, 2] {
             let (mut a, mut b) = (
@@ -151,4 +173,53 @@ fn engine_names_parse_and_unknown_ones_are_refused() {
     // auto is tract or onnxruntime, whichever loads.
     let auto = Engine::choose("auto").unwrap();
     assert!(auto == Engine::Tract || svit_runtime::model::onnxruntime_library().is_ok());
+}
+
+/// With `ort-int8/` in the bundle, onnxruntime's int8 runs those graphs (tract keeps `int8/`),
+/// and they compute what f32 does within int8 rounding: the same detections less one or two,
+/// head outputs within 3% of their scale on average, tokens kept within 3% of N per block.
+#[test]
+fn onnxruntime_int8_is_its_own_quantizers_form_and_close_to_f32() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let int8 = Model::load_with(&demo(), "int8", Engine::OnnxRuntime).unwrap();
+    assert_eq!(int8.graphs, "ort-int8");
+    assert_eq!(
+        Model::load_with(&demo(), "int8", Engine::Tract)
+            .unwrap()
+            .graphs,
+        "int8"
+    );
+    let f32 = Model::load_with(&demo(), "f32", Engine::OnnxRuntime).unwrap();
+    let (mut a, mut b) = (f32.new_state(1).unwrap(), int8.new_state(1).unwrap());
+    let n = f32.config().tokens();
+    for seed in 0..3 {
+        let chw = input(f32.config().image_size, seed);
+        let opts = f32.default_options();
+        let x = f32.run_tensor(&mut a, &chw, &opts).unwrap();
+        let y = int8.run_tensor(&mut b, &chw, &opts).unwrap();
+        for (p, q) in x.kept.iter().zip(&y.kept) {
+            assert!(
+                p.abs_diff(*q) <= n * 3 / 100,
+                "seed {seed}: kept {:?} vs {:?}",
+                x.kept,
+                y.kept
+            );
+        }
+        for (i, (p, q)) in a.head_outputs().iter().zip(b.head_outputs()).enumerate() {
+            let scale = p.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let mean = p.iter().zip(q).map(|(u, v)| (u - v).abs()).sum::<f32>() / p.len() as f32;
+            assert!(
+                mean <= 3e-2 * scale,
+                "seed {seed}: output {i} differs by {mean} on average (scale {scale})"
+            );
+        }
+        assert!(
+            x.detections.len().abs_diff(y.detections.len()) <= 2,
+            "seed {seed}: {:?} vs {:?}",
+            x.detections,
+            y.detections
+        );
+    }
 }

@@ -23,6 +23,10 @@ pub struct Args {
     pub min_keep: Option<MinKeep>,
     #[arg(long, default_value = "f32")]
     pub precision: String,
+    /// What runs the stage graphs, as on the board (`svit-edge run --engine`): tract,
+    /// onnxruntime or auto.
+    #[arg(long, default_value = "tract", value_parser = svit_runtime::Engine::choose)]
+    pub engine: svit_runtime::Engine,
     /// Detections below this score are not reported (COCO AP wants a low value).
     #[arg(long, default_value_t = 0.05)]
     pub score_threshold: f32,
@@ -58,6 +62,7 @@ pub fn run(a: Args) -> Result<()> {
         thresholds,
         min_keep,
         precision,
+        engine,
         score_threshold,
         box_from_mask,
         json,
@@ -73,8 +78,8 @@ pub fn run(a: Args) -> Result<()> {
     if box_from_mask.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
         bail!("--box-from-mask must be between 0 and 1");
     }
-    let model = svit_runtime::Model::load(&bundle, &precision)
-        .with_context(|| format!("loading bundle {}", bundle.display()))?;
+    let model = svit_runtime::Model::load_with(&bundle, &precision, engine)
+        .with_context(|| format!("loading bundle {} into {engine}", bundle.display()))?;
     let thresholds = model.manifest.defaults.compared_thresholds(&thresholds);
     let latency = latency_model
         .map(|p| LatencyModel::from_bench(&p, &model.precision, latency_threads))

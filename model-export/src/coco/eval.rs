@@ -22,6 +22,8 @@ pub struct EvalRun {
     pub budget_ms: Option<f32>,
     pub budget_hit_rate: Option<f64>,
     pub predicted_p95_ms: Option<f64>,
+    /// What ran the stage graphs (tract or onnxruntime).
+    pub engine: String,
     pub precision: String,
     pub box_ap: f64,
     pub mask_ap: f64,
@@ -276,6 +278,7 @@ pub fn run(
                     .get((predicted.len() * 95).div_ceil(100).saturating_sub(1))
                     .copied()
             }),
+            engine: model.engine.name().into(),
             precision: model.precision.clone(),
             box_ap: b.ap,
             mask_ap: m.ap,

@@ -1,4 +1,4 @@
-//! Which library runs the stage graphs (`--engine`), and what the pruned pass asks of it.
+//! Which library runs the stage graphs (`--engine`), and where in a bundle it finds them.
 //!
 //! The pass itself (`forward.rs`: token selection, gather/scatter, the checks on every output)
 //! is one, whatever the engine; an engine only runs a stage graph on the rows it is given. tract
@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::RunError;
+use crate::manifest::Manifest;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
@@ -38,6 +38,26 @@ impl Engine {
     }
 }
 
+/// Where a bundle keeps int8 stage graphs in the form onnxruntime runs fastest: its own dynamic
+/// quantizer's (`scripts/ort_quantize.py stages`). tract's int8 graphs (`int8/`, calibrated
+/// QLinearMatMul) run on onnxruntime too, at a third of the speed (QUANTIZATION.md).
+pub const ORT_INT8_DIR: &str = "ort-int8";
+
+impl Engine {
+    /// The bundle directory of `precision`'s stage graphs for this engine.
+    pub fn graph_dir(self, manifest: &Manifest, precision: &str) -> String {
+        let ort_form = format!("{ORT_INT8_DIR}/embed.onnx");
+        if self == Engine::OnnxRuntime
+            && precision == "int8"
+            && manifest.files.contains_key(&ort_form)
+        {
+            ORT_INT8_DIR.into()
+        } else {
+            precision.into()
+        }
+    }
+}
+
 impl FromStr for Engine {
     type Err = String;
     fn from_str(s: &str) -> Result<Engine, String> {
@@ -55,18 +75,4 @@ impl fmt::Display for Engine {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// One frame's stage graphs on an engine. Inputs and outputs are row-major f32 rows in the
-/// shapes of the bundle's config; `forward.rs` checks sizes and values of what comes back.
-pub(super) trait Runner: Send {
-    /// The embed stage on the N rows of `input` (`ModelConfig::embed_row` values each), written
-    /// into `map` (N x dim).
-    fn embed(&mut self, input: &[f32], map: &mut [f32]) -> Result<(), RunError>;
-    /// Gate `b` on every row of `map`: each token's keep probability appended to `p_keep`.
-    fn gate(&mut self, b: usize, map: &[f32], p_keep: &mut Vec<f32>) -> Result<(), RunError>;
-    /// Block `b` on `rows` (K x dim): its K output rows appended to `out`.
-    fn block(&mut self, b: usize, rows: &[f32], out: &mut Vec<f32>) -> Result<(), RunError>;
-    /// The head on the whole map: heat, boxes, coef and protos, each over every position.
-    fn head(&mut self, map: &[f32], out: &mut [Vec<f32>; 4]) -> Result<(), RunError>;
 }

@@ -6,11 +6,13 @@
 //! gather K rows -> block on K tokens -> scatter back (pruned rows keep their last feature)
 //! -> head on the full map -> post-processing.
 
+mod dense_graph;
 mod engine;
 mod forward;
 mod frame;
 mod onnxruntime;
 mod plans;
+mod runner;
 mod state;
 mod tract;
 
@@ -26,6 +28,7 @@ use frame::ms;
 use onnxruntime::OrtStages;
 use tract::TractStages;
 
+pub use dense_graph::DenseGraph;
 pub use engine::Engine;
 pub use frame::{FrameOutput, Pruning, RunOptions, Timings};
 pub use onnxruntime::library as onnxruntime_library;
@@ -37,6 +40,8 @@ pub struct Model {
     pub dir: PathBuf,
     pub precision: String,
     pub engine: Engine,
+    /// The bundle folder its stage graphs came from (`Engine::graph_dir`).
+    pub graphs: String,
     stages: Stages,
     /// Where each input value goes for the embed stage (`ModelConfig::embed_layout`).
     layout: Layout,
@@ -139,9 +144,10 @@ impl Model {
             });
         }
         let cfg = &manifest.config;
+        let graphs = engine.graph_dir(&manifest, precision);
         let stages = match engine {
-            Engine::Tract => Stages::Tract(TractStages::load(&files, cfg, precision)?),
-            Engine::OnnxRuntime => Stages::OnnxRuntime(OrtStages::load(&files, cfg, precision)?),
+            Engine::Tract => Stages::Tract(TractStages::load(&files, cfg, &graphs)?),
+            Engine::OnnxRuntime => Stages::OnnxRuntime(OrtStages::load(&files, cfg, &graphs)?),
         };
         Ok(Model {
             layout: cfg.embed_layout(),
@@ -149,6 +155,7 @@ impl Model {
             dir: dir.to_path_buf(),
             precision: precision.into(),
             engine,
+            graphs,
             stages,
         })
     }
@@ -175,7 +182,7 @@ impl Model {
     /// A state for running frames on `threads` threads (`FrameState::new`).
     pub fn new_state(&self, threads: usize) -> Result<FrameState, RunError> {
         let cfg = self.config();
-        let runner: Box<dyn engine::Runner> = match &self.stages {
+        let runner: Box<dyn runner::Runner> = match &self.stages {
             Stages::Tract(t) => Box::new(t.runner(cfg, threads)?),
             Stages::OnnxRuntime(o) => Box::new(o.runner(threads)?),
         };

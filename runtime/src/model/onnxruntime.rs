@@ -15,7 +15,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionOutputs};
 use ort::value::TensorRef;
 
-use super::engine::Runner;
+use super::runner::Runner;
 use crate::error::{BundleError, RunError};
 use crate::files::BundleFiles;
 use crate::manifest::{block_stages, stage_files};
@@ -153,6 +153,19 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
     found.pop()
 }
 
+/// A session of the ONNX graph `bytes` on `threads` of onnxruntime's intra-op threads (all
+/// of its graph optimisations, one inter-op thread: a stage is one chain of ops); on failure,
+/// onnxruntime's reason.
+pub(super) fn session_from(bytes: &[u8], threads: usize) -> Result<Session, String> {
+    let (_, env) = loaded().map_err(|e| e.to_string())?;
+    Session::builder(env)
+        .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::Level3)?))
+        .and_then(|b| Ok(b.with_intra_threads(threads.max(1))?))
+        .and_then(|b| Ok(b.with_inter_threads(1)?))
+        .and_then(|mut b| b.commit_from_memory(bytes))
+        .map_err(|e| e.to_string())
+}
+
 /// A bundle's stage graphs, read once; each frame state makes its own sessions from them.
 pub(super) struct OrtStages {
     /// embed, head, then per block qkv and block, then per gated block its gate.
@@ -216,17 +229,7 @@ impl OrtStages {
     fn sessions(&self, threads: usize) -> Result<Vec<Session>, (String, String)> {
         self.graphs
             .iter()
-            .map(|(rel, bytes)| {
-                let fail = |e: ort::Error| (rel.clone(), e.to_string());
-                let (_, env) = loaded().map_err(|e| (rel.clone(), e.to_string()))?;
-                Session::builder(env)
-                    .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::Level3)?))
-                    .and_then(|b| Ok(b.with_intra_threads(threads.max(1))?))
-                    .and_then(|b| Ok(b.with_inter_threads(1)?))
-                    .map_err(fail)?
-                    .commit_from_memory(bytes)
-                    .map_err(fail)
-            })
+            .map(|(rel, bytes)| session_from(bytes, threads).map_err(|e| (rel.clone(), e)))
             .collect()
     }
 
@@ -283,7 +286,7 @@ pub(super) struct OrtRunner {
     grid: usize,
 }
 
-fn err(stage: &str) -> impl Fn(ort::Error) -> RunError + '_ {
+pub(super) fn ort_error(stage: &str) -> impl Fn(ort::Error) -> RunError + '_ {
     move |e| RunError::OnnxRuntime {
         stage: stage.into(),
         source: e.to_string().into(),
@@ -298,7 +301,11 @@ fn session<'a>(s: &'a mut Option<Session>, stage: &str) -> Result<&'a mut Sessio
 }
 
 /// Output `i` of a run as f32 values.
-fn f32_output<'a>(outs: &'a SessionOutputs, i: usize, stage: &str) -> Result<&'a [f32], RunError> {
+pub(super) fn f32_output<'a>(
+    outs: &'a SessionOutputs,
+    i: usize,
+    stage: &str,
+) -> Result<&'a [f32], RunError> {
     if i >= outs.len() {
         return Err(RunError::OutputSize {
             stage: stage.into(),
@@ -307,18 +314,19 @@ fn f32_output<'a>(outs: &'a SessionOutputs, i: usize, stage: &str) -> Result<&'a
     outs[i]
         .try_extract_tensor::<f32>()
         .map(|(_, v)| v)
-        .map_err(err(stage))
+        .map_err(ort_error(stage))
 }
 
 impl Runner for OrtRunner {
     fn embed(&mut self, input: &[f32], map: &mut [f32]) -> Result<(), RunError> {
         let n = self.index.len();
         let patches =
-            TensorRef::from_array_view(([1, n, self.row], input)).map_err(err("embed"))?;
-        let index = TensorRef::from_array_view(([n], &self.index[..])).map_err(err("embed"))?;
+            TensorRef::from_array_view(([1, n, self.row], input)).map_err(ort_error("embed"))?;
+        let index =
+            TensorRef::from_array_view(([n], &self.index[..])).map_err(ort_error("embed"))?;
         let outs = session(&mut self.embed, "embed")?
             .run(ort::inputs![patches, index])
-            .map_err(err("embed"))?;
+            .map_err(ort_error("embed"))?;
         let y = f32_output(&outs, 0, "embed")?;
         if y.len() != map.len() {
             return Err(RunError::OutputSize {
@@ -332,14 +340,14 @@ impl Runner for OrtRunner {
     fn gate(&mut self, b: usize, map: &[f32], p_keep: &mut Vec<f32>) -> Result<(), RunError> {
         let stage = format!("gate_{b}");
         let x = TensorRef::from_array_view(([1, map.len() / self.dim, self.dim], map))
-            .map_err(err(&stage))?;
+            .map_err(ort_error(&stage))?;
         let gate = self
             .gates
             .get_mut(b)
             .ok_or_else(|| RunError::Input(format!("no block {b}")))?;
         let outs = session(gate, &stage)?
             .run(ort::inputs![x])
-            .map_err(err(&stage))?;
+            .map_err(ort_error(&stage))?;
         let probs = f32_output(&outs, 0, &stage)?;
         p_keep.extend(probs.chunks_exact(2).map(|p| p[0]));
         Ok(())
@@ -352,25 +360,28 @@ impl Runner for OrtRunner {
             .blocks
             .get_mut(b)
             .ok_or_else(|| RunError::Input(format!("no block {b}")))?;
-        let x = TensorRef::from_array_view(([1, k, self.dim], rows)).map_err(err(&qn))?;
-        let qkv_out = session(qkv, &qn)?.run(ort::inputs![x]).map_err(err(&qn))?;
+        let x = TensorRef::from_array_view(([1, k, self.dim], rows)).map_err(ort_error(&qn))?;
+        let qkv_out = session(qkv, &qn)?
+            .run(ort::inputs![x])
+            .map_err(ort_error(&qn))?;
         if qkv_out.len() < 3 {
             return Err(RunError::OutputSize { stage: qn });
         }
-        let x = TensorRef::from_array_view(([1, k, self.dim], rows)).map_err(err(&an))?;
+        let x = TensorRef::from_array_view(([1, k, self.dim], rows)).map_err(ort_error(&an))?;
         let outs = session(block, &an)?
             .run(ort::inputs![x, &qkv_out[0], &qkv_out[1], &qkv_out[2]])
-            .map_err(err(&an))?;
+            .map_err(ort_error(&an))?;
         out.extend_from_slice(f32_output(&outs, 0, &an)?);
         Ok(())
     }
 
     fn head(&mut self, map: &[f32], out: &mut [Vec<f32>; 4]) -> Result<(), RunError> {
         let gc = self.grid * self.dim;
-        let x = TensorRef::from_array_view(([1, map.len() / gc, gc], map)).map_err(err("head"))?;
+        let x = TensorRef::from_array_view(([1, map.len() / gc, gc], map))
+            .map_err(ort_error("head"))?;
         let outs = session(&mut self.head, "head")?
             .run(ort::inputs![x])
-            .map_err(err("head"))?;
+            .map_err(ort_error("head"))?;
         for (i, dst) in out.iter_mut().enumerate() {
             dst.clear();
             dst.extend_from_slice(f32_output(&outs, i, "head")?);

@@ -1,7 +1,7 @@
 //! `FrameState`: one running model's engine states (`Runner`) and the scratch buffers of the
 //! pruned pass, made by `Model::new_state` and reused every frame.
 
-use super::engine::Runner;
+use super::runner::Runner;
 use crate::ModelConfig;
 
 /// Per-thread mutable state of a running model. Create with [`Model::new_state`].

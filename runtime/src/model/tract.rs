@@ -5,8 +5,8 @@ use std::ops::Range;
 
 use tract_onnx::prelude::*;
 
-use super::engine::Runner;
 use super::plans::{load_plan, Plan, RowStage, State};
+use super::runner::Runner;
 use crate::crew::{self, Crew};
 use crate::error::{tract_err, BundleError, RunError};
 use crate::files::BundleFiles;
