@@ -47,18 +47,28 @@ python3 scripts/coco_check.py eval --coco data/val/instances.json --eval-json "$
 $EXPORT reference --bundle "$BUNDLE" --image data/val/000000.png --out "$OUT/reference"
 python3 scripts/ort_check.py "$BUNDLE" "$OUT/reference" > "$OUT/ort_check.txt"
 
-# The peer: onnxruntime on dense.onnx, f32 and its own int8, same thread counts; run again
-# after tract's bench below, keeping the faster run of each configuration.
-python3 scripts/ort_bench.py "$BUNDLE" "$OUT/ort_bench.before.json" --frames 200 --warmup 20 --threads 1,2 > /dev/null
-
 # Latency, pruned vs dense, same frames, one run.
 # (f16 is left out here: x86 has no fp16 arithmetic, so its timings would mean nothing.)
 BENCH_PRECISIONS=f32
 case " $PRECISIONS " in *" int8 "*) BENCH_PRECISIONS=f32,int8 ;; esac
 $EDGE bench --bundle "$BUNDLE" --frames 200 --warmup 20 --thresholds 0,0.3,0.5,0.7 --threads 1,2 \
   --precision "$BENCH_PRECISIONS" --json "$OUT/bench.json"
-python3 scripts/ort_bench.py "$BUNDLE" "$OUT/ort_bench.json" --frames 200 --warmup 20 --threads 1,2 \
-  --keep-faster "$OUT/ort_bench.before.json" > /dev/null
+
+# The engines in one run: tract and onnxruntime on the stage graphs (onnxruntime's int8 is its
+# own quantizer's form, ort-int8/, where the bundle has it), dense and at the bundle's
+# threshold, and the peer a user would otherwise pick: onnxruntime running the whole dense.onnx,
+# f32 and its own int8 version. Accuracy of onnxruntime's pass on the first 200 scenes.
+python3 scripts/ort_quantize.py dense "$BUNDLE" "$OUT/dense_int8.onnx" > /dev/null
+$EDGE bench --bundle "$BUNDLE" --frames 200 --warmup 20 --threads 1,2 --engine tract,onnxruntime \
+  --precision "$BENCH_PRECISIONS" --dense-int8 "$OUT/dense_int8.onnx" --json "$OUT/engines.json"
+rm -rf "$OUT/engines" && mkdir -p "$OUT/engines"
+for p in ${BENCH_PRECISIONS//,/ }; do
+  for e in tract onnxruntime; do
+    $EXPORT eval --bundle "$BUNDLE" --coco data/val/instances.json --images data/val --limit 200 \
+      --engine $e --precision $p --thresholds 0,"$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["defaults"]["threshold"])' "$BUNDLE/manifest.json")" \
+      --json "$OUT/engines/$e-$p/eval.json" > /dev/null
+  done
+done
 
 # What a latency budget costs: the controller over 200 scenes at multiples of the default
 # pruned p50 (f32, one thread), each frame's time predicted from the bench just measured.

@@ -14,21 +14,23 @@ p("Produced by `scripts/benchmarks.sh` (do not edit by hand). Machine: "
 p(f"Bundle: `{ev['bundle']}`. Validation: 1000 held-out synthetic scenes (`svit-export data --seed 9000`).\n")
 
 p("## Accuracy as the board runs it (`svit-export eval`)\n")
-p("COCO AP@[.5:.95] on the 0-100 scale; threshold 0 is the dense pass of the same bundle.\n")
-p("| threshold | box AP | mask AP | box AP50 | mask AP50 | kept fraction | GMACs |")
-p("|---|---|---|---|---|---|---|")
+dt = json.load(open(dense_trained))["runs"][0] if os.path.exists(dense_trained) else None
+p("COCO AP@[.5:.95] on the 0-100 scale; threshold 0 is the dense pass of the same bundle. "
+  + ("Against the dense-trained model: the model as it was after dense training, before gated "
+     f"fine-tuning, exported dense (box AP {dt['box_ap']:.2f}, mask AP {dt['mask_ap']:.2f}), the "
+     "model a user would ship without pruning.\n" if dt else "\n"))
+vs = lambda r, k: f" {r[k] - dt[k]:+.2f} |" if dt else ""
+p("| threshold | box AP | mask AP |" + (" box AP vs dense-trained | mask AP vs dense-trained |" if dt else "")
+  + " box AP50 | mask AP50 | kept fraction | GMACs |")
+p("|---|---|---|" + ("---|---|" if dt else "") + "---|---|---|---|")
 for r in ev["runs"]:
-    p(f"| {r['threshold']:.2f} | {r['box_ap']:.2f} | {r['mask_ap']:.2f} | {r['box_ap50']:.2f} | "
+    p(f"| {r['threshold']:.2f} | {r['box_ap']:.2f} | {r['mask_ap']:.2f} |{vs(r, 'box_ap')}{vs(r, 'mask_ap')} {r['box_ap50']:.2f} | "
       f"{r['mask_ap50']:.2f} | {r['kept_fraction']:.3f} | {r['gmacs']:.3f} |")
 runs = {round(r["threshold"], 2): r for r in ev["runs"]}
 if 0.0 in runs and 0.5 in runs:
     a, b = runs[0.0], runs[0.5]
     p(f"\nAt the default threshold 0.5: box AP {b['box_ap'] - a['box_ap']:+.2f} and mask AP "
       f"{b['mask_ap'] - a['mask_ap']:+.2f} against dense, keeping {b['kept_fraction']:.3f} of the tokens.")
-if os.path.exists(dense_trained):
-    r = json.load(open(dense_trained))["runs"][0]
-    p(f"\nThe model after dense training, before gated fine-tuning: box AP {r['box_ap']:.2f}, "
-      f"mask AP {r['mask_ap']:.2f} (dense pass).")
 if 0.0 in runs and 0.5 in runs and "per_class" in runs[0.0]:
     p("\nPer class (AP@[.5:.95], all sizes), dense and at threshold 0.5:\n")
     p("| class | box AP dense | mask AP dense | box AP 0.5 | mask AP 0.5 |")
@@ -145,29 +147,51 @@ for c in bench["configs"]:
         for k in c["block_time_vs_k"]:
             p(f"| {c['precision']} | {k['k']} | {k['frames']} | {k['block_ms']:.3f} | {k['block_gmacs']:.4f} |")
 
-ortp = os.path.join(d, "ort_bench.json")
-if os.path.exists(ortp):
-    ob = json.load(open(ortp))
-    p("\n## Against onnxruntime (`scripts/ort_bench.py`, model time only)\n")
-    p("Model time = embed + gates + gather/scatter + blocks + head for tract (means from the bench "
-      "above); the whole dense.onnx for onnxruntime (its int8 model from its own dynamic "
-      "quantizer). No decode, resize or post-processing on either side. Milliseconds, mean."
-      + (" onnxruntime ran just before and just after tract's bench; each of its rows is the "
-         "faster of the two runs." if all(c.get("runs") == 2 for c in ob["configs"]) else "")
-      + "\n")
-    p("| threads | engine | precision | threshold | model ms | vs onnxruntime f32 |")
-    p("|---|---|---|---|---|---|")
-    for th in sorted({c["threads"] for c in ob["configs"]}):
-        ref = next(c["total_ms"]["mean"] for c in ob["configs"] if c["threads"] == th and c["precision"] == "f32")
-        rows = []
-        for c in bench["configs"]:
-            if c["threads"] == th and (c["threshold"] == 0 or abs(c["threshold"] - 0.5) < 1e-6):
-                rows.append(("tract", c["precision"], c["threshold"], model_ms(c)))
-        for c in ob["configs"]:
-            if c["threads"] == th:
-                rows.append(("onnxruntime", c["precision"], 0.0, c["total_ms"]["mean"]))
-        for e, pr, thr, ms in rows:
-            p(f"| {th} | {e} | {pr} | {thr:.1f} | {ms:.2f} | {ref / ms:.2f}x |")
+engp = os.path.join(d, "engines.json")
+if os.path.exists(engp):
+    eb = json.load(open(engp))["configs"]
+    p("\n## Engines: tract and onnxruntime, and onnxruntime's whole dense graph (`svit-edge bench --engine tract,onnxruntime`)\n")
+    p("One run, same 200 frames for every row, 20 warm-up frames excluded. Every row's total is "
+      "resize and normalise + model + decode, so rows compare like with like. `dense-graph`: "
+      "onnxruntime running the bundle's `dense.onnx` as one graph (int8: that graph through "
+      "onnxruntime's own dynamic quantizer, `scripts/ort_quantize.py dense`), what a user who "
+      "skips pruning would run. onnxruntime's int8 stage graphs are its own quantizer's form "
+      "(`ort-int8/`). Milliseconds; ratios are total means against the dense graph on the same "
+      "threads.\n")
+    p("| threads | engine | precision | threshold | mode | total p50 | total p95 | total mean | vs dense graph f32 | vs dense graph int8 | kept |")
+    p("|---|---|---|---|---|---|---|---|---|---|---|")
+    graph = {(c["threads"], c["precision"]): c["total_ms"]["mean"] for c in eb if c["mode"] == "dense-graph"}
+    ratio = lambda c, pr: (f"{graph[(c['threads'], pr)] / c['total_ms']['mean']:.2f}x"
+                           if (c["threads"], pr) in graph else "-")
+    for c in sorted(eb, key=lambda c: c["threads"]):
+        p(f"| {c['threads']} | {c['engine']} | {c['precision']} | {c['threshold']:.2f} | {c['mode']} | "
+          f"{c['total_ms']['p50']:.2f} | {c['total_ms']['p95']:.2f} | {c['total_ms']['mean']:.2f} | "
+          f"{ratio(c, 'f32')} | {ratio(c, 'int8')} | {c['kept_fraction']:.3f} |")
+    p("\nHeadlines, per thread count: the fastest pruned row against the dense graph, and within "
+      "each engine the pruned backbone against the dense backbone of the same precision:\n")
+    for th in sorted({c["threads"] for c in eb}):
+        pruned = [c for c in eb if c["threads"] == th and c["mode"] == "pruned"]
+        if not pruned or (th, "f32") not in graph:
+            continue
+        best = min(pruned, key=lambda c: c["total_ms"]["mean"])
+        line = (f"- {th} thread{'s' if th > 1 else ''}: {best['engine']} {best['precision']} pruned is "
+                f"{graph[(th, 'f32')] / best['total_ms']['mean']:.2f}x onnxruntime's dense graph in f32")
+        if (th, "int8") in graph:
+            line += f" and {graph[(th, 'int8')] / best['total_ms']['mean']:.2f}x its int8 dense graph"
+        dense_bb = {(c["engine"], c["precision"]): c["backbone_ms"]["mean"] for c in eb
+                    if c["threads"] == th and c["mode"] == "dense"}
+        within = [f"{c['engine']} {c['precision']} {dense_bb[(c['engine'], c['precision'])] / c['backbone_ms']['mean']:.2f}x"
+                  for c in pruned if (c["engine"], c["precision"]) in dense_bb]
+        p(line + "; backbone pruned vs dense: " + ", ".join(within) + ".")
+    engev = os.path.join(d, "engines")
+    if os.path.isdir(engev):
+        p("\nAccuracy of each engine's pass (`svit-export eval --engine`, first 200 scenes):\n")
+        p("| engine | precision | threshold | box AP | mask AP | kept |")
+        p("|---|---|---|---|---|---|")
+        for name in sorted(os.listdir(engev)):
+            for r in json.load(open(os.path.join(engev, name, "eval.json")))["runs"]:
+                p(f"| {r['engine']} | {r['precision']} | {r['threshold']:.2f} | {r['box_ap']:.2f} | "
+                  f"{r['mask_ap']:.2f} | {r['kept_fraction']:.3f} |")
 
 budget = os.path.join(d, "budget", "eval.json")
 if os.path.exists(budget):

@@ -11,24 +11,7 @@ fn demo() -> PathBuf {
 
 /// A copy of the demo bundle in a temporary directory (removed when dropped).
 fn copy_demo(name: &str) -> TempDir {
-    let tmp = svit_e2e::tmp(&format!("bundle-{name}"));
-    let dst: &Path = &tmp;
-    for rel in ["manifest.json", "dense.onnx"] {
-        std::fs::create_dir_all(dst).unwrap();
-        std::fs::copy(demo().join(rel), dst.join(rel)).unwrap();
-    }
-    // Every precision's graphs, whatever the shipped bundle has.
-    for sub in ["f32", "f16", "int8"] {
-        let Ok(entries) = std::fs::read_dir(demo().join(sub)) else {
-            continue;
-        };
-        std::fs::create_dir_all(dst.join(sub)).unwrap();
-        for e in entries {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dst.join(sub).join(e.file_name())).unwrap();
-        }
-    }
-    tmp
+    svit_e2e::copy_bundle(&demo(), &format!("bundle-{name}"), |_| true)
 }
 
 fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {

@@ -44,19 +44,9 @@ fn input(s: usize, seed: usize) -> Vec<f32> {
 
 /// The demo bundle without onnxruntime's int8 form, so that both engines run `int8/`.
 fn without_ort_int8() -> svit_e2e::TempDir {
-    let d = svit_e2e::tmp("bundle-without-ort-int8");
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(demo().join("manifest.json")).unwrap()).unwrap();
-    let mut m = m;
-    let files = m["files"].as_object_mut().unwrap();
-    files.retain(|rel, _| !rel.starts_with("ort-int8/"));
-    for rel in files.keys() {
-        let to = d.join(rel);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(demo().join(rel), to).unwrap();
-    }
-    std::fs::write(d.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
-    d
+    svit_e2e::copy_bundle(&demo(), "bundle-without-ort-int8", |rel| {
+        !rel.starts_with("ort-int8/")
+    })
 }
 
 #[test]

@@ -16,7 +16,10 @@ use svit_protocol::session::{Event, HostHandshake};
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg, MAX_FRAME};
 
 pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // cargo sets it when it runs a test; the compile-time value is where the crate was when
+    // built, which a build directory shared between clones can carry to another place.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .parent()
         .expect("tests/ sits in the workspace")
         .to_path_buf()
@@ -208,6 +211,29 @@ pub fn tmp(name: &str) -> TempDir {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     TempDir(d)
+}
+
+/// A copy of the bundle directory `src` in a fresh `tmp(name)`: its manifest and every file the
+/// manifest lists for which `keep(path)` holds, the others left out of the manifest too.
+pub fn copy_bundle(src: &Path, name: &str, keep: impl Fn(&str) -> bool) -> TempDir {
+    let d = tmp(name);
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
+    let files = m["files"]
+        .as_object_mut()
+        .expect("a manifest lists its files");
+    files.retain(|rel, _| keep(rel));
+    for rel in files.keys() {
+        let to = d.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(src.join(rel), to).unwrap();
+    }
+    std::fs::write(
+        d.join("manifest.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    d
 }
 
 pub struct TempDir(pub PathBuf);
