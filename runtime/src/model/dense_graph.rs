@@ -32,7 +32,7 @@ impl DenseGraph {
             path: graph.to_path_buf(),
             source,
         })?;
-        let session = session_from(&bytes, threads).map_err(|e| BundleError::Graph {
+        let session = session_from(&bytes, threads, true).map_err(|e| BundleError::Graph {
             path: graph.to_path_buf(),
             engine: "onnxruntime",
             source: e.into(),
