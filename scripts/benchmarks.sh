@@ -42,6 +42,11 @@ if [ -f models/demo-ckpt/dense.safetensors ]; then
     --thresholds 0 --json "$OUT/dense-trained/eval.json"
 fi
 
+# The default threshold against the dense-trained model, on the tuning scenes (seed 8000).
+if [ -f models/demo-ckpt/dense.safetensors ]; then
+  SVIT_EXPORT=$EXPORT scripts/tune_threshold.sh "$BUNDLE" models/demo-ckpt 2>/dev/null > "$OUT/tune_threshold.txt"
+fi
+
 # Checked against the reference implementations (pycocotools, onnxruntime).
 python3 scripts/coco_check.py eval --coco data/val/instances.json --eval-json "$OUT/eval.json" > "$OUT/coco_check.txt"
 $EXPORT reference --bundle "$BUNDLE" --image data/val/000000.png --out "$OUT/reference"

@@ -53,6 +53,13 @@ p("\nAll 12 COCO summary numbers and the per-class APs of every run above were r
   "pycocotools (`scripts/coco_check.py`):\n")
 p("```\n" + open(os.path.join(d, "coco_check.txt")).read().strip().splitlines()[-1] + "\n```\n")
 
+tune = os.path.join(d, "tune_threshold.txt")
+if os.path.exists(tune):
+    p("\n### The default threshold against the dense-trained model (`scripts/tune_threshold.sh`, 500 tuning scenes)\n")
+    p("Chosen on scenes of another seed (8000) than the validation scenes above: the most pruning "
+      "whose box and mask AP are both within 0.3 of the dense-trained model.\n")
+    p("```\n" + open(tune).read().strip() + "\n```\n")
+
 prec = os.path.join(d, "precision")
 if os.path.exists(os.path.join(prec, "f32", "eval.json")):
     p("\n### Precision (`svit-export eval --precision`, first 200 scenes)\n")

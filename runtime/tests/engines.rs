@@ -125,36 +125,6 @@ fn onnxruntime_runs_the_stage_graphs_as_tract_does() {
 }
 
 #[test]
-fn a_missing_library_is_named_with_where_it_looked_and_how_to_install() {
-    // In a child process: the library is found once per process.
-    if std::env::var_os("SVIT_ENGINES_CHILD").is_some() {
-        let e = Model::load_with(&demo(), "f32", Engine::OnnxRuntime)
-            .err()
-            .expect("no library at ORT_DYLIB_PATH");
-        println!("ERROR: {e}");
-        return;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "a_missing_library_is_named_with_where_it_looked_and_how_to_install",
-            "--exact",
-            "--nocapture",
-        ])
-        .env("SVIT_ENGINES_CHILD", "1")
-        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("ERROR: "))
-        .expect(&text);
-    assert!(line.contains("/nonexistent/libonnxruntime.so"), "{line}");
-    assert!(line.contains("onnxruntime"), "{line}");
-}
-
-#[test]
 fn engine_names_parse_and_unknown_ones_are_refused() {
     assert_eq!("tract".parse::<Engine>(), Ok(Engine::Tract));
     assert_eq!("onnxruntime".parse::<Engine>(), Ok(Engine::OnnxRuntime));

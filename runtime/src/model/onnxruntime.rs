@@ -42,22 +42,29 @@ fn loaded() -> Result<&'static (PathBuf, Environment), BundleError> {
 /// `ORT_DYLIB_PATH`, else the first library found among `candidates()`, loaded and its
 /// version checked by `ort`.
 fn load() -> Result<(PathBuf, Environment), String> {
-    let (path, looked) = match std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-        Some(p) => (Some(PathBuf::from(p)), vec!["ORT_DYLIB_PATH".to_string()]),
+    let path = match std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
         None => {
             let dirs = candidates();
-            let found = dirs.iter().find_map(|d| library_in(d));
-            let looked = dirs.iter().map(|d| d.display().to_string()).collect();
-            (found, looked)
+            dirs.iter()
+                .find_map(|d| library_in(d))
+                .ok_or_else(|| not_found(&dirs))?
         }
     };
-    let Some(path) = path else {
-        return Err(format!(
-            "its library (libonnxruntime.so) was not found; looked in {}. {INSTALL}",
-            looked.join(", ")
-        ));
-    };
-    let env = ort::init_from(&path).map_err(|e| match e {
+    open(&path)
+}
+
+fn not_found(looked: &[PathBuf]) -> String {
+    let looked: Vec<String> = looked.iter().map(|d| d.display().to_string()).collect();
+    format!(
+        "its library (libonnxruntime.so) was not found; looked in {}. {INSTALL}",
+        looked.join(", ")
+    )
+}
+
+/// The library at `path`, loaded, with the process's one onnxruntime environment.
+fn open(path: &Path) -> Result<(PathBuf, Environment), String> {
+    let env = ort::init_from(path).map_err(|e| match e {
         ort::LoadDynamicError::BadVersion { version_str, .. } => format!(
             "{} is version {version_str}; this build needs onnxruntime 1.{} or newer",
             path.display(),
@@ -69,7 +76,7 @@ fn load() -> Result<(PathBuf, Environment), String> {
         .with_name("svit-edge")
         .build()
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((path, env))
+    Ok((path.to_path_buf(), env))
 }
 
 /// Where a library may be: the Python package's `capi/` of an active venv, of `python3` on the
@@ -390,5 +397,44 @@ impl Runner for OrtRunner {
             dst.extend_from_slice(f32_output(&outs, i, "head")?);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_library_that_is_not_there_is_named_with_how_to_install() {
+        let e = open(Path::new("/nonexistent/libonnxruntime.so"))
+            .err()
+            .expect("nothing to load there");
+        assert!(e.contains("/nonexistent/libonnxruntime.so"), "{e}");
+        assert!(
+            e.contains("pip install onnxruntime") && e.contains("--engine tract"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn not_finding_one_names_every_place_looked() {
+        let e = not_found(&[PathBuf::from("/a/capi"), PathBuf::from("/usr/lib")]);
+        assert!(e.contains("/a/capi, /usr/lib"), "{e}");
+        assert!(e.contains("ORT_DYLIB_PATH"), "{e}");
+    }
+
+    #[test]
+    fn the_python_packages_versioned_name_is_found() {
+        let d = std::env::temp_dir().join(format!("svit-ort-lib-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        assert_eq!(library_in(&d), None);
+        for f in [
+            "libonnxruntime_providers_shared.so",
+            "libonnxruntime.so.1.32.0",
+        ] {
+            std::fs::write(d.join(f), b"").unwrap();
+        }
+        assert_eq!(library_in(&d), Some(d.join("libonnxruntime.so.1.32.0")));
+        let _ = std::fs::remove_dir_all(&d);
     }
 }
