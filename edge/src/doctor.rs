@@ -341,6 +341,28 @@ fn bundle(dir: &Path) -> Vec<Check> {
             format!("auto picks {chosen}: {why}"),
         ),
     ];
+    // onnxruntime is optional: tract runs the model without it.
+    out.push(match svit_runtime::model::onnxruntime_library() {
+        Ok(path) => check(
+            s,
+            "onnxruntime",
+            Status::Ok,
+            format!(
+                "{} loads: `--engine onnxruntime` is available (compare with `svit-edge bench \
+                 --engine tract,onnxruntime`)",
+                path.display()
+            ),
+        ),
+        Err(e) => Check {
+            fix: Some(format!("only for --engine onnxruntime: {e}")),
+            ..check(
+                s,
+                "onnxruntime",
+                Status::Skip,
+                "not found (optional: tract runs the model)".into(),
+            )
+        },
+    });
     let size = model.config().image_size;
     let rgb: Vec<u8> = (0..size * size * 3).map(|i| (i * 7 % 251) as u8).collect();
     let timed = model.new_state(1).and_then(|mut st| {
