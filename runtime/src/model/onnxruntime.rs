@@ -406,9 +406,9 @@ mod tests {
 
     #[test]
     fn a_library_that_is_not_there_is_named_with_how_to_install() {
-        let e = open(Path::new("/nonexistent/libonnxruntime.so"))
-            .err()
-            .expect("nothing to load there");
+        let Err(e) = open(Path::new("/nonexistent/libonnxruntime.so")) else {
+            panic!("nothing to load there")
+        };
         assert!(e.contains("/nonexistent/libonnxruntime.so"), "{e}");
         assert!(
             e.contains("pip install onnxruntime") && e.contains("--engine tract"),
