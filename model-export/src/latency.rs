@@ -20,8 +20,8 @@ pub struct LatencyModel {
 }
 
 impl LatencyModel {
-    /// The model of `precision` at `threads` in a bench report.
-    pub fn from_bench(path: &Path, precision: &str, threads: u32) -> Result<Self> {
+    /// The model of `precision` on `engine` at `threads` in a bench report.
+    pub fn from_bench(path: &Path, engine: &str, precision: &str, threads: u32) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let report: BenchReport = serde_json::from_slice(&bytes).with_context(|| {
             format!("{} is not `svit-edge bench --json` output", path.display())
@@ -29,12 +29,13 @@ impl LatencyModel {
         let configs: Vec<_> = report
             .configs
             .iter()
-            .filter(|c| c.precision == precision && c.threads == threads)
+            .filter(|c| c.engine == engine && c.precision == precision && c.threads == threads)
             .collect();
         let Some(pruned) = configs.iter().find(|c| c.mode == "pruned") else {
             bail!(
-                "{} has no pruned {precision} configuration on {threads} thread(s) (bench with \
-                 --precision {precision} --threads {threads} and a threshold above 0)",
+                "{} has no pruned {precision} configuration on {engine} on {threads} thread(s) \
+                 (bench with --engine {engine} --precision {precision} --threads {threads} and a \
+                 threshold above 0)",
                 path.display()
             );
         };

@@ -25,7 +25,8 @@ pub struct BenchConfig {
     pub threshold: f32,
     /// The fewest tokens the first and the last gated block keep.
     pub min_keep: [u32; 2],
-    /// `dense` or `pruned`.
+    /// `dense` or `pruned` (the bundle's stage graphs), or `dense-graph` (onnxruntime running a
+    /// whole dense graph, `engine` "onnxruntime").
     pub mode: String,
     pub threads: u32,
     pub frames: u32,

@@ -82,7 +82,9 @@ pub fn run(a: Args) -> Result<()> {
         .with_context(|| format!("loading bundle {} into {engine}", bundle.display()))?;
     let thresholds = model.manifest.defaults.compared_thresholds(&thresholds);
     let latency = latency_model
-        .map(|p| LatencyModel::from_bench(&p, &model.precision, latency_threads))
+        .map(|p| {
+            LatencyModel::from_bench(&p, model.engine.name(), &model.precision, latency_threads)
+        })
         .transpose()?;
     // COCO results files go beside the summary JSON, or under runs/eval without one.
     let results_dir = match json.as_ref().and_then(|j| j.parent()) {
