@@ -135,6 +135,10 @@ enum Cmd {
         /// `pip install onnxruntime`, or ORT_DYLIB_PATH), or auto (onnxruntime where it loads).
         #[arg(long, default_value = "tract", value_parser = engine)]
         engine: Engine,
+        /// A public key (`svit-export keygen`'s PREFIX.pub) whose signature the bundle must
+        /// carry; repeat for several. Without any, unsigned bundles run, with a warning.
+        #[arg(long, value_name = "FILE")]
+        trust: Vec<PathBuf>,
         /// Send a JPEG thumbnail of the frame this often (seconds; 0 = only on a snapshot request).
         #[arg(long, default_value_t = 1.0)]
         thumbnail_every: f64,
@@ -230,10 +234,12 @@ fn main() -> Result<()> {
             name,
             precision,
             engine,
+            trust,
             thumbnail_every,
             key,
             metrics,
         } => {
+            check_signature(&bundle, &trust)?;
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
             let budget = budget_ms.or(target_fps.map(|f| 1000.0 / f));
             let sink = match (connect, listen, serial) {
@@ -359,6 +365,27 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The bundle's signature against the trusted keys (`--trust`): refused unless signed by one
+/// of them; without keys, run with a warning.
+fn check_signature(bundle: &std::path::Path, trust: &[PathBuf]) -> Result<()> {
+    use svit_runtime::signature::{check, PublicKey, Trust};
+    let trusted = trust
+        .iter()
+        .map(|p| PublicKey::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let files = svit_runtime::files::BundleFiles::open(bundle)?;
+    match check(&files, &trusted).with_context(|| format!("bundle {}", bundle.display()))? {
+        Trust::Signed { key_id } => tracing::info!("bundle signed by trusted key {key_id}"),
+        Trust::Unchecked { signed_by } => tracing::warn!(
+            "bundle {} is not checked against a signing key ({}): give the board the \
+             signer's public key with --trust",
+            bundle.display(),
+            signed_by.map_or("it is unsigned".into(), |k| format!("signed by key {k}"))
+        ),
+    }
+    Ok(())
 }
 
 /// Where `run` sends its frames.

@@ -36,6 +36,11 @@ enum Cmd {
     Reference(cmd::reference::Args),
     /// Score a COCO results file against COCO ground truth (as pycocotools' COCOeval).
     Score(cmd::score::Args),
+    /// Make an Ed25519 key pair for signing bundles (PREFIX.key, PREFIX.pub).
+    Keygen(cmd::sign::KeygenArgs),
+    /// Sign a bundle: an Ed25519 signature over its manifest, which pins every file by SHA-256.
+    /// Boards given the public key (`svit-edge run --trust`) refuse anything else.
+    Sign(cmd::sign::SignArgs),
     /// The printable target sheet (PDF): the six shapes as the model learned them, a scale bar
     /// and how far to hold it from the camera.
     Targets(cmd::targets::Args),
@@ -52,6 +57,8 @@ fn main() -> Result<()> {
         Cmd::Eval(a) => cmd::eval::run(a),
         Cmd::Reference(a) => cmd::reference::run(a),
         Cmd::Score(a) => cmd::score::run(a),
+        Cmd::Keygen(a) => cmd::sign::keygen(a),
+        Cmd::Sign(a) => cmd::sign::sign(a),
         Cmd::Targets(a) => cmd::targets::run(a),
     }
 }

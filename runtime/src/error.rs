@@ -38,6 +38,9 @@ pub enum BundleError {
         engine: &'static str,
         source: Source,
     },
+    /// A bundle signature or key file that does not check out (`signature.rs`).
+    #[error("{0}")]
+    Signature(String),
     /// onnxruntime's library is missing or unusable (`--engine onnxruntime`).
     #[error("onnxruntime: {0}")]
     OnnxRuntime(String),

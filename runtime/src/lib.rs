@@ -14,6 +14,7 @@ pub mod post;
 pub mod preprocess;
 pub mod process;
 pub mod prune;
+pub mod signature;
 
 pub use config::ModelConfig;
 pub use error::{BundleError, RunError};

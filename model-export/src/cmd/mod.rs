@@ -6,5 +6,6 @@ pub mod eval;
 pub mod quantize;
 pub mod reference;
 pub mod score;
+pub mod sign;
 pub mod targets;
 pub mod train;

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::error::{Context, Result};
 use svit_runtime::manifest::{sha256_hex, Defaults, InputSpec, Manifest, FORMAT_VERSION, MANIFEST};
+use svit_runtime::signature::SIGNATURE;
 
 use crate::model::Svit;
 use crate::train::targets::{MEAN, STD};
@@ -150,7 +151,12 @@ pub fn pack(dir: &Path, manifest: &Manifest, tar_path: &Path) -> Result<()> {
         .with_context(|| format!("creating {}", tar_path.display()))?;
     let mut b = tar::Builder::new(f);
     b.mode(tar::HeaderMode::Deterministic);
-    for rel in std::iter::once(MANIFEST).chain(manifest.files.keys().map(String::as_str)) {
+    // The signature, where the bundle has one (`svit-export sign`), right after the manifest.
+    let signed = dir.join(SIGNATURE).exists().then_some(SIGNATURE);
+    let rels = std::iter::once(MANIFEST)
+        .chain(signed)
+        .chain(manifest.files.keys().map(String::as_str));
+    for rel in rels {
         b.append_path_with_name(dir.join(rel), rel)
             .with_context(|| format!("adding {rel} to {}", tar_path.display()))?;
     }
