@@ -25,14 +25,15 @@ pub struct DenseGraph {
 
 impl DenseGraph {
     /// `graph` (an ONNX file taking the bundle's `image` input and giving its four head
-    /// outputs) on onnxruntime with `threads` intra-op threads, for the verified bundle `dir`.
+    /// outputs) on onnxruntime, on one thread or its pool of a thread per core, for the
+    /// verified bundle `dir`.
     pub fn load(dir: &Path, graph: &Path, threads: usize) -> Result<DenseGraph, BundleError> {
         let manifest = Manifest::load_verified(dir)?;
         let bytes = std::fs::read(graph).map_err(|source| BundleError::Io {
             path: graph.to_path_buf(),
             source,
         })?;
-        let session = session_from(&bytes, threads, true).map_err(|e| BundleError::Graph {
+        let session = session_from(&bytes, threads).map_err(|e| BundleError::Graph {
             path: graph.to_path_buf(),
             engine: "onnxruntime",
             source: e.into(),

@@ -72,8 +72,16 @@ fn open(path: &Path) -> Result<(PathBuf, Environment), String> {
         ),
         e => format!("cannot load {}: {e}. {INSTALL}", path.display()),
     })?;
+    // One pool for every stage session run on more than one thread: a pool per session would
+    // have a frame's 22 sessions wake (or spin) their own threads in turn.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool = ort::environment::GlobalThreadPoolOptions::default()
+        .with_intra_threads(cores)
+        .and_then(|o| o.with_inter_threads(1))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let env = env
         .with_name("svit-edge")
+        .with_global_thread_pool(pool)
         .build()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((path.to_path_buf(), env))
@@ -160,19 +168,25 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
     found.pop()
 }
 
-/// A session of the ONNX graph `bytes` on `threads` of onnxruntime's intra-op threads (all
-/// of its graph optimisations, one inter-op thread: a stage is one chain of ops); on failure,
-/// onnxruntime's reason. `spin`: its threads poll for work between runs (its default). Each
-/// session has its own pool, and the spinning pools of a frame's 22 stage sessions fought
-/// over the cores: on 2 threads 10x slower than on one (138 against 12 ms, this machine).
-pub(super) fn session_from(bytes: &[u8], threads: usize, spin: bool) -> Result<Session, String> {
+/// A session of the ONNX graph `bytes` (all of onnxruntime's graph optimisations; one inter-op
+/// thread: a stage is one chain of ops); on failure, onnxruntime's reason. On more than one
+/// thread it runs on the process's one pool of a thread per core (`open`). Pools of their own,
+/// one per stage session, made the staged pass on 2 threads 10x slower than on one while they
+/// spun between runs (138 against 12 ms here), and still slower than one thread without
+/// spinning (10.2 against 7.9 ms, int8 pruned); on the shared pool: 7.2 ms. The dense-graph
+/// peer shares it too, so that two spinning pools never fight over the cores in one bench.
+pub(super) fn session_from(bytes: &[u8], threads: usize) -> Result<Session, String> {
     let (_, env) = loaded().map_err(|e| e.to_string())?;
-    Session::builder(env)
-        .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::Level3)?))
-        .and_then(|b| Ok(b.with_intra_threads(threads.max(1))?))
-        .and_then(|b| Ok(b.with_inter_threads(1)?))
-        .and_then(|b| Ok(b.with_intra_op_spinning(spin)?))
-        .and_then(|mut b| b.commit_from_memory(bytes))
+    let b = Session::builder(env)
+        .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::Level3)?));
+    let b = if threads > 1 {
+        b
+    } else {
+        b.and_then(|b| Ok(b.with_independent_thread_pool()?))
+            .and_then(|b| Ok(b.with_intra_threads(1)?))
+            .and_then(|b| Ok(b.with_inter_threads(1)?))
+    };
+    b.and_then(|mut b| b.commit_from_memory(bytes))
         .map_err(|e| e.to_string())
 }
 
@@ -239,7 +253,7 @@ impl OrtStages {
     fn sessions(&self, threads: usize) -> Result<Vec<Session>, (String, String)> {
         self.graphs
             .iter()
-            .map(|(rel, bytes)| session_from(bytes, threads, false).map_err(|e| (rel.clone(), e)))
+            .map(|(rel, bytes)| session_from(bytes, threads).map_err(|e| (rel.clone(), e)))
             .collect()
     }
 
