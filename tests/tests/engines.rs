@@ -42,23 +42,29 @@ fn ask_doctor() -> bool {
     }
 }
 
+/// `svit-edge run --engine onnxruntime` on `frames` synthetic frames.
+fn run_on_onnxruntime(frames: u32) -> Command {
+    let mut c = Command::new(bin("svit-edge"));
+    c.args([
+        "run",
+        "--camera",
+        "synthetic",
+        "--engine",
+        "onnxruntime",
+        "--frames",
+    ])
+    .arg(frames.to_string())
+    .current_dir(workspace());
+    c
+}
+
 #[test]
 fn a_board_runs_on_onnxruntime_and_says_so() {
     if !have_onnxruntime() {
         return;
     }
-    let out = Command::new(bin("svit-edge"))
-        .args([
-            "run",
-            "--camera",
-            "synthetic",
-            "--frames",
-            "5",
-            "--engine",
-            "onnxruntime",
-        ])
+    let out = run_on_onnxruntime(5)
         .args(["--precision", "int8", "--threads", "1"])
-        .current_dir(workspace())
         .output()
         .unwrap();
     let (stdout, stderr) = (
@@ -153,18 +159,8 @@ fn the_bench_compares_engines_and_the_dense_graph_in_one_report() {
 
 #[test]
 fn without_the_library_the_run_stops_saying_where_it_looked() {
-    let out = Command::new(bin("svit-edge"))
-        .args([
-            "run",
-            "--camera",
-            "synthetic",
-            "--frames",
-            "1",
-            "--engine",
-            "onnxruntime",
-        ])
+    let out = run_on_onnxruntime(1)
         .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
-        .current_dir(workspace())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -14,7 +14,7 @@ use super::onnxruntime::{f32_output, ort_error, session_from};
 use crate::error::{BundleError, RunError};
 use crate::manifest::Manifest;
 use crate::post::{self, DecodeOptions, HeadOutputs};
-use crate::preprocess::{resize_normalise, Layout};
+use crate::preprocess::{frame_input, Layout};
 
 pub struct DenseGraph {
     pub manifest: Manifest,
@@ -56,25 +56,17 @@ impl DenseGraph {
         height: usize,
         decode: &DecodeOptions,
     ) -> Result<FrameOutput, RunError> {
-        if width == 0 || height == 0 || rgb.len() != width * height * 3 {
-            return Err(RunError::Input(format!(
-                "{} bytes for a {width}x{height} RGB frame",
-                rgb.len()
-            )));
-        }
         let cfg = &self.manifest.config;
         let s = cfg.image_size;
-        let inp = &self.manifest.input;
         let t0 = Instant::now();
-        resize_normalise(
+        frame_input(
             rgb,
             width,
             height,
             &self.layout,
-            inp.mean,
-            inp.std,
+            &self.manifest.input,
             &mut self.input,
-        );
+        )?;
         let preprocess = ms(t0);
         let tg = Instant::now();
         let x = TensorRef::from_array_view(([1, 3, s, s], &self.input[..]))

@@ -198,28 +198,16 @@ impl Model {
         height: usize,
         buf: Vec<f32>,
     ) -> Result<Prepared, RunError> {
-        if width == 0 || height == 0 {
-            return Err(RunError::Input(format!("empty frame ({width}x{height})")));
-        }
-        if rgb.len() != width * height * 3 {
-            return Err(RunError::Input(format!(
-                "{} bytes for a {width}x{height} RGB frame (expected {}); is it RGB with 3 channels?",
-                rgb.len(),
-                width * height * 3
-            )));
-        }
         let t0 = Instant::now();
-        let inp = &self.manifest.input;
         let mut input = buf;
-        crate::preprocess::resize_normalise(
+        crate::preprocess::frame_input(
             rgb,
             width,
             height,
             &self.layout,
-            inp.mean,
-            inp.std,
+            &self.manifest.input,
             &mut input,
-        );
+        )?;
         Ok(Prepared {
             input,
             width,
