@@ -68,6 +68,8 @@ pub struct BoardJson {
     pub default_threshold: f32,
     pub keep_ratio: Option<f32>,
     pub budget_ms: Option<f32>,
+    /// Under a budget: the fraction of the recent frames that held it.
+    pub budget_hit_rate: Option<f64>,
     pub paused: bool,
     pub temperature_c: Option<f32>,
     pub throttled: Option<bool>,
@@ -241,6 +243,7 @@ impl State {
             default_threshold: b.hello.model.threshold,
             keep_ratio: b.keep_ratio,
             budget_ms: b.budget_ms,
+            budget_hit_rate: b.budget_ms.map(|_| b.budget_hit_rate()),
             paused: b.paused,
             temperature_c: b.health.as_ref().and_then(|h| h.cpu_temp_c),
             throttled: b

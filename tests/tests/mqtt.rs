@@ -149,7 +149,14 @@ fn the_host_bridges_boards_to_mosquitto_and_takes_controls() {
         Some(&HostMsg::SetThreshold(0.35)),
         "the control round trip"
     );
+    broker.publish("svit/desk_pi__1/set/budget", "40");
+    let (got, _) = read_as::<HostMsg>(&mut board.0, Duration::from_secs(10), |_| true);
+    assert_eq!(got.first(), Some(&HostMsg::SetBudget(Some(40.0))));
+    broker.publish("svit/desk_pi__1/set/budget", "none");
+    let (got, _) = read_as::<HostMsg>(&mut board.0, Duration::from_secs(10), |_| true);
+    assert_eq!(got.first(), Some(&HostMsg::SetBudget(None)));
     broker.publish("svit/desk_pi__1/set/threshold", "lots");
+    broker.publish("svit/desk_pi__1/set/budget", "-3");
     broker.publish("svit/desk_pi__1/set/reboot", "");
     wait_for(Duration::from_secs(10), "a stats message", || {
         let t = std::fs::read_to_string(&seen).ok()?;
@@ -194,6 +201,7 @@ fn the_host_bridges_boards_to_mosquitto_and_takes_controls() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("\"lots\" is not a number"), "{logged}");
     assert!(logged.contains("no control \"reboot\""), "{logged}");
+    assert!(logged.contains("budget -3 ms is not positive"), "{logged}");
 }
 
 #[test]

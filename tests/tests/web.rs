@@ -147,6 +147,16 @@ fn the_api_serves_boards_takes_controls_and_refuses_bad_requests() {
     assert_eq!(sent.status, 202, "{}", sent.text());
     let (got, _) = read_as::<HostMsg>(&mut board.0, Duration::from_secs(10), |_| true);
     assert_eq!(got.first(), Some(&HostMsg::SetThreshold(0.25)));
+    let budget = http(
+        &web,
+        "POST",
+        "/api/boards/bench-a/budget",
+        &[],
+        br#"{"budget_ms": 40}"#,
+    );
+    assert_eq!(budget.status, 202, "{}", budget.text());
+    let (got, _) = read_as::<HostMsg>(&mut board.0, Duration::from_secs(10), |_| true);
+    assert_eq!(got.first(), Some(&HostMsg::SetBudget(Some(40.0))));
     let paused = http(&web, "POST", "/api/boards/bench-a/pause", &[], b"");
     assert_eq!(paused.status, 202);
     let (got, _) = read_as::<HostMsg>(&mut board.0, Duration::from_secs(10), |_| true);
@@ -168,6 +178,9 @@ fn the_api_serves_boards_takes_controls_and_refuses_bad_requests() {
         post("/api/boards/bench-a/dense", br#"{"dense": "yes"}"#).status,
         400
     );
+    let r = post("/api/boards/bench-a/budget", br#"{"budget_ms": -1}"#);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("budget_ms -1"), "{}", r.text());
     assert_eq!(post("/api/boards/bench-a/reboot", b"").status, 404);
     assert_eq!(
         post("/api/boards/bench-a/threshold", &vec![b' '; 64 * 1024]).status,

@@ -1,7 +1,7 @@
 //! The MQTT bridge (`listen --mqtt URL`): one more `event::Consumer`. Per board it publishes
 //! each frame's detections, stats every few seconds, retained availability, debounced
 //! per-label events and retained Home Assistant discovery configurations (`topics.rs`); it
-//! takes `PREFIX/BOARD/set/{threshold,pause,resume,snapshot}` and hands them to the session as
+//! takes `PREFIX/BOARD/set/{threshold,budget,pause,resume,snapshot}` and hands them to the session as
 //! control messages.
 //!
 //! Invariant: the session loop never waits on the broker. Publishes go into rumqttc's bounded
@@ -246,12 +246,25 @@ impl Bridge {
                 }
                 HostMsg::SetThreshold(t)
             }
+            // A number of milliseconds, or "none" (or empty) for no budget.
+            "budget" if text.is_empty() || text.eq_ignore_ascii_case("none") => {
+                HostMsg::SetBudget(None)
+            }
+            "budget" => {
+                let ms: f32 = text
+                    .parse()
+                    .map_err(|_| format!("budget {text:?} is not a number of milliseconds"))?;
+                if !(ms.is_finite() && ms > 0.0) {
+                    return Err(format!("budget {ms} ms is not positive"));
+                }
+                HostMsg::SetBudget(Some(ms))
+            }
             "pause" => HostMsg::Pause,
             "resume" => HostMsg::Resume,
             "snapshot" => HostMsg::Snapshot,
             other => {
                 return Err(format!(
-                    "no control {other:?} (threshold, pause, resume, snapshot)"
+                    "no control {other:?} (threshold, budget, pause, resume, snapshot)"
                 ))
             }
         };

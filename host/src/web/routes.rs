@@ -159,6 +159,13 @@ struct Threshold {
     threshold: f32,
 }
 
+/// `{"budget_ms": 40}`, or `{"budget_ms": null}` for none.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Budget {
+    budget_ms: Option<f32>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Dense {
@@ -174,8 +181,8 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     })
 }
 
-/// `POST /api/boards/NAME/{threshold,dense,pause,resume,snapshot}`: the control messages the
-/// terminal monitor's keys send.
+/// `POST /api/boards/NAME/{threshold,dense,budget,pause,resume,snapshot}`: the control
+/// messages the terminal monitor's keys send.
 async fn control(
     State(s): State<Arc<Shared>>,
     Path((name, action)): Path<(String, String)>,
@@ -206,6 +213,15 @@ async fn control(
             }
             HostMsg::SetThreshold(t)
         }
+        "budget" => match body::<Budget>(&bytes)?.budget_ms {
+            Some(ms) if !(ms.is_finite() && ms > 0.0) => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("budget_ms {ms} is not a positive number of milliseconds (null: none)"),
+                ))
+            }
+            ms => HostMsg::SetBudget(ms),
+        },
         "dense" => match body::<Dense>(&bytes)?.dense {
             true => HostMsg::SetThreshold(0.0),
             false => HostMsg::SetThreshold(b.hello.model.threshold),
@@ -219,14 +235,12 @@ async fn control(
             HostMsg::Resume
         }
         "snapshot" => HostMsg::Snapshot,
-        other => {
-            return Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "no control {other:?}; controls: threshold, dense, pause, resume, snapshot"
-                ),
-            ))
-        }
+        other => return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no control {other:?}; controls: threshold, dense, budget, pause, resume, snapshot"
+            ),
+        )),
     };
     let conn = b.conn;
     let sent = format!("{msg:?}");
