@@ -60,3 +60,47 @@ fn missing_pieces_are_named() {
     ]);
     assert!(!ok && out.contains("nope/manifest.json"), "{out}");
 }
+
+#[test]
+fn a_trusted_key_goes_into_the_unit_and_an_unsigned_bundle_is_refused() {
+    let dir = svit_e2e::tmp("deploy-trust");
+    let bundle = svit_e2e::copy_bundle(&workspace().join("models/demo"), "deploy-signed", |_| true);
+    let key = dir.join("release");
+    let out = Command::new(svit_e2e::bin("svit-export"))
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let pubkey = key.with_extension("pub");
+    let args = |b: &std::path::Path| {
+        vec![
+            "--host".to_string(),
+            "pi@b".into(),
+            "--connect".into(),
+            "h:1".into(),
+            "--bundle".into(),
+            b.display().to_string(),
+            "--trust".into(),
+            pubkey.display().to_string(),
+            "--dry-run".into(),
+        ]
+    };
+    let run = |b: &std::path::Path| {
+        let a = args(b);
+        deploy(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (ok, out) = run(&bundle);
+    assert!(!ok && out.contains("not signed"), "{out}");
+    let signed = Command::new(svit_e2e::bin("svit-export"))
+        .arg("sign")
+        .arg("--key")
+        .arg(key.with_extension("key"))
+        .arg(&*bundle)
+        .output()
+        .unwrap();
+    assert!(signed.status.success());
+    let (ok, out) = run(&bundle);
+    assert!(ok, "{out}");
+    assert!(out.contains("--trust /etc/svit-edge/trust.pub"), "{out}");
+}

@@ -235,12 +235,14 @@ async fn control(
             HostMsg::Resume
         }
         "snapshot" => HostMsg::Snapshot,
-        other => return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!(
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
                 "no control {other:?}; controls: threshold, dense, budget, pause, resume, snapshot"
             ),
-        )),
+            ))
+        }
     };
     let conn = b.conn;
     let sent = format!("{msg:?}");
