@@ -116,32 +116,6 @@ impl Layout {
     }
 }
 
-/// A camera frame (interleaved RGB, `width x height`) checked, then resized and normalised as
-/// the bundle's `spec` says into `out` (`resize_normalise`).
-pub fn frame_input(
-    rgb: &[u8],
-    width: usize,
-    height: usize,
-    layout: &Layout,
-    spec: &crate::manifest::InputSpec,
-    out: &mut Vec<f32>,
-) -> Result<(), crate::RunError> {
-    if width == 0 || height == 0 {
-        return Err(crate::RunError::Input(format!(
-            "empty frame ({width}x{height})"
-        )));
-    }
-    if rgb.len() != width * height * 3 {
-        return Err(crate::RunError::Input(format!(
-            "{} bytes for a {width}x{height} RGB frame (expected {}); is it RGB with 3 channels?",
-            rgb.len(),
-            width * height * 3
-        )));
-    }
-    resize_normalise(rgb, width, height, layout, spec.mean, spec.std, out);
-    Ok(())
-}
-
 /// Interleaved RGB `w x h` -> floats `3 x size x size` in `layout`, in `out` (cleared first).
 pub fn resize_normalise(
     rgb: &[u8],

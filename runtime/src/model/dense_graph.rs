@@ -9,12 +9,13 @@ use std::time::Instant;
 use ort::session::Session;
 use ort::value::TensorRef;
 
+use super::frame::frame_input;
 use super::frame::{ms, FrameOutput, Timings};
 use super::onnxruntime::{f32_output, ort_error, session_from};
 use crate::error::{BundleError, RunError};
 use crate::manifest::Manifest;
 use crate::post::{self, DecodeOptions, HeadOutputs};
-use crate::preprocess::{frame_input, Layout};
+use crate::preprocess::Layout;
 
 pub struct DenseGraph {
     pub manifest: Manifest,

@@ -3,7 +3,10 @@
 
 use std::time::Instant;
 
+use crate::error::RunError;
+use crate::manifest::InputSpec;
 use crate::post::{self, Detection};
+use crate::preprocess::Layout;
 use crate::prune::MinKeep;
 
 /// How a frame decides which tokens each gated block computes.
@@ -71,4 +74,28 @@ impl FrameOutput {
 /// Milliseconds since `t`.
 pub(super) fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
+}
+
+/// A camera frame (interleaved RGB, `width x height`) checked, then resized and normalised as
+/// the bundle's `spec` says into `out` (`resize_normalise`).
+pub fn frame_input(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    layout: &Layout,
+    spec: &InputSpec,
+    out: &mut Vec<f32>,
+) -> Result<(), RunError> {
+    if width == 0 || height == 0 {
+        return Err(RunError::Input(format!("empty frame ({width}x{height})")));
+    }
+    if rgb.len() != width * height * 3 {
+        return Err(RunError::Input(format!(
+            "{} bytes for a {width}x{height} RGB frame (expected {}); is it RGB with 3 channels?",
+            rgb.len(),
+            width * height * 3
+        )));
+    }
+    crate::preprocess::resize_normalise(rgb, width, height, layout, spec.mean, spec.std, out);
+    Ok(())
 }

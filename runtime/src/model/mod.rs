@@ -200,7 +200,7 @@ impl Model {
     ) -> Result<Prepared, RunError> {
         let t0 = Instant::now();
         let mut input = buf;
-        crate::preprocess::frame_input(
+        frame::frame_input(
             rgb,
             width,
             height,
