@@ -9,8 +9,7 @@ use std::time::Instant;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::frame::frame_input;
-use super::frame::{ms, FrameOutput, Timings};
+use super::frame::{frame_input, ms, FrameOutput, Timings};
 use super::onnxruntime::{f32_output, ort_error, session_from};
 use crate::error::{BundleError, RunError};
 use crate::manifest::Manifest;
