@@ -43,6 +43,7 @@ fn check(section: &'static str, name: &str, status: Status, detail: String) -> C
 pub struct Options {
     pub camera: Option<String>,
     pub bundle: PathBuf,
+    pub trust: Vec<PathBuf>,
     pub json: Option<PathBuf>,
 }
 
@@ -53,6 +54,7 @@ pub fn run(o: Options) -> Result<bool> {
         checks.push(camera(cam));
     }
     checks.extend(bundle(&o.bundle));
+    checks.push(signature(&o.bundle, &o.trust));
     print_table(&checks);
     if let Some(path) = &o.json {
         let json = serde_json::to_string_pretty(&checks)?;
@@ -299,6 +301,49 @@ fn camera(spec: &str) -> Check {
                 Status::Fail,
                 format!("{}: the capture failed", src.describe()),
             )
+        },
+    }
+}
+
+/// The bundle's signature, against the `--trust` keys as `run` checks it.
+fn signature(dir: &Path, trust: &[PathBuf]) -> Check {
+    use svit_runtime::signature::{check as verify, PublicKey, Trust};
+    let s = "bundle";
+    let checked = trust
+        .iter()
+        .map(|p| PublicKey::read(p))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|keys| {
+            svit_runtime::files::BundleFiles::open(dir).and_then(|f| verify(&f, &keys))
+        });
+    match checked {
+        Ok(Trust::Signed { key_id }) => check(
+            s,
+            "signature",
+            Status::Ok,
+            format!("signed by trusted key {key_id}"),
+        ),
+        Ok(Trust::Unchecked { signed_by }) => Check {
+            fix: Some(
+                "give `run` the signer's public key (--trust FILE.pub) so that it runs only \
+                 bundles you signed (README, \"Signed bundles\")"
+                    .into(),
+            ),
+            ..check(
+                s,
+                "signature",
+                Status::Warn,
+                signed_by.map_or("unsigned, and no --trust key".into(), |k| {
+                    format!("signed by key {k}, not checked (no --trust key)")
+                }),
+            )
+        },
+        Err(e) => Check {
+            fix: Some(
+                "sign it with `svit-export sign --key KEY.key BUNDLE`, or trust its signer's key"
+                    .into(),
+            ),
+            ..check(s, "signature", Status::Fail, e.to_string())
         },
     }
 }

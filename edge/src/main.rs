@@ -160,6 +160,9 @@ enum Cmd {
         camera: Option<String>,
         #[arg(long, default_value = "models/demo")]
         bundle: PathBuf,
+        /// Check the bundle's signature against these public keys, as `run --trust` would.
+        #[arg(long, value_name = "FILE")]
+        trust: Vec<PathBuf>,
         /// Also write the checks as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -296,11 +299,13 @@ fn main() -> Result<()> {
         Cmd::Doctor {
             camera,
             bundle,
+            trust,
             json,
         } => {
             let ok = doctor::run(doctor::Options {
                 camera,
                 bundle,
+                trust,
                 json,
             })?;
             if !ok {
@@ -325,6 +330,13 @@ fn main() -> Result<()> {
         } => {
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
             let bar = indicatif::ProgressBar::new_spinner();
+            if engine.contains(&Engine::OnnxRuntime) && dense_int8.is_none() {
+                tracing::info!(
+                    "comparing with onnxruntime's f32 dense graph only; for its int8 one too: \
+                     python3 scripts/ort_quantize.py dense BUNDLE dense_int8.onnx, then \
+                     --dense-int8 dense_int8.onnx"
+                );
+            }
             let mut dense_graphs = vec![("f32".to_string(), bundle.join(DENSE_ONNX))];
             dense_graphs.extend(dense_int8.map(|p| ("int8".to_string(), p)));
             let sweep = bench::Sweep {

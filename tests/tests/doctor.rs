@@ -91,3 +91,36 @@ fn a_broken_bundle_is_named() {
     assert!(!ok);
     assert!(text.contains("does not load"), "{text}");
 }
+
+#[test]
+fn the_bundle_signature_is_checked_against_trusted_keys() {
+    let dir = tmp("doctor-trust");
+    let key = dir.0.join("k");
+    let out = Command::new(bin("svit-export"))
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let pubkey = key.with_extension("pub");
+    // The shipped demo bundle is unsigned: a warning without keys, a failure with one.
+    let (_, text, checks) = doctor("doctor-unsigned", &[]);
+    let sig = find(checks.as_ref().unwrap(), "bundle")
+        .into_iter()
+        .find(|c| c["name"] == "signature")
+        .cloned()
+        .expect("a signature check");
+    assert_eq!(sig["status"], "warn", "{text}");
+    let (ok, text, checks) = doctor("doctor-trusting", &["--trust", pubkey.to_str().unwrap()]);
+    assert!(!ok, "{text}");
+    let sig = find(checks.as_ref().unwrap(), "bundle")
+        .into_iter()
+        .find(|c| c["name"] == "signature")
+        .cloned()
+        .unwrap();
+    assert_eq!(sig["status"], "fail", "{text}");
+    assert!(
+        sig["detail"].as_str().unwrap().contains("not signed"),
+        "{sig}"
+    );
+}
