@@ -236,6 +236,23 @@ pub fn copy_bundle(src: &Path, name: &str, keep: impl Fn(&str) -> bool) -> TempD
     d
 }
 
+/// `svit-export keygen --out prefix`: the key pair's id (prefix.key and prefix.pub written).
+pub fn keygen(prefix: &Path) -> String {
+    let out = Command::new(bin("svit-export"))
+        .args(["keygen", "--out"])
+        .arg(prefix)
+        .output()
+        .expect("running svit-export keygen");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // "key <id>: ..."
+    text.split_whitespace()
+        .nth(1)
+        .expect("keygen names the key")
+        .trim_end_matches(':')
+        .to_string()
+}
+
 pub struct TempDir(pub PathBuf);
 
 impl std::ops::Deref for TempDir {

@@ -66,12 +66,7 @@ fn a_trusted_key_goes_into_the_unit_and_an_unsigned_bundle_is_refused() {
     let dir = svit_e2e::tmp("deploy-trust");
     let bundle = svit_e2e::copy_bundle(&workspace().join("models/demo"), "deploy-signed", |_| true);
     let key = dir.join("release");
-    let out = Command::new(svit_e2e::bin("svit-export"))
-        .args(["keygen", "--out"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    svit_e2e::keygen(&key);
     let pubkey = key.with_extension("pub");
     let args = |b: &std::path::Path| {
         vec![

@@ -96,12 +96,7 @@ fn a_broken_bundle_is_named() {
 fn the_bundle_signature_is_checked_against_trusted_keys() {
     let dir = tmp("doctor-trust");
     let key = dir.0.join("k");
-    let out = Command::new(bin("svit-export"))
-        .args(["keygen", "--out"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    svit_e2e::keygen(&key);
     let pubkey = key.with_extension("pub");
     // The shipped demo bundle is unsigned: a warning without keys, a failure with one.
     let (_, text, checks) = doctor("doctor-unsigned", &[]);

@@ -29,24 +29,12 @@ fn run(bundle: &Path, trust: &[&Path]) -> (bool, String) {
     )
 }
 
-fn key_id(keygen: &Output) -> String {
-    // "key <id>: ..."
-    let text = String::from_utf8_lossy(&keygen.stdout);
-    assert!(keygen.status.success(), "{text}");
-    text.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_string()
-}
-
 #[test]
 fn a_board_runs_only_what_a_trusted_key_signed() {
     let dir = tmp("signing");
     let demo = workspace().join("models/demo");
     let (a, b) = (dir.join("a"), dir.join("b"));
-    let a_id = key_id(&export(&["keygen", "--out", a.to_str().unwrap()]));
-    let b_id = key_id(&export(&["keygen", "--out", b.to_str().unwrap()]));
+    let (a_id, b_id) = (svit_e2e::keygen(&a), svit_e2e::keygen(&b));
     let (a_pub, b_pub) = (a.with_extension("pub"), b.with_extension("pub"));
     // Keys are not replaced by accident.
     let again = export(&["keygen", "--out", a.to_str().unwrap()]);
