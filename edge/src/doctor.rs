@@ -307,16 +307,9 @@ fn camera(spec: &str) -> Check {
 
 /// The bundle's signature, against the `--trust` keys as `run` checks it.
 fn signature(dir: &Path, trust: &[PathBuf]) -> Check {
-    use svit_runtime::signature::{check as verify, PublicKey, Trust};
+    use svit_runtime::signature::{check_bundle, Trust};
     let s = "bundle";
-    let checked = trust
-        .iter()
-        .map(|p| PublicKey::read(p))
-        .collect::<Result<Vec<_>, _>>()
-        .and_then(|keys| {
-            svit_runtime::files::BundleFiles::open(dir).and_then(|f| verify(&f, &keys))
-        });
-    match checked {
+    match check_bundle(dir, trust) {
         Ok(Trust::Signed { key_id }) => check(
             s,
             "signature",

@@ -31,11 +31,6 @@ enum BudgetPrefer {
     Dense,
 }
 
-/// `--engine`: tract, onnxruntime, or auto (onnxruntime where its library loads).
-fn engine(s: &str) -> Result<Engine, String> {
-    Engine::choose(s)
-}
-
 /// A budget or rate: a positive, finite number.
 fn positive_ms(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
@@ -133,7 +128,7 @@ enum Cmd {
         precision: String,
         /// What runs the stage graphs: tract, onnxruntime (its library loaded at run time:
         /// `pip install onnxruntime`, or ORT_DYLIB_PATH), or auto (onnxruntime where it loads).
-        #[arg(long, default_value = "tract", value_parser = engine)]
+        #[arg(long, default_value = "tract", value_parser = Engine::choose)]
         engine: Engine,
         /// A public key (`svit-export keygen`'s PREFIX.pub) whose signature the bundle must
         /// carry; repeat for several. Without any, unsigned bundles run, with a warning.
@@ -190,7 +185,7 @@ enum Cmd {
         /// Engines to compare: tract, onnxruntime, auto. With onnxruntime the bench also runs
         /// the bundle's whole dense.onnx on it as one graph (mode `dense-graph`), the peer a
         /// user would otherwise pick.
-        #[arg(long, value_delimiter = ',', default_value = "tract", value_parser = engine)]
+        #[arg(long, value_delimiter = ',', default_value = "tract", value_parser = Engine::choose)]
         engine: Vec<Engine>,
         /// onnxruntime's own int8 version of dense.onnx (`scripts/ort_quantize.py`), also run
         /// as one graph (mode `dense-graph`, precision int8).
@@ -382,13 +377,8 @@ fn main() -> Result<()> {
 /// The bundle's signature against the trusted keys (`--trust`): refused unless signed by one
 /// of them; without keys, run with a warning.
 fn check_signature(bundle: &std::path::Path, trust: &[PathBuf]) -> Result<()> {
-    use svit_runtime::signature::{check, PublicKey, Trust};
-    let trusted = trust
-        .iter()
-        .map(|p| PublicKey::read(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let files = svit_runtime::files::BundleFiles::open(bundle)?;
-    match check(&files, &trusted).with_context(|| format!("bundle {}", bundle.display()))? {
+    use svit_runtime::signature::{check_bundle, Trust};
+    match check_bundle(bundle, trust).with_context(|| format!("bundle {}", bundle.display()))? {
         Trust::Signed { key_id } => tracing::info!("bundle signed by trusted key {key_id}"),
         Trust::Unchecked { signed_by } => tracing::warn!(
             "bundle {} is not checked against a signing key ({}): give the board the \

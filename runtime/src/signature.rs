@@ -176,6 +176,16 @@ pub fn check(files: &BundleFiles, trusted: &[PublicKey]) -> Result<Trust, Bundle
     })
 }
 
+/// `check` of the bundle at `bundle` (a directory or `.tar`) against the public key files
+/// `trust` (`--trust`): what `svit-edge run` and `doctor` both do.
+pub fn check_bundle(bundle: &Path, trust: &[std::path::PathBuf]) -> Result<Trust, BundleError> {
+    let trusted = trust
+        .iter()
+        .map(|p| PublicKey::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    check(&BundleFiles::open(bundle)?, &trusted)
+}
+
 fn parse(bytes: &[u8]) -> Result<SignatureFile, String> {
     let s: SignatureFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if s.algorithm != "ed25519" {
