@@ -31,6 +31,7 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
 trap cleanup EXIT
 
 "$bin/svit-faultproxy" "$pp" "$hp" $((secs + 20)) 7 > "$dir/proxy.json" &
+proxy=$!
 pids+=($!)
 
 start_host() { # N
@@ -76,6 +77,9 @@ kill -TERM "$host"; wait "$host" || true
 for r in "$dir"/rec-*.svrec; do "$bin/svit-host" replay "$r" --max-speed > "${r%.svrec}.jsonl" 2>/dev/null || true; done
 maxseq=$(cat "$dir"/rec-*.jsonl | python3 -c 'import sys,json; print(max([json.loads(l)["seq"] for l in sys.stdin if l.startswith("{")] or [0]))')
 "$bin/svit-edge" run --camera synthetic --threads 1 --frames $((maxseq + 1)) > "$dir/reference.jsonl" 2> /dev/null
+
+# The proxy writes its counts when its fixed time is up; a fast machine gets here first.
+wait "$proxy"
 
 python3 - "$dir" "$secs" "$n" <<'PY'
 import glob, json, os, re, sys
