@@ -48,7 +48,7 @@ struct Session {
 
 /// Says hello and runs the handshake (`svit_protocol::session`) to its end.
 fn handshake(mut stream: TcpStream, hello: &proto::Hello, key: Option<&[u8]>) -> Result<Session> {
-    let mut hs = EdgeHandshake::new(fresh(hello), key.map(<[u8]>::to_vec));
+    let mut hs = EdgeHandshake::new(hello.clone(), key.map(<[u8]>::to_vec));
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(&encode(&mut Tx::Plain, &hs.hello())?)?;
     let mut dec = FrameDecoder::new(64 * 1024);
@@ -86,10 +86,13 @@ fn handshake(mut stream: TcpStream, hello: &proto::Hello, key: Option<&[u8]>) ->
     }
 }
 
-/// Our hello with a fresh nonce: one per handshake.
-pub fn fresh(hello: &proto::Hello) -> proto::Hello {
+/// Our hello with a fresh nonce (one per handshake), naming the bundle running now.
+pub fn fresh(hello: &proto::Hello, ctl: &Control) -> proto::Hello {
     let mut h = hello.clone();
     h.nonce = proto::auth::nonce();
+    if let Some(model) = ctl.model_info() {
+        h.model = model;
+    }
     h
 }
 
@@ -109,7 +112,11 @@ pub fn control(rx: &mut Rx, msg: HostMsg, ctl: &Control) -> Result<(), proto::se
         );
     }
     if let Some(msg) = got.msg {
-        tracing::info!("control from host: {msg:?}");
+        match &msg {
+            // Bundle bytes: the updater logs what becomes of them.
+            HostMsg::Push(p) => tracing::debug!("control from host: {}", p.kind()),
+            _ => tracing::info!("control from host: {msg:?}"),
+        }
         ctl.apply(&msg);
     }
     Ok(())
@@ -118,7 +125,7 @@ pub fn control(rx: &mut Rx, msg: HostMsg, ctl: &Control) -> Result<(), proto::se
 fn spawn_control_reader(mut stream: TcpStream, ctl: Arc<Control>, mut rx: Rx, leftover: Vec<u8>) {
     std::thread::spawn(move || {
         let _ = stream.set_read_timeout(None);
-        let mut dec = FrameDecoder::new(4096);
+        let mut dec = FrameDecoder::new(proto::push::MAX_CONTROL);
         let mut buf = [0u8; 1024];
         let mut first = Some(leftover);
         loop {
@@ -294,7 +301,7 @@ pub fn tcp_loop(
             mut tx,
             rx,
             leftover,
-        } = match peer.open(&hello, key.as_deref()) {
+        } = match peer.open(&fresh(&hello, &ctl), key.as_deref()) {
             Ok(s) => {
                 backoff = Duration::from_millis(100);
                 tracing::info!("streaming to {addr}");

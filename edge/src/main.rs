@@ -13,6 +13,7 @@ mod mqtt;
 mod nodes;
 mod pipeline;
 mod serial;
+mod update;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -134,6 +135,11 @@ enum Cmd {
         /// carry; repeat for several. Without any, unsigned bundles run, with a warning.
         #[arg(long, value_name = "FILE")]
         trust: Vec<PathBuf>,
+        /// Take bundles pushed by the host (`svit-host push`) and keep them here: the one
+        /// running, the one before (for `svit-host rollback`) and one being received. At start
+        /// the board runs the store's current bundle, if it has one, instead of --bundle.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
         /// Send a JPEG thumbnail of the frame this often (seconds; 0 = only on a snapshot request).
         #[arg(long, default_value_t = 1.0)]
         thumbnail_every: f64,
@@ -233,11 +239,11 @@ fn main() -> Result<()> {
             precision,
             engine,
             trust,
+            store,
             thumbnail_every,
             key,
             metrics,
         } => {
-            check_signature(&bundle, &trust)?;
             let key = key.map(|k| svit_protocol::auth::read_key(&k)).transpose()?;
             let budget = budget_ms.or(target_fps.map(|f| 1000.0 / f));
             let sink = match (connect, listen, serial) {
@@ -289,6 +295,7 @@ fn main() -> Result<()> {
                 thumbs,
                 (budget, budget_prefer == BudgetPrefer::Dense),
                 metrics,
+                (store, trust),
             )
         }
         Cmd::Doctor {
@@ -361,7 +368,7 @@ fn main() -> Result<()> {
                 let lost = link::tcp_loop(
                     link::Peer::Connect(addr.clone()),
                     q,
-                    edge_hello(&manifest, name),
+                    edge_hello(update::model_info(&manifest, None), name),
                     key,
                     Arc::new(Control::new(0.0)),
                     Arc::new(Stats::new()),
@@ -372,22 +379,6 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// The bundle's signature against the trusted keys (`--trust`): refused unless signed by one
-/// of them; without keys, run with a warning.
-fn check_signature(bundle: &std::path::Path, trust: &[PathBuf]) -> Result<()> {
-    use svit_runtime::signature::{check_bundle, Trust};
-    match check_bundle(bundle, trust).with_context(|| format!("bundle {}", bundle.display()))? {
-        Trust::Signed { key_id } => tracing::info!("bundle signed by trusted key {key_id}"),
-        Trust::Unchecked { signed_by } => tracing::warn!(
-            "bundle {} is not checked against a signing key ({}): give the board the \
-             signer's public key with --trust",
-            bundle.display(),
-            signed_by.map_or("it is unsigned".into(), |k| format!("signed by key {k}"))
-        ),
-    }
-    Ok(())
 }
 
 /// Where `run` sends its frames.
@@ -416,20 +407,26 @@ fn run(
     thumbs: Option<std::time::Duration>,
     (budget, prefer_dense): (Option<f32>, bool),
     metrics: Option<std::net::SocketAddr>,
+    (store, trust): (Option<PathBuf>, Vec<PathBuf>),
 ) -> Result<()> {
     let threads = threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
     });
     tracing::info!(threads, "inference threads");
-    let model = Model::load_with(&bundle, &precision, engine)
-        .with_context(|| format!("loading bundle {} into {engine}", bundle.display()))?;
+    let store = store.map(|d| update::store::Store::open(&d)).transpose()?;
+    let loading = update::Loading {
+        trust,
+        precision,
+        engine,
+        threads,
+    };
+    // Absolute, so the store's record of it (the previous bundle after a push) holds wherever
+    // the board is started from next.
+    let bundle = std::fs::canonicalize(&bundle).unwrap_or(bundle);
+    let (bundle, model, signed_by) = load_first(&bundle, store.as_ref(), &loading)?;
     let model = Arc::new(model);
-    let mut decode = model.default_options().decode;
-    if let Some(s) = score_threshold {
-        decode.score_threshold = s;
-    }
     let stats = Arc::new(Stats::new());
-    let hello = edge_hello(&model.manifest, name);
+    let hello = edge_hello(update::model_info(&model.manifest, signed_by), name);
     let exporter = metrics
         .map(|addr| {
             let tokens = model.config().tokens() as u16;
@@ -444,10 +441,9 @@ fn run(
         .transpose()?;
     let infer = pipeline::InferConfig {
         threads,
-        min_keep: min_keep.map_or(model.manifest.defaults.min_keep, |k| {
-            k.clamp(1, model.config().tokens())
-        }),
-        decode,
+        threshold,
+        min_keep,
+        score_threshold,
         max_frames: frames,
         thumbnail_every: thumbs,
         prefer_dense,
@@ -490,9 +486,18 @@ fn run(
     }
 
     svit_protocol::process::stop_on_signals(ctl.stop.clone());
+    let slot = Arc::new(update::Slot::new(model.clone()));
+    update::spawn(
+        store,
+        loading,
+        bundle,
+        slot.clone(),
+        ctl.clone(),
+        outgoing.clone(),
+    )?;
     let cap = {
         let (m, q, sp, c, s) = (
-            model.clone(),
+            slot.clone(),
             decoded.clone(),
             spares.clone(),
             ctl.clone(),
@@ -504,7 +509,7 @@ fn run(
     };
     let inf = {
         let (m, i, sp, o, c, s) = (
-            model.clone(),
+            slot.clone(),
             decoded.clone(),
             spares.clone(),
             outgoing.clone(),
@@ -566,20 +571,45 @@ fn run(
     Ok(())
 }
 
+/// The bundle to start with: the store's current one (pushed), else its previous one, else
+/// `--bundle`; each checked against `--trust` and loaded, the first that works wins.
+fn load_first(
+    bundle: &std::path::Path,
+    store: Option<&update::store::Store>,
+    l: &update::Loading,
+) -> Result<(PathBuf, Model, Option<String>)> {
+    let pushed = store.into_iter().flat_map(|s| [s.current(), s.previous()]);
+    let mut tried = pushed.flatten().map(|p| (p, true)).collect::<Vec<_>>();
+    tried.push((bundle, false));
+    let mut last = None;
+    for (path, from_store) in tried {
+        let res = update::check_signature(path, &l.trust).and_then(|signed_by| {
+            let m = Model::load_with(path, &l.precision, l.engine)
+                .with_context(|| format!("loading bundle {} into {}", path.display(), l.engine))?;
+            Ok((path.to_path_buf(), m, signed_by))
+        });
+        match res {
+            Ok(found) => {
+                if from_store {
+                    tracing::info!(
+                        "running the pushed bundle {} from the store",
+                        path.display()
+                    );
+                }
+                return Ok(found);
+            }
+            Err(e) if from_store => {
+                tracing::error!("pushed bundle {} not run: {e:#}", path.display())
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no bundle to run")))
+}
+
 /// This board's greeting: who it is and what model it runs.
-fn edge_hello(manifest: &Manifest, name: Option<String>) -> svit_protocol::Hello {
-    let cfg = &manifest.config;
-    svit_protocol::Hello::edge(
-        name.unwrap_or_else(hostname),
-        svit_protocol::ModelInfo {
-            bundle: manifest.name.clone(),
-            labels: manifest.labels.clone(),
-            input_size: cfg.image_size as u16,
-            tokens: cfg.tokens() as u16,
-            blocks: cfg.depth as u16,
-            threshold: manifest.defaults.threshold,
-        },
-    )
+fn edge_hello(model: svit_protocol::ModelInfo, name: Option<String>) -> svit_protocol::Hello {
+    svit_protocol::Hello::edge(name.unwrap_or_else(hostname), model)
 }
 
 fn hostname() -> String {

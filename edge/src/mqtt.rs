@@ -110,7 +110,7 @@ pub fn mqtt_loop(
     let id = format!("svit-edge-{}", svit_mqtt::escape(&hello.device));
     let (client, conn) = svit_mqtt::connect(&target.broker, &id, Some(will), QUEUE)?;
     tracing::info!("streaming to the MQTT broker on {wire}");
-    let hs = EdgeHandshake::new(fresh(&hello), key.clone());
+    let hs = EdgeHandshake::new(fresh(&hello, &ctl), key.clone());
     let hello_bytes = encode(&mut Tx::Plain, &hs.hello())?;
     let link = Arc::new(Mutex::new(match key {
         Some(_) => Link::Keyed {
@@ -129,7 +129,7 @@ pub fn mqtt_loop(
             link.clone(),
             hello_bytes.clone(),
         );
-        let mut dec = FrameDecoder::new(4096);
+        let mut dec = FrameDecoder::new(proto::push::MAX_CONTROL);
         std::thread::Builder::new()
             .name("mqtt".into())
             .spawn(move || {

@@ -4,7 +4,8 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use svit_protocol as proto;
@@ -13,6 +14,7 @@ use svit_runtime::{DecodeOptions, FrameOutput, MinKeep, Model, Prepared, Pruning
 
 use crate::camera::{now_us, FrameSource, SourceError};
 use crate::codec::{decode_rgb, encode_jpeg};
+use crate::update::{self, Runner, Slot};
 
 /// A bounded hand-off that drops the oldest item when full.
 pub struct Queue<T> {
@@ -104,6 +106,10 @@ pub struct Control {
     pub snapshot: AtomicBool,
     /// Set by a signal or the frame limit: the loops drain what is queued and exit.
     pub stop: Arc<AtomicBool>,
+    /// The updater thread, which takes the host's bundle pushes (`update`).
+    pub pushes: OnceLock<SyncSender<update::Event>>,
+    /// The bundle a new session's hello names, once a push replaced the first one.
+    model_info: Mutex<Option<proto::ModelInfo>>,
 }
 
 impl Control {
@@ -115,7 +121,18 @@ impl Control {
             paused: AtomicBool::new(false),
             snapshot: AtomicBool::new(false),
             stop: Arc::new(AtomicBool::new(false)),
+            pushes: OnceLock::new(),
+            model_info: Mutex::new(None),
         }
+    }
+    pub fn model_info(&self) -> Option<proto::ModelInfo> {
+        self.model_info
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    pub fn set_model_info(&self, info: proto::ModelInfo) {
+        *self.model_info.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
     }
     pub fn threshold(&self) -> f32 {
         f32::from_bits(self.threshold_bits.load(Ordering::Relaxed))
@@ -142,12 +159,26 @@ impl Control {
             proto::HostMsg::Pause => self.paused.store(true, Ordering::Relaxed),
             proto::HostMsg::Resume => self.paused.store(false, Ordering::Relaxed),
             proto::HostMsg::Snapshot => self.snapshot.store(true, Ordering::Relaxed),
+            proto::HostMsg::Push(p) => match self
+                .pushes
+                .get()
+                .map(|u| u.try_send(update::Event::Push(p.clone())))
+            {
+                None => tracing::warn!("a bundle push ignored: this program takes none"),
+                // The host resends what the board did not answer.
+                Some(Err(TrySendError::Full(_))) => {
+                    tracing::debug!("push message dropped: the updater is busy")
+                }
+                Some(_) => {}
+            },
             _ => {}
         }
     }
 }
 
 pub struct Decoded {
+    /// The model `input` was prepared for.
+    model: Arc<Model>,
     /// The frame as captured (thumbnails are made from it).
     rgb: Vec<u8>,
     width: usize,
@@ -202,7 +233,7 @@ fn ewma(old_us: f64, new: Duration) -> f64 {
 
 /// Capture thread body: capture, decode, hand over; counts camera errors and moves on.
 pub fn capture_loop(
-    model: Arc<Model>,
+    slot: Arc<Slot>,
     mut src: Box<dyn FrameSource>,
     out: Arc<Queue<Decoded>>,
     spares: Arc<Spares>,
@@ -233,6 +264,7 @@ pub fn capture_loop(
             std::thread::sleep(Duration::from_micros(wait_us.min(1e6) as u64));
         }
         let started = Instant::now();
+        let model = slot.model();
         let res = src.capture().and_then(|c| {
             let t = Instant::now();
             let spare = spares.pop_timeout(Duration::ZERO).unwrap_or_default();
@@ -242,6 +274,7 @@ pub fn capture_loop(
                 .prepare(&rgb, width, height, spare.input)
                 .map_err(|e| SourceError::Corrupt(e.to_string()))?;
             Ok(Decoded {
+                model: model.clone(),
                 rgb,
                 width,
                 height,
@@ -284,9 +317,11 @@ pub type FrameHook = Box<dyn Fn(&proto::Frame) + Send>;
 
 pub struct InferConfig {
     pub threads: usize,
-    /// The floor under the threshold (the bundle's, or `--min-keep`).
-    pub min_keep: MinKeep,
-    pub decode: DecodeOptions,
+    /// What the command line set over the bundle's defaults (`--threshold`, `--min-keep`,
+    /// `--score-threshold`); the rest follows the bundle running, pushed ones too.
+    pub threshold: Option<f32>,
+    pub min_keep: Option<MinKeep>,
+    pub score_threshold: Option<f32>,
     pub max_frames: Option<u64>,
     pub thumbnail_every: Option<Duration>,
     /// With a budget (`Control::budget_ms`): steer below the bundle's threshold too, towards
@@ -297,8 +332,22 @@ pub struct InferConfig {
 }
 
 /// Inference thread body: runs the model on the newest decoded frame, converts to wire frames.
+impl InferConfig {
+    /// The floor under the threshold and the decoding, for this model.
+    fn tuned(&self, model: &Model) -> (MinKeep, DecodeOptions) {
+        let min_keep = self.min_keep.map_or(model.manifest.defaults.min_keep, |k| {
+            k.clamp(1, model.config().tokens())
+        });
+        let mut decode = model.default_options().decode;
+        if let Some(s) = self.score_threshold {
+            decode.score_threshold = s;
+        }
+        (min_keep, decode)
+    }
+}
+
 pub fn infer_loop(
-    model: Arc<Model>,
+    slot: Arc<Slot>,
     input: Arc<Queue<Decoded>>,
     spares: Arc<Spares>,
     out: Arc<Queue<proto::EdgeMsg>>,
@@ -306,7 +355,8 @@ pub fn infer_loop(
     stats: Arc<Stats>,
     cfg: InferConfig,
 ) -> anyhow::Result<()> {
-    let mut st = model.new_state(cfg.threads)?;
+    let mut run = Runner::new(slot.model(), cfg.threads)?;
+    let (mut min_keep, mut decode) = cfg.tuned(&run.model);
     let mut budget: Option<Budget> = None;
     let mut last_thumb: Option<Instant> = None;
     let mut seq = 0u64;
@@ -315,6 +365,29 @@ pub fn infer_loop(
     while let Some(mut d) = input.pop() {
         let started = Instant::now();
         let age_ms = now_us().saturating_sub(d.capture_us) as f32 / 1000.0;
+        if run.take_switch(&slot, cfg.threads, seq) {
+            (min_keep, decode) = cfg.tuned(&run.model);
+            if cfg.threshold.is_none() {
+                let t = run.model.manifest.defaults.threshold;
+                ctl.threshold_bits.store(t.to_bits(), Ordering::Relaxed);
+            }
+        }
+        if !Arc::ptr_eq(&d.model, &run.model) {
+            // Prepared for the model before a switch.
+            match run.model.prepare(
+                &d.rgb,
+                d.width,
+                d.height,
+                std::mem::take(&mut d.input).into_buffer(),
+            ) {
+                Ok(p) => d.input = p,
+                Err(e) => {
+                    stats.inference_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("frame not prepared for the new model, skipped: {e}");
+                    continue;
+                }
+            }
+        }
         stats
             .infer_free_at_us
             .store(now_us() + infer_us as u64, Ordering::Relaxed);
@@ -335,21 +408,22 @@ pub fn infer_loop(
         let pruning = if ratio > 0.0 {
             Pruning::Ratio(ratio)
         } else {
-            Pruning::at(threshold, cfg.min_keep)
+            Pruning::at(threshold, min_keep)
         };
-        let opts = RunOptions {
-            pruning,
-            decode: cfg.decode,
-        };
-        let res = model.run_prepared(&mut st, &mut d.input, &opts);
+        let opts = RunOptions { pruning, decode };
+        let res = run.model.run_prepared(&mut run.state, &mut d.input, &opts);
         let o = match res {
             Ok(o) => o,
             Err(e) => {
                 stats.inference_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("inference failed, frame skipped: {e}");
+                if run.failed(&e.to_string(), &slot, seq) {
+                    (min_keep, decode) = cfg.tuned(&run.model);
+                }
                 continue;
             }
         };
+        run.ran();
         let dropped = stats.dropped.load(Ordering::Relaxed);
         let t = Instant::now();
         let mut frame = to_wire(&o, seq, &d, threshold, dropped);

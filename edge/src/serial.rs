@@ -73,10 +73,10 @@ pub fn serial_loop(
 ) -> Result<u64> {
     let name = port.name().unwrap_or_else(|| "serial".into());
     let mut out = Outbox::new(q, stats);
-    let mut dec = FrameDecoder::new(4096);
+    let mut dec = FrameDecoder::new(proto::push::MAX_CONTROL);
     let mut buf = [0u8; 1024];
     let start = || Phase::Greeting {
-        hs: Box::new(EdgeHandshake::new(fresh(&hello), key.clone())),
+        hs: Box::new(EdgeHandshake::new(fresh(&hello, &ctl), key.clone())),
         last_sent: None,
     };
     let mut phase = start();

@@ -5,6 +5,7 @@ mod link;
 mod live;
 mod monitor;
 mod mqtt;
+mod push;
 mod record;
 mod render;
 mod report;
@@ -140,6 +141,75 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Push a bundle (a directory or its .tar) to running boards through a host's web API
+    /// (`listen --http`) and their links; waits until each board runs it or says why not.
+    /// Boards take pushes when started with `svit-edge run --store DIR`. One JSON line per
+    /// board on stdout; exits non-zero if one refused.
+    Push {
+        bundle: PathBuf,
+        /// A board to push to (repeatable).
+        #[arg(long, required_unless_present = "all")]
+        board: Vec<String>,
+        /// Every board connected to the host.
+        #[arg(long, conflicts_with = "board")]
+        all: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Send boards back to the bundle they ran before the last push.
+    Rollback {
+        /// A board to roll back (repeatable).
+        #[arg(long, required = true)]
+        board: Vec<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// Reaching a running host's web API.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The host's web view (`svit-host listen --http ADDR`).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// That host's --http-token file (needed off loopback).
+    #[arg(long, value_name = "FILE")]
+    token: Option<PathBuf>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 900.0)]
+    timeout: f64,
+}
+
+impl ApiArgs {
+    fn open(&self) -> Result<(push::Api, Duration)> {
+        let token = self
+            .token
+            .as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map(|t| t.trim().to_string())
+                    .with_context(|| format!("reading the --token file {}", p.display()))
+            })
+            .transpose()?;
+        Ok((
+            push::Api::new(&self.api, token),
+            Duration::from_secs_f64(self.timeout.max(1.0)),
+        ))
+    }
+}
+
+/// Prints each board's outcome as a JSON line; an error if one did not get there.
+fn outcomes(what: &str, done: Vec<push::Outcome>) -> Result<()> {
+    let mut failed = Vec::new();
+    for o in &done {
+        println!("{}", o.status);
+        if !o.ok() {
+            let reason = o.status["reason"].as_str().unwrap_or("no reason given");
+            failed.push(format!("{}: {} ({reason})", o.board, o.status["state"]));
+        }
+    }
+    anyhow::ensure!(failed.is_empty(), "{what} failed on {}", failed.join("; "));
+    Ok(())
 }
 
 /// The web view: live page, JSON API, /metrics, websocket.
@@ -336,6 +406,34 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Compare { a, b, json } => report::compare(&a, &b, json),
+        Cmd::Push {
+            bundle,
+            board,
+            all,
+            api,
+        } => {
+            let (client, timeout) = api.open()?;
+            let (name, tar) = push::read_bundle(&bundle)?;
+            let boards = if all {
+                client.connected_boards()?
+            } else {
+                board
+            };
+            anyhow::ensure!(!boards.is_empty(), "no board connected to {}", api.api);
+            tracing::info!(
+                "pushing {name} ({} bytes) to {}",
+                tar.len(),
+                boards.join(", ")
+            );
+            outcomes(
+                "the push",
+                push::push(&client, &boards, &name, &tar, timeout)?,
+            )
+        }
+        Cmd::Rollback { board, api } => {
+            let (client, timeout) = api.open()?;
+            outcomes("the rollback", push::rollback(&client, &board, timeout)?)
+        }
         Cmd::Report { recording, out } => {
             let rec = record::read(&recording)?;
             let s = report::write(&rec.records, &out)?;

@@ -56,6 +56,9 @@ pub struct Latency {
 pub struct BoardJson {
     pub name: String,
     pub bundle: String,
+    /// The bundle's manifest hash and the key that signed it, as the board checked it.
+    pub bundle_hash: String,
+    pub signed_by: Option<String>,
     pub connected: bool,
     pub frames: u64,
     pub missing: u64,
@@ -227,6 +230,8 @@ impl State {
         BoardJson {
             name: b.hello.device.clone(),
             bundle: b.hello.model.bundle.clone(),
+            bundle_hash: b.hello.model.hash.clone(),
+            signed_by: b.hello.model.signed_by.clone(),
             connected: b.connected,
             frames: b.frames,
             missing: b.missing,

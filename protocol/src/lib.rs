@@ -25,6 +25,7 @@ pub mod clock;
 pub mod frame;
 #[cfg(feature = "process")]
 pub mod process;
+pub mod push;
 #[cfg(feature = "std")]
 pub mod secure;
 #[cfg(feature = "std")]
@@ -33,12 +34,15 @@ pub mod stats;
 
 pub use bench::BenchReport;
 pub use frame::{decode_one, encode, DecodeError, Feed, FrameDecoder, Frames};
+pub use push::{Push, PushStatus};
 
 /// Bump when the meaning of a message changes without its types changing.
 /// 2: the hello carries the bundle's default threshold in [`ModelInfo`], answers without a key
 /// carry the edge's nonce on every transport, `Bench` is typed.
 /// 3: a key encrypts the session (Noise NNpsk0) instead of authenticating the hello only.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: bundles are pushed to running boards (`Push`, `PushStatus`); the hello names the bundle's
+/// hash and signer.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest encoded message either side sends or accepts (a frame with 100 masked detections
 /// and a thumbnail fits well below this).
@@ -77,6 +81,11 @@ pub struct ModelInfo {
     pub blocks: u16,
     /// The bundle's default gate threshold (the monitor's `+`/`-` start from it).
     pub threshold: f32,
+    /// The first 8 bytes, in hex, of the SHA-256 of the bundle's manifest (which pins every
+    /// file): tells two bundles of the same name apart.
+    pub hash: String,
+    /// The key id (`svit-export keygen`) of the trusted key that signed it, if checked.
+    pub signed_by: Option<String>,
 }
 
 /// One Noise handshake message of a keyed session (PROTOCOL.md, "Pre-shared key"): the host's
@@ -244,6 +253,8 @@ pub enum EdgeMsg {
     Log(LogLine),
     /// A `svit-edge bench` report (also written to disk as JSON).
     Bench(BenchReport),
+    /// How a bundle push or rollback goes.
+    Push(PushStatus),
     /// Any of the above in a keyed session.
     Sealed(Sealed),
 }
@@ -261,6 +272,8 @@ pub enum HostMsg {
     Pause,
     Resume,
     Snapshot,
+    /// A bundle push or rollback (`push`).
+    Push(Push),
     /// Any of the above in a keyed session.
     Sealed(Sealed),
 }
@@ -276,6 +289,7 @@ impl EdgeMsg {
             EdgeMsg::Health(_) => "health",
             EdgeMsg::Log(_) => "log",
             EdgeMsg::Bench(_) => "bench",
+            EdgeMsg::Push(_) => "push-status",
             EdgeMsg::Sealed(_) => "sealed",
         }
     }
@@ -293,6 +307,7 @@ impl HostMsg {
             HostMsg::Pause => "pause",
             HostMsg::Resume => "resume",
             HostMsg::Snapshot => "snapshot",
+            HostMsg::Push(p) => p.kind(),
             HostMsg::Sealed(_) => "sealed",
         }
     }

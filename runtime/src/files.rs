@@ -11,7 +11,7 @@ use crate::error::BundleError;
 pub const MANIFEST: &str = "manifest.json";
 
 /// A tar larger than this is refused rather than read into memory.
-const MAX_TAR: u64 = 2 << 30;
+pub const MAX_TAR: u64 = 2 << 30;
 
 pub enum BundleFiles {
     Dir(PathBuf),

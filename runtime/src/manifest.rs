@@ -68,6 +68,10 @@ pub struct Manifest {
     pub provenance: Option<serde_json::Value>,
     /// SHA-256 (hex) of every other file in the bundle, by relative path.
     pub files: BTreeMap<String, String>,
+    /// SHA-256 (hex) of manifest.json as read, so of the whole bundle: set by
+    /// [`Manifest::load_verified`], empty in a manifest being written.
+    #[serde(skip)]
+    pub digest: String,
 }
 
 /// The stage graph files of one precision.
@@ -121,7 +125,7 @@ impl Manifest {
                 expected: FORMAT_VERSION,
             });
         }
-        let m: Manifest = serde_json::from_value(probe).map_err(|e| BundleError::Manifest {
+        let mut m: Manifest = serde_json::from_value(probe).map_err(|e| BundleError::Manifest {
             path: path.clone(),
             problem: e.to_string(),
         })?;
@@ -172,6 +176,7 @@ impl Manifest {
                 });
             }
         }
+        m.digest = sha256_hex(&bytes);
         Ok(m)
     }
 }

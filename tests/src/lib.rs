@@ -133,6 +133,7 @@ pub fn board_hello(device: &str) -> EdgeMsg {
             tokens: 256,
             blocks: 8,
             threshold: 0.5,
+            ..Default::default()
         },
     ))
 }

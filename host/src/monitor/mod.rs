@@ -219,6 +219,24 @@ impl Monitor {
                 let line = format!("{}: {:?}: {}", b.hello.device, l.level, l.text);
                 self.note(line);
             }
+            EdgeMsg::Push(p) => {
+                use svit_protocol::PushStatus;
+                let line = match p {
+                    PushStatus::Switched { model, seq }
+                    | PushStatus::RolledBack { model, seq, .. } => {
+                        b.hello.model = model.clone();
+                        format!(
+                            "{}: bundle {} ({}) from frame {seq}",
+                            b.hello.device, model.bundle, model.hash
+                        )
+                    }
+                    PushStatus::Refused { reason } => {
+                        format!("{}: push refused: {reason}", b.hello.device)
+                    }
+                    _ => return,
+                };
+                self.note(line);
+            }
             _ => {}
         }
     }
@@ -306,6 +324,7 @@ mod tests {
                 tokens: 256,
                 blocks: 2,
                 threshold: 0.5,
+                ..Default::default()
             },
         )
     }

@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 
 use crate::event::{Action, BoardEvent, Consumer, Event};
 
+mod push;
 mod routes;
 mod shared;
 mod ws;
@@ -60,6 +61,7 @@ pub fn start(opts: Options) -> Result<Web> {
         token: opts.token,
         ws_rate: opts.ws_rate,
         recording: opts.recording,
+        pushes: Mutex::default(),
     });
     if !shared.loopback && shared.token.is_none() {
         tracing::warn!(
@@ -126,9 +128,13 @@ impl Consumer for Web {
                 if let EdgeMsg::Hello(h) = &rec.msg {
                     self.shared.metrics().up(&rec.device, &h.model.bundle, true);
                 }
+                self.shared.pushes().connected(&rec.device, rec.conn);
                 self.shared.state().record(rec);
             }
             Event::Board(BoardEvent::Msg(rec)) => {
+                if let EdgeMsg::Push(p) = &rec.msg {
+                    self.shared.pushes().answer(&rec.device, p);
+                }
                 let tokens = {
                     let mut st = self.shared.state();
                     let update = st.record(rec);
@@ -158,6 +164,7 @@ impl Consumer for Web {
                 device,
                 reason,
             }) => {
+                self.shared.pushes().disconnected(device);
                 let mut st = self.shared.state();
                 st.mon.disconnected(*conn, reason);
                 let bundle = st.view(device).map(|b| b.hello.model.bundle.clone());
@@ -174,9 +181,11 @@ impl Consumer for Web {
             }
             _ => {}
         }
+        let pushed = self.shared.pushes().due();
         Ok(self
             .controls
             .try_iter()
+            .chain(pushed)
             .map(|(conn, msg)| Action::Control(conn, msg))
             .collect())
     }

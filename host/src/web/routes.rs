@@ -28,6 +28,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/boards", get(boards))
         .route("/api/boards/{name}", get(board))
         .route("/api/boards/{name}/latest.jpg", get(latest))
+        .route(
+            "/api/boards/{name}/bundle",
+            get(push_status)
+                .post(push)
+                .layer(DefaultBodyLimit::max(super::push::MAX_PUSH)),
+        )
+        .route("/api/boards/{name}/rollback", post(rollback))
         .route("/api/boards/{name}/{action}", post(control))
         .route("/api/recording", get(recording))
         .route("/metrics", get(metrics))
@@ -270,4 +277,82 @@ async fn control(
         Json(serde_json::json!({ "board": name, "sent": sent })),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+struct PushQuery {
+    /// The bundle file's name, for logs and status.
+    name: Option<String>,
+}
+
+/// The board's connection, if it is connected; 404 for a board never seen.
+fn board_conn(s: &Shared, name: &str) -> Result<Option<u32>, ApiError> {
+    let st = s.state();
+    match st.view(name) {
+        Some(b) => Ok(b.connected.then_some(b.conn)),
+        None => {
+            drop(st);
+            Err(unknown(s, name))
+        }
+    }
+}
+
+fn push_error(e: super::push::PushError) -> ApiError {
+    let code = match e {
+        super::push::PushError::Busy(_) => StatusCode::CONFLICT,
+        super::push::PushError::Empty => StatusCode::BAD_REQUEST,
+    };
+    ApiError(code, e.to_string())
+}
+
+/// `POST /api/boards/NAME/bundle?name=FILE` with a bundle `.tar` as the body: pushes it to the
+/// board (now, or when it connects); `GET` the same path for how it goes.
+async fn push(
+    State(s): State<Arc<Shared>>,
+    Path(board): Path<String>,
+    Query(q): Query<PushQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, peer)?;
+    let conn = board_conn(&s, &board)?;
+    let name = q.name.unwrap_or_else(|| "bundle.tar".into());
+    s.pushes()
+        .push(&board, conn, name, bytes)
+        .map_err(push_error)?;
+    tracing::info!("{peer}: push to {board}");
+    let status = s.pushes().status(&board);
+    Ok((StatusCode::ACCEPTED, Json(status)).into_response())
+}
+
+async fn push_status(
+    State(s): State<Arc<Shared>>,
+    Path(board): Path<String>,
+) -> Result<Response, ApiError> {
+    board_conn(&s, &board)?;
+    let status = s.pushes().status(&board);
+    match status {
+        Some(st) => Ok(Json(st).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no push to {board} since this host started"),
+        )),
+    }
+}
+
+/// `POST /api/boards/NAME/rollback`: the board goes back to its previous bundle.
+async fn rollback(
+    State(s): State<Arc<Shared>>,
+    Path(board): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, peer)?;
+    let conn = board_conn(&s, &board)?
+        .ok_or_else(|| ApiError(StatusCode::CONFLICT, format!("{board} is not connected")))?;
+    s.pushes().rollback(&board, conn).map_err(push_error)?;
+    tracing::info!("{peer}: rollback of {board}");
+    let status = s.pushes().status(&board);
+    Ok((StatusCode::ACCEPTED, Json(status)).into_response())
 }

@@ -26,12 +26,17 @@ pub struct Shared {
     pub loopback: bool,
     pub ws_rate: f64,
     pub recording: Option<PathBuf>,
+    /// Bundle pushes and rollbacks, carried out by the session loop.
+    pub pushes: Mutex<super::push::Pushes>,
 }
 
 impl Shared {
     pub fn state(&self) -> MutexGuard<'_, crate::view::State> {
         // A handler that panicked while holding the lock left consistent-enough figures.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn pushes(&self) -> MutexGuard<'_, super::push::Pushes> {
+        self.pushes.lock().unwrap_or_else(|e| e.into_inner())
     }
     pub fn metrics(&self) -> MutexGuard<'_, Metrics> {
         self.metrics.lock().unwrap_or_else(|e| e.into_inner())

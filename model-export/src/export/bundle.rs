@@ -137,6 +137,7 @@ pub fn write(net: &Svit, spec: &BundleSpec, out: &Path) -> Result<Manifest> {
         }),
         provenance: spec.provenance.clone(),
         files,
+        digest: String::new(),
     };
     let path = out.join(MANIFEST);
     std::fs::write(&path, serde_json::to_vec_pretty(&manifest)?)

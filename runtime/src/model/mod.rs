@@ -55,6 +55,7 @@ enum Stages {
 
 /// A frame resized and normalised to the model input (`Model::prepare`), in the embed
 /// stage's layout.
+#[derive(Default)]
 pub struct Prepared {
     input: Vec<f32>,
     width: usize,
