@@ -13,7 +13,9 @@ use svit_protocol::secure::{Rx, Tx};
 use svit_protocol::session::{EdgeHandshake, Event};
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg};
 
-use crate::pipeline::{Control, Queue, Stats};
+use crate::control::Control;
+use crate::pipeline::Stats;
+use crate::queue::Queue;
 
 /// Prints one JSON line per frame (for scripts) until the queue closes.
 pub fn stdout_loop(q: Arc<Queue<EdgeMsg>>, labels: Vec<String>) -> Result<()> {

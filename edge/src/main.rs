@@ -5,6 +5,7 @@ mod bench;
 mod board;
 mod camera;
 mod codec;
+mod control;
 mod doctor;
 mod health;
 mod link;
@@ -12,6 +13,7 @@ mod metrics;
 mod mqtt;
 mod nodes;
 mod pipeline;
+mod queue;
 mod serial;
 mod update;
 
@@ -24,7 +26,9 @@ use clap::{Parser, Subcommand};
 use svit_runtime::manifest::DENSE_ONNX;
 use svit_runtime::{Engine, Manifest, Model};
 
-use pipeline::{Control, Queue, Stats};
+use control::Control;
+use pipeline::Stats;
+use queue::Queue;
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
 enum BudgetPrefer {

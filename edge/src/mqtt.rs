@@ -26,8 +26,10 @@ use svit_protocol::secure::{Rx, SecureError, Tx};
 use svit_protocol::session::{EdgeHandshake, Event};
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg};
 
+use crate::control::Control;
 use crate::link::{encode, fresh, Next, Outbox};
-use crate::pipeline::{Control, Queue, Stats};
+use crate::pipeline::Stats;
+use crate::queue::Queue;
 
 /// Publishes rumqttc holds while the broker is slow or away.
 const QUEUE: usize = 64;

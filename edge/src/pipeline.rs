@@ -2,10 +2,8 @@
 //! bounded and the newest frame wins, so a slow link or a slow model never makes the camera
 //! wait, and every frame dropped on the way is counted.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use svit_protocol as proto;
@@ -14,77 +12,9 @@ use svit_runtime::{DecodeOptions, FrameOutput, MinKeep, Model, Prepared, Pruning
 
 use crate::camera::{now_us, FrameSource, SourceError};
 use crate::codec::{decode_rgb, encode_jpeg};
-use crate::update::{self, Runner, Slot};
-
-/// A bounded hand-off that drops the oldest item when full.
-pub struct Queue<T> {
-    inner: Mutex<(VecDeque<T>, bool)>,
-    ready: Condvar,
-    cap: usize,
-    /// Items pushed out of this queue.
-    pub dropped: AtomicU64,
-    /// The same drops, added to a count shared with other queues (`Stats::dropped`).
-    shared: Arc<AtomicU64>,
-}
-
-impl<T> Queue<T> {
-    pub fn new(cap: usize) -> Self {
-        Self::counting_into(cap, Arc::default())
-    }
-
-    /// A queue whose drops also add to `shared`.
-    pub fn counting_into(cap: usize, shared: Arc<AtomicU64>) -> Self {
-        Queue {
-            inner: Mutex::new((VecDeque::with_capacity(cap), false)),
-            ready: Condvar::new(),
-            cap: cap.max(1),
-            dropped: AtomicU64::new(0),
-            shared,
-        }
-    }
-    /// Returns false if an older item had to be dropped to make room.
-    pub fn push(&self, item: T) -> bool {
-        let mut g = self.inner.lock().expect("queue lock");
-        let mut kept_all = true;
-        if g.0.len() >= self.cap {
-            g.0.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            self.shared.fetch_add(1, Ordering::Relaxed);
-            kept_all = false;
-        }
-        g.0.push_back(item);
-        self.ready.notify_one();
-        kept_all
-    }
-    /// Blocks for the next item; `None` once closed and drained.
-    pub fn pop(&self) -> Option<T> {
-        let mut g = self.inner.lock().expect("queue lock");
-        loop {
-            if let Some(x) = g.0.pop_front() {
-                return Some(x);
-            }
-            if g.1 {
-                return None;
-            }
-            g = self.ready.wait(g).expect("queue lock");
-        }
-    }
-    pub fn pop_timeout(&self, d: Duration) -> Option<T> {
-        let g = self.inner.lock().expect("queue lock");
-        let (mut g, _) = self
-            .ready
-            .wait_timeout_while(g, d, |g| g.0.is_empty() && !g.1)
-            .expect("queue lock");
-        g.0.pop_front()
-    }
-    pub fn close(&self) {
-        self.inner.lock().expect("queue lock").1 = true;
-        self.ready.notify_all();
-    }
-    pub fn is_closed(&self) -> bool {
-        self.inner.lock().expect("queue lock").1
-    }
-}
+use crate::control::Control;
+use crate::queue::Queue;
+use crate::update::slot::{Runner, Slot};
 
 /// A frame's buffers on their way back from inference to capture (the model input, 786 KB at
 /// S = 256, and the decoded RGB), so the next frame fills used ones instead of allocating.
@@ -94,87 +24,6 @@ pub struct Spare {
     rgb: Vec<u8>,
 }
 pub type Spares = Queue<Spare>;
-
-/// Settings the host may change while running.
-pub struct Control {
-    pub threshold_bits: AtomicU32,
-    /// f32 bits of the fixed keep ratio; 0 = use the threshold.
-    pub ratio_bits: AtomicU32,
-    /// f32 bits of the latency budget, ms; 0 = none.
-    pub budget_bits: AtomicU32,
-    pub paused: AtomicBool,
-    pub snapshot: AtomicBool,
-    /// Set by a signal or the frame limit: the loops drain what is queued and exit.
-    pub stop: Arc<AtomicBool>,
-    /// The updater thread, which takes the host's bundle pushes (`update`).
-    pub pushes: OnceLock<SyncSender<update::Event>>,
-    /// The bundle a new session's hello names, once a push replaced the first one.
-    model_info: Mutex<Option<proto::ModelInfo>>,
-}
-
-impl Control {
-    pub fn new(threshold: f32) -> Self {
-        Control {
-            threshold_bits: AtomicU32::new(threshold.to_bits()),
-            ratio_bits: AtomicU32::new(0),
-            budget_bits: AtomicU32::new(0),
-            paused: AtomicBool::new(false),
-            snapshot: AtomicBool::new(false),
-            stop: Arc::new(AtomicBool::new(false)),
-            pushes: OnceLock::new(),
-            model_info: Mutex::new(None),
-        }
-    }
-    pub fn model_info(&self) -> Option<proto::ModelInfo> {
-        self.model_info
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-    pub fn set_model_info(&self, info: proto::ModelInfo) {
-        *self.model_info.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
-    }
-    pub fn threshold(&self) -> f32 {
-        f32::from_bits(self.threshold_bits.load(Ordering::Relaxed))
-    }
-    pub fn budget_ms(&self) -> Option<f32> {
-        Some(f32::from_bits(self.budget_bits.load(Ordering::Relaxed))).filter(|b| *b > 0.0)
-    }
-    pub fn apply(&self, msg: &proto::HostMsg) {
-        match msg {
-            proto::HostMsg::SetThreshold(t) if t.is_finite() => self
-                .threshold_bits
-                .store(t.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed),
-            proto::HostMsg::SetKeepRatio(r) => {
-                let v = r
-                    .filter(|r| r.is_finite() && *r > 0.0)
-                    .map(|r| r.min(1.0))
-                    .unwrap_or(0.0);
-                self.ratio_bits.store(v.to_bits(), Ordering::Relaxed)
-            }
-            proto::HostMsg::SetBudget(b) => {
-                let v = b.filter(|b| b.is_finite() && *b > 0.0).unwrap_or(0.0);
-                self.budget_bits.store(v.to_bits(), Ordering::Relaxed)
-            }
-            proto::HostMsg::Pause => self.paused.store(true, Ordering::Relaxed),
-            proto::HostMsg::Resume => self.paused.store(false, Ordering::Relaxed),
-            proto::HostMsg::Snapshot => self.snapshot.store(true, Ordering::Relaxed),
-            proto::HostMsg::Push(p) => match self
-                .pushes
-                .get()
-                .map(|u| u.try_send(update::Event::Push(p.clone())))
-            {
-                None => tracing::warn!("a bundle push ignored: this program takes none"),
-                // The host resends what the board did not answer.
-                Some(Err(TrySendError::Full(_))) => {
-                    tracing::debug!("push message dropped: the updater is busy")
-                }
-                Some(_) => {}
-            },
-            _ => {}
-        }
-    }
-}
 
 pub struct Decoded {
     /// The model `input` was prepared for.

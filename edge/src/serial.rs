@@ -18,8 +18,10 @@ use svit_protocol::secure::{Rx, Tx};
 use svit_protocol::session::{EdgeHandshake, Event, HandshakeError};
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg};
 
+use crate::control::Control;
 use crate::link::{control, encode, fresh, Next, Outbox};
-use crate::pipeline::{Control, Queue, Stats};
+use crate::pipeline::Stats;
+use crate::queue::Queue;
 
 /// How long one read or write waits before the loop looks at its queue and flags again.
 const POLL: Duration = Duration::from_millis(50);

@@ -253,9 +253,12 @@ fn follow(
                     }
                 }
                 Ok((404, _)) => {
-                    // A host that restarted knows nothing of it: ask again.
-                    bar.set_message("asking the restarted host again");
-                    again(&b)?;
+                    // A host that restarted knows nothing of it: ask again, once the board is
+                    // back on it (until then the host does not know the board either).
+                    match again(&b) {
+                        Ok(()) => bar.set_message("asked the restarted host again"),
+                        Err(e) => bar.set_message(format!("waiting for the board: {e:#}")),
+                    }
                     still.push((b, bar));
                 }
                 Ok((code, v)) => bail!("status of {b}: HTTP {code}: {}", error_of(&v)),

@@ -23,6 +23,7 @@ pub mod bench;
 #[cfg(feature = "std")]
 pub mod clock;
 pub mod frame;
+pub mod model;
 #[cfg(feature = "process")]
 pub mod process;
 pub mod push;
@@ -34,6 +35,7 @@ pub mod stats;
 
 pub use bench::BenchReport;
 pub use frame::{decode_one, encode, DecodeError, Feed, FrameDecoder, Frames};
+pub use model::ModelInfo;
 pub use push::{Push, PushStatus};
 
 /// Bump when the meaning of a message changes without its types changing.
@@ -67,25 +69,6 @@ pub struct Hello {
     /// Random, fresh per handshake: tells an answer from a knock and a restarted peer from a
     /// repeated hello (serial lines); with a key, part of the Noise prologue.
     pub nonce: [u8; 16],
-}
-
-/// What a host needs to know of a board's bundle to show its frames.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Schema)]
-pub struct ModelInfo {
-    /// Bundle name and class labels.
-    pub bundle: String,
-    pub labels: Vec<String>,
-    /// Model input side and token count, so the host can draw token heatmaps.
-    pub input_size: u16,
-    pub tokens: u16,
-    pub blocks: u16,
-    /// The bundle's default gate threshold (the monitor's `+`/`-` start from it).
-    pub threshold: f32,
-    /// The first 8 bytes, in hex, of the SHA-256 of the bundle's manifest (which pins every
-    /// file): tells two bundles of the same name apart.
-    pub hash: String,
-    /// The key id (`svit-export keygen`) of the trusted key that signed it, if checked.
-    pub signed_by: Option<String>,
 }
 
 /// One Noise handshake message of a keyed session (PROTOCOL.md, "Pre-shared key"): the host's

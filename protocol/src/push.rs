@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use postcard_schema::Schema;
 use serde::{Deserialize, Serialize};
 
-use crate::ModelInfo;
+use crate::model::ModelInfo;
 
 /// Largest chunk of bundle bytes in one message.
 pub const CHUNK: usize = 16 * 1024;

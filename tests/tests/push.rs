@@ -439,3 +439,62 @@ fn an_interrupted_transfer_resumes_and_an_altered_one_is_refused() {
         other => panic!("an oversized chunk must be refused, got {other:?}"),
     }
 }
+
+#[test]
+fn a_host_restart_in_the_middle_of_a_push_resumes_it() {
+    let dir = tmp("push-restart");
+    let (port, web) = (free_port(), format!("127.0.0.1:{}", free_port()));
+    let host_log = dir.join("host.log");
+    let mut h = host(port, &web, &dir.join("a.svrec"), &host_log);
+    let demo = workspace().join("models/demo");
+    let _e = edge(
+        port,
+        "restart",
+        &demo,
+        Some(&dir.join("store")),
+        &[],
+        &dir.join("edge.log"),
+    );
+    wait_for(Duration::from_secs(120), "the board streaming", || {
+        connected(&web, "restart")
+    });
+    // (Not killed if the test fails: its --timeout ends it.)
+    let push = Command::new(bin("svit-host"))
+        .args([
+            "push",
+            "models/demo",
+            "--board",
+            "restart",
+            "--timeout",
+            "120",
+        ])
+        .args(["--api", &format!("http://{web}")])
+        .current_dir(workspace())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Part of the bundle is across: the host goes away (SIGKILL) and comes back.
+    let seen = wait_for(Duration::from_secs(60), "the transfer under way", || {
+        let st = http(&web, "GET", "/api/boards/restart/bundle", &[], b"");
+        (st.status == 200)
+            .then(|| st.json())
+            .filter(|j| j["received"].as_u64() > Some(0))
+    });
+    signal(&h.0, "-KILL");
+    let _ = h.0.wait();
+    let received = seen["received"].as_u64().unwrap();
+    assert!(
+        received < seen["size"].as_u64().unwrap(),
+        "killed mid-transfer: {seen}"
+    );
+    let _h = host(port, &web, &dir.join("b.svrec"), &host_log);
+    let out = push.wait_with_output().unwrap();
+    assert!(out.status.success(), "the push ends well after the restart");
+    let st = last_json(&out);
+    assert_eq!(st["state"], "switched", "{st}");
+    assert!(
+        st["resumed_from"].as_u64() >= Some(received),
+        "the board resumed from what it held ({received} bytes seen received): {st}"
+    );
+}

@@ -8,7 +8,7 @@
 //! host re-offers when answers stop, so an answer lost on the way (the outbox keeps the newest
 //! messages) or a dropped link costs a resend, not the transfer.
 
-mod slot;
+pub mod slot;
 pub mod store;
 
 use std::io::Write;
@@ -22,23 +22,11 @@ use svit_protocol::{EdgeMsg, ModelInfo, Push, PushStatus};
 use svit_runtime::signature::{check_bundle, Trust};
 use svit_runtime::{Engine, Manifest, Model};
 
-use crate::pipeline::{Control, Queue};
-pub use slot::{Runner, Slot, Switch};
+use crate::control::Control;
+use crate::queue::Queue;
+pub use slot::Slot;
+use slot::{Event, Outcome, Switch};
 use store::Store;
-
-/// What the updater thread reacts to.
-pub enum Event {
-    Push(Push),
-    Outcome(Outcome),
-}
-
-/// How a switch went, from the inference thread.
-pub enum Outcome {
-    /// The new model ran its trial frames, from frame `seq` on.
-    Running { seq: u64 },
-    /// It failed; with `seq`, the board went back to the previous model from that frame on.
-    Failed { reason: String, seq: Option<u64> },
-}
 
 /// How the board loads bundles, as it loaded the first.
 pub struct Loading {
@@ -128,7 +116,10 @@ pub fn spawn(
 ) -> anyhow::Result<()> {
     // Bounded: a host that floods chunks loses some and resends them after our `Want`.
     let (tx, rx) = mpsc::sync_channel(2 * svit_protocol::push::WINDOW as usize);
-    let _ = ctl.pushes.set(tx.clone());
+    let pushes = tx.clone();
+    let _ = ctl
+        .pushes
+        .set(Box::new(move |p| pushes.try_send(Event::Push(p)).is_ok()));
     let u = Updater {
         store,
         loading,

@@ -11,7 +11,22 @@ use std::sync::{Arc, Mutex};
 
 use svit_runtime::{FrameState, Model};
 
-use super::{Event, Outcome};
+use svit_protocol::Push;
+
+/// What the updater thread reacts to: the host's push messages (`Control::apply` routes
+/// them) and the inference thread's word on a switch.
+pub enum Event {
+    Push(Push),
+    Outcome(Outcome),
+}
+
+/// How a switch went, from the inference thread.
+pub enum Outcome {
+    /// The new model ran its trial frames, from frame `seq` on.
+    Running { seq: u64 },
+    /// It failed; with `seq`, the board went back to the previous model from that frame on.
+    Failed { reason: String, seq: Option<u64> },
+}
 
 /// Frames a new bundle must run before the one it replaced is let go.
 pub const TRIAL_FRAMES: u32 = 3;
