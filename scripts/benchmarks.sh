@@ -121,5 +121,8 @@ scripts/host_load.sh > /dev/null
 scripts/web_load.sh > /dev/null
 scripts/mqtt_load.sh > /dev/null
 
+# Pushing the bundle to a running board: time to switch, frame gaps around the switch.
+scripts/push_bench.sh > /dev/null
+
 python3 scripts/render_benchmarks.py "$OUT" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"

@@ -245,6 +245,19 @@ if os.path.exists(load):
     p(f"{l['boards']} simulated boards (`svit-loadgen`, real TCP and protocol) at {l['fps_per_board']} frames/s each "
       f"for {l['seconds']} s, thumbnails off, recording on: {l['frames_sent']} frames sent, "
       f"{l['frames_recorded']} recorded, {l['missing']} missing; the host used {l['host_cpu_cores']:.3f} CPU cores.")
+push = os.path.join(d, "push.json")
+if os.path.exists(push):
+    u = json.load(open(push))
+    p("\n## Pushing a bundle to a running board (`scripts/push_bench.sh`)\n")
+    p(f"`svit-host push` of the {u['bundle']} bundle ({u['bytes'] / 1e6:.1f} MB) through the host's HTTP API and the "
+      f"link to one `svit-edge run --store` on loopback (synthetic camera at 10 frames/s, one thread): "
+      f"{u['push_seconds']:.2f} s from the request to the board's \"switched\" (transfer, hashes, signature check, "
+      f"load into a second model, one test frame, the switch). Frames around the switch (frame {u['switch_seq']}), "
+      f"capture to capture: {u['gap_at_switch_ms']:.1f} ms at the switch, at most {u['gap_max_around_switch_ms']:.1f} ms "
+      f"in the five frames either side, against a median of {u['gap_median_ms']:.1f} ms; {u['missing_seqs']} frame "
+      f"numbers missing from the recording. Over a 921600-baud serial line the same bytes need at least "
+      f"{u['serial_921600_seconds_at_least']:.0f} s of line time (arithmetic, not measured: the tests' pseudo-terminals "
+      f"have no baud rate), shared with the frames.")
 mq = os.path.join(d, "mqtt_load.json")
 if os.path.exists(mq):
     runs = json.load(open(mq))
