@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Build svit-edge for a 64-bit ARM board, copy it and a bundle over ssh, install a systemd unit.
+# Build the svit-edge Debian package for a 64-bit ARM board, install it over ssh, write its
+# /etc/svit-edge/edge.toml and start the service.
 #
 #   scripts/deploy.sh --host pi@raspberrypi.local --connect LAPTOP:7878 [options]
 #
 # Options:
-#   --host USER@BOARD      ssh destination (required)
-#   --bundle DIR           bundle to install (default models/demo)
+#   --host USER@BOARD      ssh destination (required; USER needs sudo)
+#   --bundle DIR           bundle to run (default models/demo, which the package carries;
+#                          another is copied to /opt/svit-edge/models/)
 #   --camera SPEC          svit-edge --camera (default arducam: SPI /dev/spidev0.0 and the
 #                          board's header I2C bus, /dev/i2c-1 on a Pi, /dev/i2c-7 on a Jetson Orin)
 #   --connect HOST:PORT    host to stream to, or
@@ -15,7 +17,7 @@
 #                          /etc/svit-edge/trust.pub: the board then runs only bundles it signed
 #   --glibc 2.31           link against an older glibc with cargo-zigbuild (JetPack 5 ships 2.31;
 #                          JetPack 6, Ubuntu 22.04, ships 2.35 and needs it too)
-#   --dry-run              print what would run, touch nothing (the unit file is printed too)
+#   --dry-run              print what would run and the edge.toml, touch nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,13 +27,13 @@ while [ $# -gt 0 ]; do
     --host) host="$2"; shift 2 ;;
     --bundle) bundle="$2"; shift 2 ;;
     --camera) camera="$2"; shift 2 ;;
-    --connect) link="--connect $2"; shift 2 ;;
-    --listen) link="--listen $2"; shift 2 ;;
+    --connect) link="connect = \"$2\""; shift 2 ;;
+    --listen) link="listen = \"$2\""; shift 2 ;;
     --key) key="$2"; shift 2 ;;
     --trust) trust="$2"; shift 2 ;;
     --glibc) glibc="$2"; shift 2 ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "deploy: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -56,41 +58,46 @@ else
   run rustup target add "$target"
   run cargo build --release --target "$target" -p svit-edge
 fi
-bin="target/$target/release/svit-edge"
+run scripts/package.sh --target "$target" --no-build --out target/deb
+deb="target/deb/svit-edge_$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)-1_arm64.deb"
 
-user="${host%%@*}"; [ "$user" != "$host" ] || user="$(whoami)"
 name="$(basename "$bundle")"
-# Only the groups that exist on the board: a Jetson has no spi group, for instance.
-groups="spi i2c gpio video"
-if [ "$dry" = 0 ]; then
-  groups="$(ssh "$host" "for g in $groups; do getent group \$g >/dev/null && printf '%s ' \$g; done; true")"
+if [ "$(realpath "$bundle")" = "$(realpath models/demo)" ]; then
+  board_bundle=/usr/share/svit-edge/models/demo
+else
+  board_bundle="/opt/svit-edge/models/$name"
 fi
-keyarg=""; [ -z "$key" ] || keyarg="--key /etc/svit-edge/key"
-[ -z "$trust" ] || keyarg="$keyarg --trust /etc/svit-edge/trust.pub"
-unit="$(sed -e "s|@USER@|$user|" -e "s|@GROUPS@|$groups|" -e "s|@BUNDLE@|$name|" \
-  -e "s|@CAMERA@|$camera|" -e "s|@LINK@|$link|" -e "s|@KEY@|$keyarg|" deploy/svit-edge.service.in)"
+config="# Written by scripts/deploy.sh; \`svit-edge run --help\` lists every setting.
+bundle = \"$board_bundle\"
+store = \"/var/lib/svit-edge\"
+camera = \"$camera\"
+$link"
+[ -z "$key" ] || config="$config
+key = \"/etc/svit-edge/key\""
+[ -z "$trust" ] || config="$config
+trust = [\"/etc/svit-edge/trust.pub\"]"
 
 if [ "$dry" = 1 ]; then
-  echo "+ scp $bin $bundle -> $host (binary, bundle, unit)"
-  echo "--- svit-edge.service"
-  echo "$unit"
+  echo "+ scp $deb${key:+ key}${trust:+ trust.pub} edge.toml -> $host"
+  [ "$board_bundle" = /usr/share/svit-edge/models/demo ] || echo "+ scp -r $bundle -> $host:$board_bundle"
+  echo "+ ssh $host sudo apt-get install ./$(basename "$deb"); install edge.toml; systemctl enable --now svit-edge"
+  echo "--- /etc/svit-edge/edge.toml"
+  echo "$config"
   exit 0
 fi
 tmp="/tmp/svit-edge-deploy.$$"
 ssh "$host" "mkdir -p $tmp"
-scp -q "$bin" "$host:$tmp/svit-edge"
-scp -qr "$bundle" "$host:$tmp/$name"
-printf '%s\n' "$unit" | ssh "$host" "cat > $tmp/svit-edge.service"
+scp -q "$deb" "$host:$tmp/svit-edge.deb"
+printf '%s\n' "$config" | ssh "$host" "cat > $tmp/edge.toml"
+[ "$board_bundle" = /usr/share/svit-edge/models/demo ] || scp -qr "$bundle" "$host:$tmp/$name"
 [ -z "$key" ] || scp -q "$key" "$host:$tmp/key"
 [ -z "$trust" ] || scp -q "$trust" "$host:$tmp/trust.pub"
 ssh -t "$host" "set -e
-  sudo install -m 755 $tmp/svit-edge /usr/local/bin/svit-edge
-  sudo mkdir -p /opt/svit-edge/models /etc/svit-edge
-  sudo rm -rf /opt/svit-edge/models/$name && sudo cp -r $tmp/$name /opt/svit-edge/models/$name
-  if [ -f $tmp/key ]; then sudo install -m 640 -g $user $tmp/key /etc/svit-edge/key; fi
+  sudo apt-get install -y -q $tmp/svit-edge.deb
+  if [ -d $tmp/$name ]; then sudo mkdir -p /opt/svit-edge/models && sudo rm -rf $board_bundle && sudo cp -r $tmp/$name $board_bundle; fi
+  if [ -f $tmp/key ]; then sudo install -m 640 -g svit-edge $tmp/key /etc/svit-edge/key; fi
   if [ -f $tmp/trust.pub ]; then sudo install -m 644 $tmp/trust.pub /etc/svit-edge/trust.pub; fi
-  sudo install -m 644 $tmp/svit-edge.service /etc/systemd/system/svit-edge.service
-  sudo systemctl daemon-reload
+  sudo install -m 644 $tmp/edge.toml /etc/svit-edge/edge.toml
   sudo systemctl enable --now svit-edge
   sudo systemctl restart svit-edge
   rm -rf $tmp

@@ -5,6 +5,7 @@ mod bench;
 mod board;
 mod camera;
 mod codec;
+mod config;
 mod control;
 mod doctor;
 mod health;
@@ -22,7 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use svit_runtime::manifest::DENSE_ONNX;
 use svit_runtime::{Engine, Manifest, Model};
 
@@ -58,7 +59,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Capture, detect and stream.
+    #[command(args_override_self = true)]
     Run {
+        /// Read settings from this TOML file (e.g. /etc/svit-edge/edge.toml): each key one of
+        /// these long options (`budget_ms = 40`, `trust = ["a.pub"]`); the command line wins.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Bundle directory (models/demo ships with the repository).
         #[arg(long, default_value = "models/demo")]
         bundle: PathBuf,
@@ -220,8 +226,12 @@ enum Cmd {
 fn main() -> Result<()> {
     svit_protocol::process::init_tracing(None);
     svit_runtime::tune_process();
-    match Cli::parse().cmd {
+    let cli = Cli::command();
+    let run_cmd = cli.find_subcommand("run").context("the run subcommand")?;
+    let args = config::expand(std::env::args_os().collect(), run_cmd)?;
+    match Cli::parse_from(args).cmd {
         Cmd::Run {
+            config: _,
             bundle,
             camera,
             connect,

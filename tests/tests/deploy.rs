@@ -1,4 +1,5 @@
-//! `scripts/deploy.sh --dry-run`: the systemd unit it would install, and its refusals.
+//! `scripts/deploy.sh --dry-run`: the package it would install, the edge.toml it would write
+//! (which `svit-edge run --config` takes), and its refusals.
 
 use std::process::Command;
 
@@ -16,8 +17,33 @@ fn deploy(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The edge.toml a dry run prints, checked by `svit-edge run --config` (every key one of its
+/// options; `--help` stops before anything runs).
+fn config_of(out: &str, name: &str) -> String {
+    let toml = out
+        .split("--- /etc/svit-edge/edge.toml\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no edge.toml in: {out}"))
+        .to_string();
+    let dir = svit_e2e::tmp(name);
+    let f = dir.join("edge.toml");
+    std::fs::write(&f, &toml).unwrap();
+    let check = Command::new(svit_e2e::bin("svit-edge"))
+        .args(["run", "--config"])
+        .arg(&f)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "svit-edge refuses the edge.toml: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    toml
+}
+
 #[test]
-fn dry_run_prints_the_unit_it_would_install() {
+fn dry_run_prints_the_package_and_config_it_would_install() {
     let (ok, out) = deploy(&[
         "--host",
         "pi@raspberrypi.local",
@@ -31,16 +57,21 @@ fn dry_run_prints_the_unit_it_would_install() {
     ]);
     assert!(ok, "{out}");
     assert!(out.contains("cargo zigbuild --release --target aarch64-unknown-linux-gnu.2.31"));
-    assert!(out.contains("User=pi"));
-    assert!(out.contains("Restart=on-failure"));
-    assert!(out.contains("SupplementaryGroups=spi i2c gpio video"));
-    assert!(out.contains(
-        "ExecStart=/usr/local/bin/svit-edge run --bundle /opt/svit-edge/models/demo --camera arducam --listen 0.0.0.0:7879 --key /etc/svit-edge/key"
-    ), "{out}");
-    assert!(
-        !out.contains("@USER@") && !out.contains("@LINK@"),
-        "placeholders left: {out}"
-    );
+    assert!(out.contains("scripts/package.sh --target aarch64-unknown-linux-gnu"));
+    assert!(out.contains("apt-get install ./svit-edge_"), "{out}");
+    let toml = config_of(&out, "deploy-config");
+    for line in [
+        "bundle = \"/usr/share/svit-edge/models/demo\"",
+        "camera = \"arducam\"",
+        "listen = \"0.0.0.0:7879\"",
+        "key = \"/etc/svit-edge/key\"",
+        "store = \"/var/lib/svit-edge\"",
+    ] {
+        assert!(
+            toml.lines().any(|l| l == line),
+            "{line} missing from: {toml}"
+        );
+    }
 }
 
 #[test]
@@ -97,5 +128,11 @@ fn a_trusted_key_goes_into_the_unit_and_an_unsigned_bundle_is_refused() {
     assert!(signed.status.success());
     let (ok, out) = run(&bundle);
     assert!(ok, "{out}");
-    assert!(out.contains("--trust /etc/svit-edge/trust.pub"), "{out}");
+    let toml = config_of(&out, "deploy-trust-config");
+    assert!(
+        toml.contains("trust = [\"/etc/svit-edge/trust.pub\"]"),
+        "{toml}"
+    );
+    // Not the demo bundle the package carries: copied beside it.
+    assert!(toml.contains("bundle = \"/opt/svit-edge/models/"), "{toml}");
 }
