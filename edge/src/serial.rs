@@ -76,7 +76,8 @@ pub fn serial_loop(
     let name = port.name().unwrap_or_else(|| "serial".into());
     let mut out = Outbox::new(q, stats);
     let mut dec = FrameDecoder::new(proto::push::MAX_CONTROL);
-    let mut buf = [0u8; 1024];
+    // Room for what a fast line brings between two polls (a pushed bundle's chunks).
+    let mut buf = vec![0u8; 64 * 1024];
     let start = || Phase::Greeting {
         hs: Box::new(EdgeHandshake::new(fresh(&hello, &ctl), key.clone())),
         last_sent: None,
@@ -176,24 +177,28 @@ pub fn serial_loop(
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Phase::Streaming { tx, .. } => match out.next(POLL) {
-                Next::Send(msg) => match encode(tx, &msg) {
-                    Ok(bytes) => {
-                        if !write_all(&mut *port, &bytes, &ctl)? {
-                            out.retry(msg);
+            // While the host is sending, read again at once rather than wait for our own
+            // messages: a bundle's chunks arrive back to back.
+            Phase::Streaming { tx, .. } => {
+                match out.next(if n > 0 { Duration::ZERO } else { POLL }) {
+                    Next::Send(msg) => match encode(tx, &msg) {
+                        Ok(bytes) => {
+                            if !write_all(&mut *port, &bytes, &ctl)? {
+                                out.retry(msg);
+                            }
                         }
+                        Err(e) => tracing::warn!("message not sent: {e}"),
+                    },
+                    Next::Idle => {}
+                    Next::Done => {
+                        // tcdrain; pseudo-terminals and some USB adapters return before the last
+                        // bytes left, and closing the port then drops them.
+                        let _ = port.flush();
+                        std::thread::sleep(Duration::from_millis(200));
+                        return Ok(0);
                     }
-                    Err(e) => tracing::warn!("message not sent: {e}"),
-                },
-                Next::Idle => {}
-                Next::Done => {
-                    // tcdrain; pseudo-terminals and some USB adapters return before the last
-                    // bytes left, and closing the port then drops them.
-                    let _ = port.flush();
-                    std::thread::sleep(Duration::from_millis(200));
-                    return Ok(0);
                 }
-            },
+            }
         }
     }
 }

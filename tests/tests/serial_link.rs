@@ -207,3 +207,81 @@ fn missing_serial_port_is_named() {
         "{err}"
     );
 }
+
+/// Ends a child when dropped, a failed test's too.
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A bundle pushed to a board on the serial line, through the host's web API.
+#[test]
+fn a_bundle_is_pushed_over_the_serial_line() {
+    let cable = Cable::new();
+    let dir = svit_e2e::tmp("serial-push");
+    let web = format!("127.0.0.1:{}", svit_e2e::free_port());
+    let _edge = Kill(
+        Command::new(bin("svit-edge"))
+            .args([
+                "run",
+                "--name",
+                "uart-board",
+                "--thumbnail-every",
+                "0",
+                "--fps",
+                "10",
+            ])
+            .args(["--serial", &cable.edge_path, "--store"])
+            .arg(dir.join("store"))
+            .current_dir(workspace())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start svit-edge"),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let _host = Kill(
+        Command::new(bin("svit-host"))
+            .args([
+                "listen",
+                "127.0.0.1:0",
+                "--quiet",
+                "--serial",
+                &cable.host_path,
+            ])
+            .args(["--http", &web])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start svit-host"),
+    );
+    svit_e2e::wait_for(Duration::from_secs(120), "the board on the line", || {
+        std::net::TcpStream::connect(&web).ok()?;
+        let b = svit_e2e::http(&web, "GET", "/api/boards", &[], b"").json();
+        b.as_array()?
+            .iter()
+            .find(|b| b["connected"] == true)
+            .cloned()
+    });
+    let out = Command::new(bin("svit-host"))
+        .args([
+            "push",
+            "models/demo",
+            "--board",
+            "uart-board",
+            "--timeout",
+            "120",
+        ])
+        .args(["--api", &format!("http://{web}")])
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"state\":\"switched\""));
+}

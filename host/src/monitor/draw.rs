@@ -144,8 +144,15 @@ fn draw_detail(f: &mut TuiFrame, area: Rect, b: &BoardView) {
                 .style(Style::default().add_modifier(Modifier::BOLD)),
         )
         .block(Block::default().borders(Borders::ALL).title(format!(
-            "{}: latency per stage (all frames)",
-            b.hello.device
+            "{}: latency per stage (all frames), bundle {} {}{}",
+            b.hello.device,
+            b.hello.model.bundle,
+            b.hello.model.hash,
+            b.hello
+                .model
+                .signed_by
+                .as_ref()
+                .map_or(String::new(), |k| format!(", signed by {k}"))
         ))),
         stages,
     );

@@ -126,11 +126,7 @@ impl Bridge {
         let Some(view) = self.state.view(board) else {
             return;
         };
-        let (bundle, labels, online) = (
-            view.hello.model.bundle.clone(),
-            view.hello.model.labels.clone(),
-            view.connected,
-        );
+        let (model, online) = (view.hello.model.clone(), view.connected);
         let avail = if online { "online" } else { "offline" };
         self.publish(
             self.topic(board, "availability"),
@@ -139,7 +135,7 @@ impl Bridge {
             avail.into(),
         );
         if let Some(ha) = self.opts.discovery.clone().filter(|_| discover) {
-            for (topic, cfg) in topics::discovery(&ha, &self.opts.prefix, board, &bundle, &labels) {
+            for (topic, cfg) in topics::discovery(&ha, &self.opts.prefix, board, &model) {
                 self.publish(topic, QoS::AtLeastOnce, true, cfg.to_string().into_bytes());
             }
         }
@@ -309,8 +305,14 @@ impl Consumer for Bridge {
             }
             Event::Board(BoardEvent::Msg(rec)) => {
                 self.state.record(rec);
-                if let EdgeMsg::Frame(f) = &rec.msg {
-                    self.frame(&rec.device, f);
+                match &rec.msg {
+                    EdgeMsg::Frame(f) => self.frame(&rec.device, f),
+                    // Another bundle: discovery names it (the device's model and firmware).
+                    EdgeMsg::Push(
+                        svit_protocol::PushStatus::Switched { .. }
+                        | svit_protocol::PushStatus::RolledBack { .. },
+                    ) => self.announce(&rec.device, true),
+                    _ => {}
                 }
             }
             Event::Board(BoardEvent::Disconnected {

@@ -16,16 +16,18 @@ pub fn discovery(
     ha: &str,
     prefix: &str,
     board: &str,
-    bundle: &str,
-    labels: &[String],
+    model: &svit_protocol::ModelInfo,
 ) -> Vec<(String, Value)> {
+    let labels = &model.labels;
     let id = escape(board);
     let stats = self::board(prefix, board, "stats");
     let device = json!({
         "identifiers": [format!("svit_{id}")],
         "name": board,
         "manufacturer": "SViT-Edge",
-        "model": bundle,
+        "model": model.bundle,
+        // The bundle's manifest hash: Home Assistant shows it as the device's firmware.
+        "sw_version": model.hash,
     });
     let availability = json!([
         {"topic": self::board(prefix, board, "availability")},

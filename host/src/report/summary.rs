@@ -12,6 +12,9 @@ use crate::record::Record;
 pub struct BoardSummary {
     pub device: String,
     pub bundle: String,
+    /// The bundle's manifest hash and signing key id, as the board's hello named them.
+    pub bundle_hash: String,
+    pub signed_by: Option<String>,
     /// Tokens per image of the board's model.
     pub tokens: u16,
     pub frames: usize,
@@ -142,6 +145,8 @@ pub fn summarize(records: &[Record]) -> Summary {
             BoardSummary {
                 device: device.to_string(),
                 bundle: hello.map(|h| h.model.bundle.clone()).unwrap_or_default(),
+                bundle_hash: hello.map(|h| h.model.hash.clone()).unwrap_or_default(),
+                signed_by: hello.and_then(|h| h.model.signed_by.clone()),
                 tokens,
                 frames: frames.len(),
                 missing,
