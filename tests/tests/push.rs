@@ -498,3 +498,61 @@ fn a_host_restart_in_the_middle_of_a_push_resumes_it() {
         "the board resumed from what it held ({received} bytes seen received): {st}"
     );
 }
+
+/// A store on an 8 MB filesystem (a tmpfs, where this machine lets the test mount one): the
+/// board refuses the 22 MB demo bundle at the offer, naming the space, before any byte is sent.
+#[test]
+fn a_bundle_larger_than_the_free_space_is_refused_before_sending() {
+    let dir = tmp("push-space");
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&store)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: this machine does not let the test mount a small tmpfs");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    // Dropped after the board (declared before it).
+    let _u = Unmount(store.clone());
+    let port = free_port();
+    let _e = Kill(
+        Command::new(bin("svit-edge"))
+            .args([
+                "run",
+                "--camera",
+                "synthetic",
+                "--fps",
+                "5",
+                "--threads",
+                "1",
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--store"])
+            .arg(&store)
+            .current_dir(workspace())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut s = board(port);
+    let tar = vec![0u8; 22 << 20];
+    match offer(&mut s, &tar, Sha256::digest(&tar).into()) {
+        PushStatus::Refused { reason } => {
+            assert!(
+                reason.contains("not enough space") && reason.contains("MB are free"),
+                "{reason}"
+            )
+        }
+        other => panic!("a bundle over the free space must be refused, got {other:?}"),
+    }
+}
