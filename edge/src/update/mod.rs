@@ -186,8 +186,18 @@ impl Updater {
         }
         match p {
             Push::Offer { sha256, size, name } => {
-                if self.pending.is_some() {
-                    return refuse("busy: the board is switching bundles; push again after".into());
+                match &self.pending {
+                    // Offered again (a host that restarted meanwhile): it is on its way in.
+                    Some(p) if p.sha256 == Some(sha256) => {
+                        return vec![PushStatus::Checking { sha256 }];
+                    }
+                    Some(_) => {
+                        return refuse(
+                            "busy: the board is switching to another bundle; push again after"
+                                .into(),
+                        )
+                    }
+                    None => {}
                 }
                 if self.running_sha == Some(sha256) {
                     return vec![PushStatus::Switched {

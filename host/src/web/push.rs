@@ -73,6 +73,8 @@ pub struct Status {
     pub received: u64,
     /// Where the board resumed an earlier, interrupted transfer of the same bundle.
     pub resumed_from: Option<u64>,
+    /// Bundle bytes this host sent (resends included): at most the size when nothing was lost.
+    pub bytes_sent: u64,
     pub seconds: f64,
     #[serde(flatten)]
     pub state: State,
@@ -94,6 +96,7 @@ struct Transfer {
     heard: Instant,
     started: Instant,
     resumed_from: Option<u64>,
+    bytes_sent: u64,
     state: State,
 }
 
@@ -165,6 +168,7 @@ impl Pushes {
             sha256: short_hash(&t.sha256),
             received: t.acked,
             resumed_from: t.resumed_from,
+            bytes_sent: t.bytes_sent,
             seconds: t.started.elapsed().as_secs_f64(),
             state: t.state.clone(),
         })
@@ -284,6 +288,7 @@ impl Pushes {
             while t.sent < t.size() && t.sent < t.acked + WINDOW * CHUNK as u64 {
                 let end = (t.sent + CHUNK as u64).min(t.size());
                 let data = tar[t.sent as usize..end as usize].to_vec();
+                t.bytes_sent += data.len() as u64;
                 out.push((
                     conn,
                     HostMsg::Push(Push::Chunk {
@@ -312,6 +317,7 @@ impl Transfer {
             heard: Instant::now(),
             started: Instant::now(),
             resumed_from: None,
+            bytes_sent: 0,
             state: if conn.is_some() {
                 State::Sending
             } else {
