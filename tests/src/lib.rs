@@ -254,6 +254,16 @@ pub fn keygen(prefix: &Path) -> String {
         .to_string()
 }
 
+/// A child process ended when dropped, a failed test's too.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct TempDir(pub PathBuf);
 
 impl std::ops::Deref for TempDir {

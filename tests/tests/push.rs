@@ -6,25 +6,16 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use svit_e2e::{
     bin, copy_bundle, free_port, greet, http, read_messages, send, signal, tmp, wait_for,
-    workspace, TempDir,
+    workspace, Kill, TempDir,
 };
 use svit_protocol::push::CHUNK;
 use svit_protocol::{EdgeMsg, HostMsg, Push, PushStatus};
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `svit-host listen` with its web view on `http_addr`; `extra`: options with a file
 /// (`--key`).
@@ -335,6 +326,29 @@ fn answer(s: &mut TcpStream) -> PushStatus {
     }
 }
 
+/// A board waiting for its host on `port` (the test plays the host), its store in `store`.
+fn listening_board(port: u16, store: &Path) -> Kill {
+    Kill(
+        Command::new(bin("svit-edge"))
+            .args([
+                "run",
+                "--camera",
+                "synthetic",
+                "--fps",
+                "5",
+                "--threads",
+                "1",
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--store"])
+            .arg(store)
+            .current_dir(workspace())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start svit-edge"),
+    )
+}
+
 fn board(port: u16) -> TcpStream {
     let mut s = wait_for(Duration::from_secs(60), "the board to listen", || {
         TcpStream::connect(("127.0.0.1", port)).ok()
@@ -348,25 +362,7 @@ fn an_interrupted_transfer_resumes_and_an_altered_one_is_refused() {
     let dir = tmp("push-resume");
     let port = free_port();
     let store: PathBuf = dir.join("store");
-    let _e = Kill(
-        Command::new(bin("svit-edge"))
-            .args([
-                "run",
-                "--camera",
-                "synthetic",
-                "--fps",
-                "5",
-                "--threads",
-                "1",
-            ])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--store"])
-            .arg(&store)
-            .current_dir(workspace())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("edge.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _e = listening_board(port, &store);
     // The demo bundle as one tar, as `svit-host push` sends it.
     let st = Command::new("tar")
         .arg("-cf")
@@ -553,25 +549,7 @@ fn a_bundle_larger_than_the_free_space_is_refused_before_sending() {
     // Dropped after the board (declared before it).
     let _u = Unmount(store.clone());
     let port = free_port();
-    let _e = Kill(
-        Command::new(bin("svit-edge"))
-            .args([
-                "run",
-                "--camera",
-                "synthetic",
-                "--fps",
-                "5",
-                "--threads",
-                "1",
-            ])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--store"])
-            .arg(&store)
-            .current_dir(workspace())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _e = listening_board(port, &store);
     let mut s = board(port);
     let tar = vec![0u8; 22 << 20];
     match offer(&mut s, &tar, Sha256::digest(&tar).into()) {

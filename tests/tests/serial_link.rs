@@ -208,23 +208,13 @@ fn missing_serial_port_is_named() {
     );
 }
 
-/// Ends a child when dropped, a failed test's too.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A bundle pushed to a board on the serial line, through the host's web API.
 #[test]
 fn a_bundle_is_pushed_over_the_serial_line() {
     let cable = Cable::new();
     let dir = svit_e2e::tmp("serial-push");
     let web = format!("127.0.0.1:{}", svit_e2e::free_port());
-    let _edge = Kill(
+    let _edge = svit_e2e::Kill(
         Command::new(bin("svit-edge"))
             .args([
                 "run",
@@ -243,7 +233,7 @@ fn a_bundle_is_pushed_over_the_serial_line() {
             .expect("start svit-edge"),
     );
     std::thread::sleep(Duration::from_millis(1500));
-    let _host = Kill(
+    let _host = svit_e2e::Kill(
         Command::new(bin("svit-host"))
             .args([
                 "listen",
