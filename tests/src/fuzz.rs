@@ -17,6 +17,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("host_handshake", host_handshake),
     ("edge_handshake", edge_handshake),
     ("sealed_session", sealed_session),
+    ("jpeg_split", jpeg_split),
 ];
 
 const KEY: &[u8] = b"0123456789abcdef";
@@ -176,6 +177,34 @@ pub fn sealed_session(data: &[u8]) {
                     last_accepted = Some(t.seq);
                 }
             }
+        }
+    }
+}
+
+/// The JPEG marker scan the ArduCAM driver finds its frame with and the edge splits MJPEG
+/// streams with: every image found lies in the input after the previous one, starts with SOI
+/// and ends with EOI; the first is the one `first_image` gives; the Huffman-table check of any
+/// image returns.
+pub fn jpeg_split(data: &[u8]) {
+    use svit_arducam::jpeg;
+    let mut after = 0;
+    let mut first = None;
+    for r in jpeg::images(data) {
+        assert!(
+            after <= r.start && r.start + 4 <= r.end && r.end <= data.len(),
+            "{r:?}"
+        );
+        assert_eq!(data[r.start..r.start + 2], [0xFF, 0xD8]);
+        assert_eq!(data[r.end - 2..r.end], [0xFF, 0xD9]);
+        let _ = jpeg::has_huffman_tables(&data[r.clone()]);
+        first.get_or_insert(r.clone());
+        after = r.end;
+    }
+    match jpeg::first_image(data) {
+        Ok(r) => assert_eq!(Some(r), first),
+        Err(why) => {
+            assert!(first.is_none());
+            assert_eq!(why.soi, data.windows(2).any(|w| w == [0xFF, 0xD8]));
         }
     }
 }
