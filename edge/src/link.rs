@@ -160,6 +160,16 @@ fn spawn_control_reader(mut stream: TcpStream, ctl: Arc<Control>, mut rx: Rx, le
     });
 }
 
+/// This board's side of any link (TCP here, `serial`, `mqtt`): what it sends, how it greets,
+/// its key, the settings the host's control changes and the counters its health reports.
+pub struct Endpoint {
+    pub out: Arc<Queue<EdgeMsg>>,
+    pub hello: proto::Hello,
+    pub key: Option<Vec<u8>>,
+    pub ctl: Arc<Control>,
+    pub stats: Arc<Stats>,
+}
+
 /// How the edge meets its host.
 pub enum Peer {
     /// `--connect HOST:PORT`: dial out, again with backoff whenever the link drops.
@@ -286,14 +296,15 @@ impl Outbox {
 /// queue closes and everything queued has been flushed (or no host is there for the final
 /// flush), with the number of messages that could not be delivered. `hello` is this edge's
 /// greeting; with `key`, host and edge prove they share it.
-pub fn tcp_loop(
-    peer: Peer,
-    q: Arc<Queue<EdgeMsg>>,
-    hello: proto::Hello,
-    key: Option<Vec<u8>>,
-    ctl: Arc<Control>,
-    stats: Arc<Stats>,
-) -> Result<u64> {
+pub fn tcp_loop(peer: Peer, end: Endpoint) -> Result<u64> {
+    let Endpoint {
+        out: q,
+        hello,
+        key,
+        ctl,
+        stats,
+    } = end;
+
     let mut out = Outbox::new(q, stats);
     let mut backoff = Duration::from_millis(100);
     let addr = peer.describe();

@@ -379,14 +379,14 @@ fn main() -> Result<()> {
                 let q = Arc::new(Queue::new(1));
                 q.push(svit_protocol::EdgeMsg::Bench(report));
                 q.close();
-                let lost = link::tcp_loop(
-                    link::Peer::Connect(addr.clone()),
-                    q,
-                    edge_hello(update::model_info(&manifest, None), name),
+                let end = link::Endpoint {
+                    out: q,
+                    hello: edge_hello(update::model_info(&manifest, None), name),
                     key,
-                    Arc::new(Control::new(0.0)),
-                    Arc::new(Stats::new()),
-                )?;
+                    ctl: Arc::new(Control::new(0.0)),
+                    stats: Arc::new(Stats::new()),
+                };
+                let lost = link::tcp_loop(link::Peer::Connect(addr.clone()), end)?;
                 anyhow::ensure!(lost == 0, "the bench report was not delivered to {addr}");
                 tracing::info!("bench report sent to {addr}");
             }
@@ -534,35 +534,18 @@ fn run(
             .name("infer".into())
             .spawn(move || pipeline::infer_loop(m, i, sp, o, c, s, infer))?
     };
+    let end = link::Endpoint {
+        out: outgoing.clone(),
+        hello,
+        key,
+        ctl: ctl.clone(),
+        stats: stats.clone(),
+    };
     let sent = match sink {
         Sink::Stdout => link::stdout_loop(outgoing.clone(), model.manifest.labels.clone()),
-        Sink::Tcp(peer) => link::tcp_loop(
-            peer,
-            outgoing.clone(),
-            hello,
-            key,
-            ctl.clone(),
-            stats.clone(),
-        )
-        .map(|_| ()),
-        Sink::Mqtt(target) => mqtt::mqtt_loop(
-            target,
-            outgoing.clone(),
-            hello,
-            key,
-            ctl.clone(),
-            stats.clone(),
-        )
-        .map(|_| ()),
-        Sink::Serial(port) => serial::serial_loop(
-            port,
-            outgoing.clone(),
-            hello,
-            key,
-            ctl.clone(),
-            stats.clone(),
-        )
-        .map(|_| ()),
+        Sink::Tcp(peer) => link::tcp_loop(peer, end).map(|_| ()),
+        Sink::Mqtt(target) => mqtt::mqtt_loop(target, end).map(|_| ()),
+        Sink::Serial(port) => serial::serial_loop(port, end).map(|_| ()),
     };
     ctl.stop.store(true, Ordering::Relaxed);
     decoded.close();

@@ -27,9 +27,7 @@ use svit_protocol::session::{EdgeHandshake, Event};
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg};
 
 use crate::control::Control;
-use crate::link::{encode, fresh, Next, Outbox};
-use crate::pipeline::Stats;
-use crate::queue::Queue;
+use crate::link::{encode, fresh, Endpoint, Next, Outbox};
 
 /// Publishes rumqttc holds while the broker is slow or away.
 const QUEUE: usize = 64;
@@ -98,14 +96,15 @@ impl Link {
     }
 }
 
-pub fn mqtt_loop(
-    target: Target,
-    q: Arc<Queue<EdgeMsg>>,
-    hello: proto::Hello,
-    key: Option<Vec<u8>>,
-    ctl: Arc<Control>,
-    stats: Arc<Stats>,
-) -> Result<u64> {
+pub fn mqtt_loop(target: Target, end: Endpoint) -> Result<u64> {
+    let Endpoint {
+        out: q,
+        hello,
+        key,
+        ctl,
+        stats,
+    } = end;
+
     let topic = |leaf: &str| svit_mqtt::topic(&target.prefix, &hello.device, leaf);
     let (wire, control, avail) = (topic("wire"), topic("control"), topic("availability"));
     let will = LastWill::new(avail.clone(), "offline", QoS::AtLeastOnce, true);

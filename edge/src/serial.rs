@@ -9,7 +9,6 @@
 //! One thread reads and writes, so a hello never interleaves with a frame.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -19,9 +18,7 @@ use svit_protocol::session::{EdgeHandshake, Event, HandshakeError};
 use svit_protocol::{self as proto, EdgeMsg, FrameDecoder, HostMsg};
 
 use crate::control::Control;
-use crate::link::{control, encode, fresh, Next, Outbox};
-use crate::pipeline::Stats;
-use crate::queue::Queue;
+use crate::link::{control, encode, fresh, Endpoint, Next, Outbox};
 
 /// How long one read or write waits before the loop looks at its queue and flags again.
 const POLL: Duration = Duration::from_millis(50);
@@ -65,14 +62,15 @@ enum Phase {
 
 /// Streams the queue over the port until it closes; returns how many messages were not
 /// delivered (queued when the run ended with no host on the line).
-pub fn serial_loop(
-    mut port: Box<dyn SerialPort>,
-    q: Arc<Queue<EdgeMsg>>,
-    hello: proto::Hello,
-    key: Option<Vec<u8>>,
-    ctl: Arc<Control>,
-    stats: Arc<Stats>,
-) -> Result<u64> {
+pub fn serial_loop(mut port: Box<dyn SerialPort>, end: Endpoint) -> Result<u64> {
+    let Endpoint {
+        out: q,
+        hello,
+        key,
+        ctl,
+        stats,
+    } = end;
+
     let name = port.name().unwrap_or_else(|| "serial".into());
     let mut out = Outbox::new(q, stats);
     let mut dec = FrameDecoder::new(proto::push::MAX_CONTROL);
