@@ -512,3 +512,77 @@ fn a_keyed_board_through_the_broker_is_sealed_end_to_end() {
     let b = &s["boards"][0];
     assert!(b["frames"].as_u64().unwrap() >= 40, "{b}");
 }
+
+/// A bundle pushed to a board that publishes straight to the broker (`svit-edge run --mqtt`),
+/// through the host's web API: offer, chunks and answers all cross Mosquitto.
+#[test]
+fn a_bundle_is_pushed_to_a_board_through_the_broker() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let dir = tmp("mqtt-push");
+    let web = format!("127.0.0.1:{}", free_port());
+    let _h = svit_e2e::Kill(
+        Command::new(bin("svit-host"))
+            .args([
+                "listen",
+                "127.0.0.1:0",
+                "--quiet",
+                "--mqtt-subscribe",
+                &broker.url(),
+            ])
+            .args(["--http", &web])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.0.join("host.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let _e = svit_e2e::Kill(
+        Command::new(bin("svit-edge"))
+            .args([
+                "run",
+                "--camera",
+                "synthetic",
+                "--fps",
+                "10",
+                "--name",
+                "mq-push",
+            ])
+            .args(["--mqtt", &broker.url(), "--store"])
+            .arg(dir.0.join("store"))
+            .arg("--bundle")
+            .arg(svit_e2e::workspace().join("models/demo"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.0.join("edge.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(Duration::from_secs(60), "the board on the host", || {
+        TcpStream::connect(&web).ok()?;
+        let b = svit_e2e::http(&web, "GET", "/api/boards", &[], b"").json();
+        b.as_array()?
+            .iter()
+            .find(|b| b["connected"] == true)
+            .cloned()
+    });
+    let out = Command::new(bin("svit-host"))
+        .args([
+            "push",
+            "models/demo",
+            "--board",
+            "mq-push",
+            "--timeout",
+            "120",
+        ])
+        .args(["--api", &format!("http://{web}")])
+        .current_dir(svit_e2e::workspace())
+        .output()
+        .unwrap();
+    let log = std::fs::read_to_string(dir.0.join("edge.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{}\n--- edge\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"state\":\"switched\""));
+}
