@@ -254,6 +254,40 @@ pub fn keygen(prefix: &Path) -> String {
         .to_string()
 }
 
+/// The board `name` as the web view at `web` lists it, once it is connected and streaming
+/// (more than two frames); `None` before (the web view not listening yet included).
+pub fn web_board(web: &str, name: &str) -> Option<serde_json::Value> {
+    TcpStream::connect(web).ok()?;
+    let boards = http(web, "GET", "/api/boards", &[], b"").json();
+    boards
+        .as_array()?
+        .iter()
+        .find(|b| b["name"] == name && b["connected"] == true && b["frames"].as_u64() > Some(2))
+        .cloned()
+}
+
+/// `svit-host ARGS --api http://WEB --timeout 120` (`push`, `rollback`), from the workspace.
+pub fn host_api(args: &[&str], web: &str) -> std::process::Output {
+    Command::new(bin("svit-host"))
+        .args(args)
+        .args(["--api", &format!("http://{web}"), "--timeout", "120"])
+        .current_dir(workspace())
+        .output()
+        .unwrap()
+}
+
+/// The last line a command printed, as JSON (`push` prints one per board).
+pub fn last_json(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_else(|| {
+        panic!(
+            "no JSON line; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    serde_json::from_str(line).unwrap()
+}
+
 /// A child process ended when dropped, a failed test's too.
 pub struct Kill(pub std::process::Child);
 

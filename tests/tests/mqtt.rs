@@ -558,31 +558,14 @@ fn a_bundle_is_pushed_to_a_board_through_the_broker() {
             .unwrap(),
     );
     wait_for(Duration::from_secs(60), "the board on the host", || {
-        TcpStream::connect(&web).ok()?;
-        let b = svit_e2e::http(&web, "GET", "/api/boards", &[], b"").json();
-        b.as_array()?
-            .iter()
-            .find(|b| b["connected"] == true)
-            .cloned()
+        svit_e2e::web_board(&web, "mq-push")
     });
-    let out = Command::new(bin("svit-host"))
-        .args([
-            "push",
-            "models/demo",
-            "--board",
-            "mq-push",
-            "--timeout",
-            "120",
-        ])
-        .args(["--api", &format!("http://{web}")])
-        .current_dir(svit_e2e::workspace())
-        .output()
-        .unwrap();
+    let out = svit_e2e::host_api(&["push", "models/demo", "--board", "mq-push"], &web);
     let log = std::fs::read_to_string(dir.0.join("edge.log")).unwrap_or_default();
     assert!(
         out.status.success(),
         "{}\n--- edge\n{log}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"state\":\"switched\""));
+    assert_eq!(svit_e2e::last_json(&out)["state"], "switched");
 }

@@ -6,13 +6,13 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use svit_e2e::{
-    bin, copy_bundle, free_port, greet, http, read_messages, send, signal, tmp, wait_for,
-    workspace, Kill, TempDir,
+    bin, copy_bundle, free_port, greet, host_api, http, last_json, read_messages, send, signal,
+    tmp, wait_for, web_board, workspace, Kill, TempDir,
 };
 use svit_protocol::push::CHUNK;
 use svit_protocol::{EdgeMsg, HostMsg, Push, PushStatus};
@@ -81,36 +81,6 @@ fn edge(
         .spawn()
         .expect("start svit-edge");
     Kill(child)
-}
-
-fn connected(http_addr: &str, name: &str) -> Option<serde_json::Value> {
-    let boards = http(http_addr, "GET", "/api/boards", &[], b"").json();
-    boards
-        .as_array()?
-        .iter()
-        .find(|b| b["name"] == name && b["connected"] == true && b["frames"].as_u64() > Some(2))
-        .cloned()
-}
-
-/// `svit-host push|rollback ARGS --api http://ADDR`.
-fn host_cmd(args: &[&str], http_addr: &str) -> Output {
-    Command::new(bin("svit-host"))
-        .args(args)
-        .args(["--api", &format!("http://{http_addr}"), "--timeout", "120"])
-        .current_dir(workspace())
-        .output()
-        .unwrap()
-}
-
-fn last_json(out: &Output) -> serde_json::Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or_else(|| {
-        panic!(
-            "no JSON line; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    serde_json::from_str(line).unwrap()
 }
 
 /// A copy of the demo bundle named `name`, changed by `change`, signed with `key` if given.
@@ -215,14 +185,14 @@ fn a_push_switches_a_running_board_without_a_gap_and_refusals_are_named() {
         &dir.join("nostore.log"),
     );
     wait_for(Duration::from_secs(120), "both boards streaming", || {
-        connected(&web, "pushed").and(connected(&web, "nostore"))
+        web_board(&web, "pushed").and(web_board(&web, "nostore"))
     });
-    let before = connected(&web, "pushed").unwrap();
+    let before = web_board(&web, "pushed").unwrap();
     assert_eq!(before["bundle"], "demo-v1");
     assert_eq!(before["signed_by"], a_id.as_str());
 
     // The push: exits 0 once the board runs it, from a frame it names.
-    let out = host_cmd(
+    let out = host_api(
         &["push", second.to_str().unwrap(), "--board", "pushed"],
         &web,
     );
@@ -240,7 +210,7 @@ fn a_push_switches_a_running_board_without_a_gap_and_refusals_are_named() {
     );
     let switched_at = st["seq"].as_u64().unwrap();
     let after = wait_for(Duration::from_secs(30), "frames after the switch", || {
-        connected(&web, "pushed")
+        web_board(&web, "pushed")
             .filter(|b| b["frames"].as_u64() > before["frames"].as_u64().map(|f| f + 5))
     });
     assert_eq!(
@@ -252,7 +222,7 @@ fn a_push_switches_a_running_board_without_a_gap_and_refusals_are_named() {
     // Refusals, each named, the board running on: signed by a key it does not trust, a bundle
     // that does not load, a board that keeps no store, a board that does not exist.
     let refused = |bundle: &Path, board: &str| {
-        let out = host_cmd(&["push", bundle.to_str().unwrap(), "--board", board], &web);
+        let out = host_api(&["push", bundle.to_str().unwrap(), "--board", board], &web);
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -267,10 +237,10 @@ fn a_push_switches_a_running_board_without_a_gap_and_refusals_are_named() {
     assert!(why.contains("--store"), "{why}");
     let why = refused(&second, "nobody");
     assert!(why.contains("no board named \"nobody\""), "{why}");
-    assert_eq!(connected(&web, "pushed").unwrap()["bundle"], "demo-v2");
+    assert_eq!(web_board(&web, "pushed").unwrap()["bundle"], "demo-v2");
 
     // Rollback: back to the first bundle.
-    let out = host_cmd(&["rollback", "--board", "pushed"], &web);
+    let out = host_api(&["rollback", "--board", "pushed"], &web);
     assert!(
         out.status.success(),
         "{}",
@@ -463,7 +433,7 @@ fn a_host_restart_in_the_middle_of_a_keyed_push_resumes_it() {
         &dir.join("edge.log"),
     );
     wait_for(Duration::from_secs(120), "the board streaming", || {
-        connected(&web, "restart")
+        web_board(&web, "restart")
     });
     // (Not killed if the test fails: its --timeout ends it.)
     let push = Command::new(bin("svit-host"))

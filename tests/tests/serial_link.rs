@@ -248,30 +248,13 @@ fn a_bundle_is_pushed_over_the_serial_line() {
             .expect("start svit-host"),
     );
     svit_e2e::wait_for(Duration::from_secs(120), "the board on the line", || {
-        std::net::TcpStream::connect(&web).ok()?;
-        let b = svit_e2e::http(&web, "GET", "/api/boards", &[], b"").json();
-        b.as_array()?
-            .iter()
-            .find(|b| b["connected"] == true)
-            .cloned()
+        svit_e2e::web_board(&web, "uart-board")
     });
-    let out = Command::new(bin("svit-host"))
-        .args([
-            "push",
-            "models/demo",
-            "--board",
-            "uart-board",
-            "--timeout",
-            "120",
-        ])
-        .args(["--api", &format!("http://{web}")])
-        .current_dir(workspace())
-        .output()
-        .unwrap();
+    let out = svit_e2e::host_api(&["push", "models/demo", "--board", "uart-board"], &web);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"state\":\"switched\""));
+    assert_eq!(svit_e2e::last_json(&out)["state"], "switched");
 }
