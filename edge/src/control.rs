@@ -23,7 +23,7 @@ pub struct Control {
     /// Hands the host's bundle pushes to the updater thread (`update::spawn` sets it); false
     /// when the updater is busy (the host sends again what the board does not answer).
     pub pushes: OnceLock<PushSink>,
-    /// The bundle a new session's hello names, once a push replaced the first one.
+    /// The bundle running, as hellos and push answers name it (set by `run`, then by each switch).
     model_info: Mutex<Option<proto::ModelInfo>>,
 }
 

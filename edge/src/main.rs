@@ -479,6 +479,7 @@ fn run(
     let ctl = Arc::new(Control::new(
         threshold.unwrap_or(model.manifest.defaults.threshold),
     ));
+    ctl.set_model_info(hello.model.clone());
     if let Some(b) = budget {
         tracing::info!("latency budget {b:.1} ms (p95 of the total)");
         ctl.apply(&svit_protocol::HostMsg::SetBudget(Some(b)));

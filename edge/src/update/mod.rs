@@ -228,10 +228,9 @@ impl Updater {
         self.store.as_ref().expect("checked in on_push")
     }
 
+    /// The running bundle as the hello names it (signer included; `run` sets it at start).
     fn info(&self) -> ModelInfo {
-        self.ctl
-            .model_info()
-            .unwrap_or_else(|| model_info(&self.slot.model().manifest, None))
+        self.ctl.model_info().unwrap_or_default()
     }
 
     fn offer(
